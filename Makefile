@@ -1,0 +1,50 @@
+# accessctl — two commands on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+PG_URL ?= postgres://postgres@127.0.0.1:5432/accessctl
+PYTEST_ARGS ?=
+
+.PHONY: run test install lint migrations-check test-sqlite test-postgres services demo clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install  ## migrate, load the demo, serve the admin on $(PORT) (embedded SQLite by default)
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py load_demo
+	$(BIN)/python manage.py runserver 0.0.0.0:$(PORT)
+
+demo: install
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py load_demo
+
+lint: install
+	$(BIN)/ruff check .
+
+migrations-check: install
+	$(BIN)/python manage.py makemigrations --check --dry-run
+
+services:  ## start PostgreSQL, Redis and RabbitMQ if they are down; fail loudly if one cannot start
+	bash scripts/ensure-services.sh
+
+test-sqlite: install
+	env -u DATABASE_URL $(BIN)/pytest $(PYTEST_ARGS)
+
+test-postgres: install services
+	DATABASE_URL=$(PG_URL) $(BIN)/pytest $(PYTEST_ARGS)
+
+test: install lint migrations-check services test-sqlite test-postgres  ## the whole suite, on SQLite then PostgreSQL
+
+clean:
+	rm -rf $(VENV) db.sqlite3 staticfiles

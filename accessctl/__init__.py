@@ -1,0 +1,4 @@
+"""accessctl: the access-control plane for LLM gateways."""
+from .celery import app as celery_app
+
+__all__ = ("celery_app",)

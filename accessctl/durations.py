@@ -1,0 +1,59 @@
+"""Budget and expiry durations: "30s", "5m", "1h", "7d", "2w", "1mo" (LiteLLM's format)."""
+from __future__ import annotations
+
+import datetime
+import re
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w|mo)\s*$")
+
+
+class DurationError(ValueError):
+    pass
+
+
+def parse_duration(text: str) -> tuple[int, str]:
+    """(count, unit) of a duration; raises DurationError naming the accepted forms."""
+    match = _DURATION.match(text or "")
+    if not match or int(match.group(1)) <= 0:
+        raise DurationError(f"Invalid duration {text!r}: use a positive number followed by s, m, h, d, w or mo.")
+    return int(match.group(1)), match.group(2)
+
+
+def add_months(moment: datetime.datetime, months: int) -> datetime.datetime:
+    month_index = moment.month - 1 + months
+    year = moment.year + month_index // 12
+    month = month_index % 12 + 1
+    return moment.replace(year=year, month=month, day=1)
+
+
+def duration_delta(text: str, start: datetime.datetime) -> datetime.datetime:
+    """`start` plus the duration, exactly (used for key expiry)."""
+    count, unit = parse_duration(text)
+    if unit == "mo":
+        day = start.day
+        shifted = add_months(start, count)
+        # Clamp to the last day of the target month.
+        next_month = add_months(shifted, 1)
+        last_day = (next_month - datetime.timedelta(days=1)).day
+        return shifted.replace(day=min(day, last_day))
+    seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[unit]
+    return start + datetime.timedelta(seconds=count * seconds)
+
+
+def next_reset_at(text: str, now: datetime.datetime) -> datetime.datetime:
+    """When a budget with this duration next resets, snapped to boundaries as LiteLLM does.
+
+    1d → next midnight; 7d → next Monday; 30d and 1mo → the 1st of next month; 1h → top of next hour;
+    other durations → now + duration.
+    """
+    count, unit = parse_duration(text)
+    if unit == "mo" or (unit == "d" and count == 30):
+        return add_months(now.replace(hour=0, minute=0, second=0, microsecond=0), 1 if unit == "d" else count)
+    if unit == "d" and count == 7 or unit == "w" and count == 1:
+        midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        return midnight + datetime.timedelta(days=7 - midnight.weekday())
+    if unit == "d" and count == 1:
+        return now.replace(hour=0, minute=0, second=0, microsecond=0) + datetime.timedelta(days=1)
+    if unit == "h" and count == 1:
+        return now.replace(minute=0, second=0, microsecond=0) + datetime.timedelta(hours=1)
+    return duration_delta(text, now)

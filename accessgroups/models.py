@@ -1,0 +1,139 @@
+"""Access groups, their assignments to teams and keys, and the catalog of what the gateway serves (SPEC §1, §4)."""
+from __future__ import annotations
+
+import uuid
+
+from django.db import models as db
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+from keys.models import VirtualKey
+from orgs.models import Organization, Team
+
+
+class AccessGroup(db.Model):
+    """A named bundle of models, MCP servers and agents, global or owned by one organization."""
+
+    access_group_id = db.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    access_group_name = db.CharField(
+        max_length=255, help_text="Unique per owner, ignoring case. May be used as an entry of a key's models."
+    )
+    description = db.TextField(blank=True, default="")
+    organization = db.ForeignKey(
+        Organization,
+        null=True,
+        blank=True,
+        on_delete=db.PROTECT,
+        related_name="access_groups",
+        help_text="Owning organization; empty for a global group that only platform admins manage.",
+    )
+    access_model_names = db.JSONField(default=list, blank=True, help_text="Model names (patterns allowed).")
+    access_mcp_server_ids = db.JSONField(default=list, blank=True, help_text="MCP server ids.")
+    access_agent_ids = db.JSONField(default=list, blank=True, help_text="Agent ids.")
+    assigned_team_ids = db.JSONField(
+        default=list, blank=True, editable=False, help_text="Kept equal to the group's team assignments."
+    )
+    assigned_key_ids = db.JSONField(
+        default=list, blank=True, editable=False, help_text="Kept equal to the group's key assignments (tokens)."
+    )
+    created_at = db.DateTimeField(default=timezone.now)
+    updated_at = db.DateTimeField(auto_now=True)
+    created_by = db.CharField(max_length=255, blank=True, default="")
+    updated_by = db.CharField(max_length=255, blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at", "access_group_id"]
+        constraints = [
+            db.UniqueConstraint(
+                Lower("access_group_name"),
+                "organization",
+                name="unique_access_group_name_per_org",
+                condition=db.Q(organization__isnull=False),
+            ),
+            db.UniqueConstraint(
+                Lower("access_group_name"),
+                name="unique_global_access_group_name",
+                condition=db.Q(organization__isnull=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.access_group_name
+
+
+class TeamAccessGroup(db.Model):
+    """The truth of a team's access groups; `Team.access_group_ids` mirrors it."""
+
+    team = db.ForeignKey(Team, on_delete=db.CASCADE, related_name="access_group_assignments")
+    access_group = db.ForeignKey(AccessGroup, on_delete=db.CASCADE, related_name="team_assignments")
+    created_at = db.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [db.UniqueConstraint(fields=["team", "access_group"], name="unique_team_access_group")]
+
+    def __str__(self) -> str:
+        return f"{self.access_group_id} → team {self.team_id}"
+
+
+class KeyAccessGroup(db.Model):
+    """The truth of a key's access groups; `VirtualKey.access_group_ids` mirrors it."""
+
+    key = db.ForeignKey(VirtualKey, on_delete=db.CASCADE, related_name="access_group_assignments")
+    access_group = db.ForeignKey(AccessGroup, on_delete=db.CASCADE, related_name="key_assignments")
+    created_at = db.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [db.UniqueConstraint(fields=["key", "access_group"], name="unique_key_access_group")]
+
+    def __str__(self) -> str:
+        return f"{self.access_group_id} → key {self.key_id}"
+
+
+class CatalogModel(db.Model):
+    """A model the gateway serves; what "all models" and patterns expand to in listings."""
+
+    model_name = db.CharField(max_length=255, unique=True, help_text="What clients ask for, e.g. openai/gpt-4o.")
+    provider = db.CharField(max_length=64, blank=True, default="", help_text="e.g. openai, anthropic.")
+    description = db.TextField(blank=True, default="")
+    active = db.BooleanField(default=True, help_text="Inactive models are not listed.")
+    created_at = db.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["model_name"]
+        verbose_name = "catalog model"
+
+    def __str__(self) -> str:
+        return self.model_name
+
+
+class MCPServer(db.Model):
+    """An MCP server the gateway serves."""
+
+    server_id = db.CharField(max_length=255, unique=True, help_text="Id used in access groups.")
+    name = db.CharField(max_length=255)
+    description = db.TextField(blank=True, default="")
+    active = db.BooleanField(default=True)
+    created_at = db.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["server_id"]
+        verbose_name = "MCP server"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Agent(db.Model):
+    """An agent the gateway serves."""
+
+    agent_id = db.CharField(max_length=255, unique=True, help_text="Id used in access groups.")
+    name = db.CharField(max_length=255)
+    description = db.TextField(blank=True, default="")
+    active = db.BooleanField(default=True)
+    created_at = db.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["agent_id"]
+
+    def __str__(self) -> str:
+        return self.name

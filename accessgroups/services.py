@@ -1,0 +1,544 @@
+"""Every write to access groups, their assignments and the catalog; and the sync of the denormalized ids.
+
+The assignment rows (`TeamAccessGroup`, `KeyAccessGroup`) are the truth (SPEC §4). The lists
+`Team.access_group_ids`, `VirtualKey.access_group_ids`, `AccessGroup.assigned_team_ids` and
+`AccessGroup.assigned_key_ids` are recomputed from that truth under a row lock, inside the writing
+transaction, by the `sync_*` functions below — never appended to — so concurrent writers cannot
+lose an assignment and drifted lists heal on the next write.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.db.models.functions import Lower
+
+from accessctl.common import field_values, model_update
+from accessctl.errors import Conflict, InvalidInput, NotFound
+from keys.models import VirtualKey
+from orgs.audit import Affects, record
+from orgs.models import Organization, Team, User
+
+from .models import AccessGroup, Agent, CatalogModel, KeyAccessGroup, MCPServer, TeamAccessGroup
+
+GROUP_FIELDS = ("access_group_name", "description", "access_model_names", "access_mcp_server_ids", "access_agent_ids")
+BATCH_SIZE = 1000
+
+
+# --- sync of the denormalized ids -------------------------------------------------------------
+
+def _ids(values: Iterable[Any]) -> list[str]:
+    return sorted({str(v) for v in values})
+
+
+def sync_teams(team_ids: Iterable[Any]) -> int:
+    """Recompute `access_group_ids` of these teams from the assignment rows. Returns rows changed."""
+    team_ids = list({str(t) for t in team_ids})
+    if not team_ids:
+        return 0
+    truth: dict[str, list[str]] = defaultdict(list)
+    teams = list(Team.objects.select_for_update().filter(team_id__in=team_ids).only("team_id", "access_group_ids"))
+    for team_id, group_id in TeamAccessGroup.objects.filter(team_id__in=team_ids).values_list(
+        "team_id", "access_group_id"
+    ):
+        truth[str(team_id)].append(str(group_id))
+    changed = [t for t in teams if (t.access_group_ids or []) != _ids(truth[str(t.team_id)])]
+    for team in changed:
+        team.access_group_ids = _ids(truth[str(team.team_id)])
+    Team.objects.bulk_update(changed, ["access_group_ids"], batch_size=BATCH_SIZE)
+    return len(changed)
+
+
+def sync_keys(key_ids: Iterable[Any]) -> int:
+    """Recompute `access_group_ids` of these keys (by primary key) from the assignment rows."""
+    key_ids = list({str(k) for k in key_ids})
+    if not key_ids:
+        return 0
+    truth: dict[str, list[str]] = defaultdict(list)
+    keys = list(VirtualKey.objects.select_for_update().filter(id__in=key_ids).only("id", "access_group_ids"))
+    for key_id, group_id in KeyAccessGroup.objects.filter(key_id__in=key_ids).values_list("key_id", "access_group_id"):
+        truth[str(key_id)].append(str(group_id))
+    changed = [k for k in keys if (k.access_group_ids or []) != _ids(truth[str(k.id)])]
+    for key in changed:
+        key.access_group_ids = _ids(truth[str(key.id)])
+    VirtualKey.objects.bulk_update(changed, ["access_group_ids"], batch_size=BATCH_SIZE)
+    return len(changed)
+
+
+def sync_groups(group_ids: Iterable[Any]) -> int:
+    """Recompute `assigned_team_ids` and `assigned_key_ids` (tokens) of these groups."""
+    group_ids = list({str(g) for g in group_ids})
+    if not group_ids:
+        return 0
+    # Locked first, in a stable order, so writers of the same group queue instead of deadlocking.
+    groups = list(
+        AccessGroup.objects.select_for_update()
+        .filter(access_group_id__in=group_ids)
+        .order_by("access_group_id")
+        .only("access_group_id", "assigned_team_ids", "assigned_key_ids")
+    )
+    teams: dict[str, list[str]] = defaultdict(list)
+    keys: dict[str, list[str]] = defaultdict(list)
+    for group_id, team_id in TeamAccessGroup.objects.filter(access_group_id__in=group_ids).values_list(
+        "access_group_id", "team_id"
+    ):
+        teams[str(group_id)].append(str(team_id))
+    for group_id, token in KeyAccessGroup.objects.filter(access_group_id__in=group_ids).values_list(
+        "access_group_id", "key__token"
+    ):
+        keys[str(group_id)].append(token)
+    changed = []
+    for group in groups:
+        gid = str(group.access_group_id)
+        want_teams, want_keys = _ids(teams[gid]), _ids(keys[gid])
+        if (group.assigned_team_ids or []) != want_teams or (group.assigned_key_ids or []) != want_keys:
+            group.assigned_team_ids, group.assigned_key_ids = want_teams, want_keys
+            changed.append(group)
+    AccessGroup.objects.bulk_update(changed, ["assigned_team_ids", "assigned_key_ids"], batch_size=BATCH_SIZE)
+    return len(changed)
+
+
+def sync_after_group_removed(group_id: Any) -> None:
+    """A deleted group leaves no trace: also fix teams and keys whose lists had drifted to name it."""
+    needle = str(group_id)
+    team_ids = Team.objects.filter(access_group_ids__icontains=needle).values_list("team_id", flat=True)
+    key_ids = VirtualKey.objects.filter(access_group_ids__icontains=needle).values_list("id", flat=True)
+    sync_teams(list(team_ids))
+    sync_keys(list(key_ids))
+
+
+def sync_all(*, repair: bool) -> dict[str, list[str]]:
+    """Compare every list with the relation; with `repair`, rewrite those that differ.
+
+    Returns the drift found: {"teams": [...], "keys": [...], "groups": [...]} (ids).
+    """
+    drift: dict[str, list[str]] = {"teams": [], "keys": [], "groups": []}
+    team_truth: dict[str, list[str]] = defaultdict(list)
+    for team_id, group_id in TeamAccessGroup.objects.values_list("team_id", "access_group_id").iterator():
+        team_truth[str(team_id)].append(str(group_id))
+    for team_id, listed in Team.objects.values_list("team_id", "access_group_ids").iterator():
+        if (listed or []) != _ids(team_truth[str(team_id)]):
+            drift["teams"].append(str(team_id))
+    key_truth: dict[str, list[str]] = defaultdict(list)
+    for key_id, group_id in KeyAccessGroup.objects.values_list("key_id", "access_group_id").iterator():
+        key_truth[str(key_id)].append(str(group_id))
+    for key_id, listed in VirtualKey.objects.values_list("id", "access_group_ids").iterator():
+        if (listed or []) != _ids(key_truth[str(key_id)]):
+            drift["keys"].append(str(key_id))
+    group_teams: dict[str, list[str]] = defaultdict(list)
+    group_keys: dict[str, list[str]] = defaultdict(list)
+    for group_id, team_id in TeamAccessGroup.objects.values_list("access_group_id", "team_id").iterator():
+        group_teams[str(group_id)].append(str(team_id))
+    for group_id, token in KeyAccessGroup.objects.values_list("access_group_id", "key__token").iterator():
+        group_keys[str(group_id)].append(token)
+    for group_id, teams, keys in AccessGroup.objects.values_list(
+        "access_group_id", "assigned_team_ids", "assigned_key_ids"
+    ).iterator():
+        gid = str(group_id)
+        if (teams or []) != _ids(group_teams[gid]) or (keys or []) != _ids(group_keys[gid]):
+            drift["groups"].append(gid)
+    if repair and any(drift.values()):
+        with transaction.atomic():
+            for chunk in _chunks(drift["groups"]):
+                sync_groups(chunk)
+            for chunk in _chunks(drift["teams"]):
+                sync_teams(chunk)
+            for chunk in _chunks(drift["keys"]):
+                sync_keys(chunk)
+            record(
+                actor=None,
+                action="access_sync_repair",
+                object_type="access_sync",
+                object_id="all",
+                after={k: len(v) for k, v in drift.items()},
+                affects=Affects(team_ids=set(drift["teams"]), key_ids=set(drift["keys"]),
+                                access_group_ids=set(drift["groups"])),
+            )
+    return drift
+
+
+def _chunks(items: Sequence[Any], size: int = BATCH_SIZE) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# --- access groups ----------------------------------------------------------------------------
+
+def _clean_list(value: Any, param: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise InvalidInput(f"{param} must be a list of non-empty strings.", param=param)
+    seen: dict[str, None] = {}
+    for v in value:
+        seen.setdefault(v.strip(), None)
+    return list(seen)
+
+
+def _name_taken(name: str, organization_id: Any, exclude: Any = None) -> bool:
+    qs = AccessGroup.objects.annotate(lname=Lower("access_group_name")).filter(lname=name.lower())
+    qs = qs.filter(organization_id=organization_id) if organization_id else qs.filter(organization__isnull=True)
+    if exclude is not None:
+        qs = qs.exclude(pk=exclude)
+    return qs.exists()
+
+
+def _validate_group_data(data: dict[str, Any]) -> dict[str, Any]:
+    clean = dict(data)
+    if "access_group_name" in clean:
+        name = clean["access_group_name"]
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidInput("access_group_name is required.", param="access_group_name")
+        if len(name) > 255:
+            raise InvalidInput("access_group_name is longer than 255 characters.", param="access_group_name")
+        clean["access_group_name"] = name.strip()
+    for list_field in ("access_model_names", "access_mcp_server_ids", "access_agent_ids"):
+        if list_field in clean:
+            clean[list_field] = _clean_list(clean[list_field], list_field)
+    if "description" in clean and clean["description"] is None:
+        clean["description"] = ""
+    return clean
+
+
+def _group_affects(group: AccessGroup) -> Affects:
+    return Affects(access_group_ids={str(group.access_group_id)})
+
+
+@transaction.atomic
+def access_group_create(
+    *,
+    actor: User | None,
+    access_group_name: str,
+    organization: Organization | None = None,
+    description: str = "",
+    access_model_names: list[str] | None = None,
+    access_mcp_server_ids: list[str] | None = None,
+    access_agent_ids: list[str] | None = None,
+    assigned_team_ids: list[Any] | None = None,
+    assigned_key_ids: list[str] | None = None,
+    access_group_id: Any = None,
+) -> AccessGroup:
+    """Create a group (names unique per owner, ignoring case → 409) and its initial assignments."""
+    data = _validate_group_data(
+        {
+            "access_group_name": access_group_name,
+            "description": description,
+            "access_model_names": access_model_names,
+            "access_mcp_server_ids": access_mcp_server_ids,
+            "access_agent_ids": access_agent_ids,
+        }
+    )
+    org_id = organization.pk if organization is not None else None
+    if _name_taken(data["access_group_name"], org_id):
+        raise Conflict(f"Access group '{data['access_group_name']}' already exists", param="access_group_name")
+    teams = _teams_by_ids(assigned_team_ids or [], organization)
+    keys = _keys_by_tokens(assigned_key_ids or [], organization)
+    kwargs = {"access_group_id": access_group_id} if access_group_id else {}
+    try:
+        with transaction.atomic():
+            group = AccessGroup.objects.create(
+                organization=organization, created_by=_label(actor), updated_by=_label(actor), **kwargs, **data
+            )
+    except IntegrityError as exc:
+        raise Conflict(f"Access group '{data['access_group_name']}' already exists", param="access_group_name") from exc
+    _assign(group, teams=teams, keys=keys)
+    group.refresh_from_db()
+    record(
+        actor=actor,
+        action="access_group_create",
+        object_type="access_group",
+        object_id=group.pk,
+        organization_id=org_id,
+        after=field_values(group, (*GROUP_FIELDS, "assigned_team_ids", "assigned_key_ids")),
+        affects=_group_affects(group),
+    )
+    return group
+
+
+def _label(actor: User | None) -> str:
+    return actor.user_id if actor is not None else "system"
+
+
+def _teams_by_ids(team_ids: Iterable[Any], organization: Organization | None) -> list[Team]:
+    """Teams named by id; unknown ids (or, for an org-owned group, teams of another org) → 400."""
+    wanted = {str(t) for t in team_ids}
+    if not wanted:
+        return []
+    valid, invalid = _split_uuids(wanted)
+    qs = Team.objects.filter(team_id__in=valid)
+    if organization is not None:
+        qs = qs.filter(organization=organization)
+    found = {str(t.team_id): t for t in qs}
+    missing = sorted(invalid | (wanted - invalid - set(found)))
+    if missing:
+        raise InvalidInput(f"Unknown team ids: {', '.join(missing)}", param="assigned_team_ids")
+    return list(found.values())
+
+
+def _keys_by_tokens(tokens: Iterable[str], organization: Organization | None) -> list[VirtualKey]:
+    from keys.crypto import token_for
+
+    wanted = {token_for(t) for t in tokens if isinstance(t, str)}
+    if not wanted:
+        return []
+    qs = VirtualKey.objects.filter(token__in=wanted)
+    if organization is not None:
+        qs = qs.filter(organization=organization)
+    found = {k.token: k for k in qs}
+    missing = len(wanted - set(found))
+    if missing:
+        raise InvalidInput(f"Unknown key ids: {missing} not found", param="assigned_key_ids")
+    return list(found.values())
+
+
+def _split_uuids(values: set[str]) -> tuple[set[str], set[str]]:
+    import uuid
+
+    valid, invalid = set(), set()
+    for value in values:
+        try:
+            valid.add(str(uuid.UUID(value)))
+        except (ValueError, AttributeError):
+            invalid.add(value)
+    return valid, invalid
+
+
+def _assign(group: AccessGroup, *, teams: Iterable[Team] = (), keys: Iterable[VirtualKey] = ()) -> tuple[int, int]:
+    """Add assignment rows (idempotent); the signals keep the lists in step. Returns rows added."""
+    added_teams = added_keys = 0
+    for team in teams:
+        _, created = TeamAccessGroup.objects.get_or_create(team=team, access_group=group)
+        added_teams += created
+    for key in keys:
+        _, created = KeyAccessGroup.objects.get_or_create(key=key, access_group=group)
+        added_keys += created
+    return added_teams, added_keys
+
+
+def _unassign(group: AccessGroup, *, teams: Iterable[Team] = (), keys: Iterable[VirtualKey] = ()) -> tuple[int, int]:
+    removed_teams = removed_keys = 0
+    for row in TeamAccessGroup.objects.filter(access_group=group, team__in=list(teams)):
+        row.delete()
+        removed_teams += 1
+    for row in KeyAccessGroup.objects.filter(access_group=group, key__in=list(keys)):
+        row.delete()
+        removed_keys += 1
+    return removed_teams, removed_keys
+
+
+@transaction.atomic
+def access_group_update(*, actor: User | None, group: AccessGroup, data: dict[str, Any]) -> AccessGroup:
+    """Partial update: the fields present in `data` are set; `assigned_team_ids` / `assigned_key_ids`
+    replace the assignments from the group's side."""
+    group = AccessGroup.objects.select_for_update().get(pk=group.pk)
+    clean = _validate_group_data({k: v for k, v in data.items() if k in GROUP_FIELDS})
+    if "access_group_name" in clean and _name_taken(
+        clean["access_group_name"], group.organization_id, exclude=group.pk
+    ):
+        raise Conflict(f"Access group '{clean['access_group_name']}' already exists", param="access_group_name")
+    before, after = model_update(group, {**clean, "updated_by": _label(actor)}, GROUP_FIELDS)
+    old_assigned = field_values(group, ("assigned_team_ids", "assigned_key_ids"))
+    affected_keys: set[str] = set()
+    affected_teams: set[str] = set()
+    if "assigned_team_ids" in data:
+        wanted = _teams_by_ids(data["assigned_team_ids"] or [], group.organization)
+        current = {str(t) for t in TeamAccessGroup.objects.filter(access_group=group).values_list("team_id", flat=True)}
+        wanted_ids = {str(t.team_id) for t in wanted}
+        _assign(group, teams=[t for t in wanted if str(t.team_id) not in current])
+        _unassign(group, teams=Team.objects.filter(team_id__in=current - wanted_ids))
+        affected_teams |= current ^ wanted_ids
+    if "assigned_key_ids" in data:
+        wanted_keys = _keys_by_tokens(data["assigned_key_ids"] or [], group.organization)
+        current_ids = {str(k) for k in KeyAccessGroup.objects.filter(access_group=group).values_list("key_id", flat=True)}
+        wanted_ids = {str(k.id) for k in wanted_keys}
+        _assign(group, keys=[k for k in wanted_keys if str(k.id) not in current_ids])
+        _unassign(group, keys=VirtualKey.objects.filter(id__in=current_ids - wanted_ids))
+        affected_keys |= current_ids ^ wanted_ids
+    group.refresh_from_db()
+    new_assigned = field_values(group, ("assigned_team_ids", "assigned_key_ids"))
+    for name in ("assigned_team_ids", "assigned_key_ids"):
+        if old_assigned[name] != new_assigned[name]:
+            before[name], after[name] = old_assigned[name], new_assigned[name]
+    if after:
+        record(
+            actor=actor,
+            action="access_group_update",
+            object_type="access_group",
+            object_id=group.pk,
+            organization_id=group.organization_id,
+            before=before,
+            after=after,
+            affects=Affects(access_group_ids={str(group.pk)}, key_ids=affected_keys, team_ids=affected_teams),
+        )
+    return group
+
+
+@transaction.atomic
+def access_group_delete(*, actor: User | None, group: AccessGroup) -> None:
+    """Delete a group and detach it from every team and key (drifted rows included, via the signal)."""
+    affects = Affects(
+        access_group_ids={str(group.pk)},
+        team_ids={str(t) for t in group.team_assignments.values_list("team_id", flat=True)},
+        key_ids={str(k) for k in group.key_assignments.values_list("key_id", flat=True)},
+    )
+    before = field_values(group, (*GROUP_FIELDS, "assigned_team_ids", "assigned_key_ids"))
+    group_id, org_id = group.pk, group.organization_id
+    group.delete()
+    record(
+        actor=actor,
+        action="access_group_delete",
+        object_type="access_group",
+        object_id=group_id,
+        organization_id=org_id,
+        before=before,
+        affects=affects,
+    )
+
+
+@transaction.atomic
+def access_group_assign(
+    *,
+    actor: User | None,
+    group: AccessGroup,
+    teams: Iterable[Team] = (),
+    keys: Iterable[VirtualKey] = (),
+) -> tuple[int, int]:
+    """Assign the group to teams and keys (idempotent). Org-owned groups stay inside their organization."""
+    teams, keys = list(teams), list(keys)
+    _check_same_org(group, teams, keys)
+    added = _assign(group, teams=teams, keys=keys)
+    if any(added):
+        record(
+            actor=actor,
+            action="access_group_assign",
+            object_type="access_group",
+            object_id=group.pk,
+            organization_id=group.organization_id,
+            after={"team_ids": _ids(t.team_id for t in teams), "key_ids": _ids(k.token for k in keys)},
+            affects=Affects(team_ids={str(t.team_id) for t in teams}, key_ids={str(k.id) for k in keys}),
+        )
+    return added
+
+
+@transaction.atomic
+def access_group_unassign(
+    *,
+    actor: User | None,
+    group: AccessGroup,
+    teams: Iterable[Team] = (),
+    keys: Iterable[VirtualKey] = (),
+) -> tuple[int, int]:
+    """Remove the group from teams and keys (idempotent)."""
+    teams, keys = list(teams), list(keys)
+    removed = _unassign(group, teams=teams, keys=keys)
+    if any(removed):
+        record(
+            actor=actor,
+            action="access_group_unassign",
+            object_type="access_group",
+            object_id=group.pk,
+            organization_id=group.organization_id,
+            before={"team_ids": _ids(t.team_id for t in teams), "key_ids": _ids(k.token for k in keys)},
+            affects=Affects(team_ids={str(t.team_id) for t in teams}, key_ids={str(k.id) for k in keys}),
+        )
+    return removed
+
+
+def _check_same_org(group: AccessGroup, teams: Iterable[Team], keys: Iterable[VirtualKey]) -> None:
+    if group.organization_id is None:
+        return
+    for team in teams:
+        if team.organization_id != group.organization_id:
+            raise InvalidInput("An organization's access group may only be assigned inside it.", param="team_id")
+    for key in keys:
+        if key.organization_id != group.organization_id:
+            raise InvalidInput("An organization's access group may only be assigned inside it.", param="key")
+
+
+def set_assigned_groups(
+    *, target: Team | VirtualKey, group_ids: Iterable[Any], organization: Organization | None
+) -> tuple[set[str], set[str]]:
+    """Make the target's access groups exactly `group_ids` (assigning from the team's or key's side).
+
+    Groups must exist and be global or owned by the target's organization (400 otherwise).
+    Returns (added, removed) group ids.
+    """
+    wanted = {str(g) for g in group_ids}
+    valid, invalid = _split_uuids(wanted)
+    visible = Q(organization__isnull=True)
+    if organization is not None:
+        visible |= Q(organization=organization)
+    found = {str(g.access_group_id): g for g in AccessGroup.objects.filter(Q(access_group_id__in=valid) & visible)}
+    missing = sorted(invalid | (valid - set(found)))
+    if missing:
+        raise InvalidInput(f"Unknown access group ids: {', '.join(missing)}", param="access_group_ids")
+    if isinstance(target, Team):
+        rows = TeamAccessGroup.objects.filter(team=target)
+        current = {str(g) for g in rows.values_list("access_group_id", flat=True)}
+        for gid in sorted(wanted - current):
+            TeamAccessGroup.objects.get_or_create(team=target, access_group=found[gid])
+        for row in rows.filter(access_group_id__in=current - wanted):
+            row.delete()
+    else:
+        rows = KeyAccessGroup.objects.filter(key=target)
+        current = {str(g) for g in rows.values_list("access_group_id", flat=True)}
+        for gid in sorted(wanted - current):
+            KeyAccessGroup.objects.get_or_create(key=target, access_group=found[gid])
+        for row in rows.filter(access_group_id__in=current - wanted):
+            row.delete()
+    target.refresh_from_db(fields=["access_group_ids"])
+    return wanted - current, current - wanted
+
+
+def access_group_get(access_group_id: Any) -> AccessGroup:
+    valid, _ = _split_uuids({str(access_group_id)})
+    group = AccessGroup.objects.filter(access_group_id__in=valid).first()
+    if group is None:
+        raise NotFound(f"Access group '{access_group_id}' not found", param="access_group_id")
+    return group
+
+
+# --- catalog ----------------------------------------------------------------------------------
+
+CATALOG_MODELS = {
+    "model": (CatalogModel, "model_name", ("model_name", "provider", "description", "active")),
+    "mcp_server": (MCPServer, "server_id", ("server_id", "name", "description", "active")),
+    "agent": (Agent, "agent_id", ("agent_id", "name", "description", "active")),
+}
+
+
+@transaction.atomic
+def catalog_upsert(*, actor: User | None, kind: str, data: dict[str, Any]) -> Any:
+    """Create or update a catalog entry (model, MCP server or agent) by its natural id."""
+    model, natural, fields = CATALOG_MODELS[kind]
+    ident = data.get(natural)
+    if not isinstance(ident, str) or not ident.strip():
+        raise InvalidInput(f"{natural} is required.", param=natural)
+    row = model.objects.select_for_update().filter(**{natural: ident}).first()
+    if row is None:
+        row = model.objects.create(**{f: data[f] for f in fields if f in data})
+        before, after = {}, field_values(row, fields)
+    else:
+        before, after = model_update(row, data, fields)
+    if after:
+        record(
+            actor=actor,
+            action=f"catalog_{kind}_upsert",
+            object_type=f"catalog_{kind}",
+            object_id=ident,
+            before=before,
+            after=after,
+        )
+    return row
+
+
+@transaction.atomic
+def catalog_delete(*, actor: User | None, kind: str, row: Any) -> None:
+    model, natural, fields = CATALOG_MODELS[kind]
+    before = field_values(row, fields)
+    ident = getattr(row, natural)
+    row.delete()
+    record(actor=actor, action=f"catalog_{kind}_delete", object_type=f"catalog_{kind}", object_id=ident, before=before)

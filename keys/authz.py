@@ -1,0 +1,377 @@
+"""What a key may reach (SPEC §5), as pure functions over loaded rows.
+
+`build_snapshot(rows)` turns a key and its team, organization, user and access groups into a
+`KeySnapshot`: plain, picklable data that the hot path caches. `authorize(snapshot, ...)` and
+`list_models(snapshot, catalog)` decide from it alone, so the check and the listing never disagree.
+"""
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any
+
+ALL_PROXY_MODELS = "all-proxy-models"
+ALL_TEAM_MODELS = "all-team-models"
+NO_DEFAULT_MODELS = "no-default-models"
+EVERYTHING_ENTRIES = frozenset({ALL_PROXY_MODELS, "*"})
+
+RESOURCES = ("models", "mcp_servers", "agents")
+
+
+@dataclass(frozen=True)
+class Allow:
+    """What one level lets through: everything, or explicit names and `*` patterns."""
+
+    everything: bool = False
+    names: frozenset[str] = frozenset()
+    patterns: tuple[str, ...] = ()
+
+    def matches(self, name: str) -> bool:
+        if self.everything or name in self.names:
+            return True
+        return any(fnmatchcase(name, pattern) for pattern in self.patterns)
+
+    @classmethod
+    def of(cls, entries: Iterable[str]) -> Allow:
+        names: set[str] = set()
+        patterns: list[str] = []
+        for entry in entries:
+            if entry in EVERYTHING_ENTRIES:
+                return EVERYONE
+            if "*" in entry:
+                patterns.append(entry)
+            else:
+                names.add(entry)
+        return cls(False, frozenset(names), tuple(sorted(patterns)))
+
+
+EVERYONE = Allow(everything=True)
+NOTHING = Allow()
+
+
+@dataclass(frozen=True)
+class GroupRow:
+    """The parts of an access group the resolver needs."""
+
+    access_group_id: str
+    access_group_name: str
+    access_model_names: tuple[str, ...] = ()
+    access_mcp_server_ids: tuple[str, ...] = ()
+    access_agent_ids: tuple[str, ...] = ()
+
+    def entries(self, resource: str) -> tuple[str, ...]:
+        return {
+            "models": self.access_model_names,
+            "mcp_servers": self.access_mcp_server_ids,
+            "agents": self.access_agent_ids,
+        }[resource]
+
+
+@dataclass(frozen=True)
+class BudgetLine:
+    """A budget on the key's path: spend so far against the caps."""
+
+    scope: str
+    spend: float
+    max_budget: float | None
+    model_spend: Mapping[str, float] = field(default_factory=dict)
+    model_max_budget: Mapping[str, float] = field(default_factory=dict)
+
+    def exhausted_for(self, model: str | None) -> bool:
+        if self.max_budget is not None and self.spend >= self.max_budget:
+            return True
+        if model is not None and model in self.model_max_budget:
+            cap = self.model_max_budget[model]
+            if cap is not None and float(self.model_spend.get(model, 0.0)) >= float(cap):
+                return True
+        return False
+
+
+@dataclass(frozen=True)
+class Level:
+    """One level of the path (key, team, organization, user) and what it lets through per resource."""
+
+    scope: str
+    models: Allow
+    mcp_servers: Allow
+    agents: Allow
+
+    def allow(self, resource: str) -> Allow:
+        return getattr(self, resource)
+
+
+@dataclass(frozen=True)
+class KeySnapshot:
+    """Everything the check needs about one key, with no reference to the database."""
+
+    token: str
+    key_alias: str | None
+    user_id: str | None
+    team_id: str | None
+    organization_id: str | None
+    blocked: bool
+    expires: datetime.datetime | None
+    user_active: bool
+    team_blocked: bool
+    organization_deleted: bool
+    levels: tuple[Level, ...]
+    budgets: tuple[BudgetLine, ...]
+    limits: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    type: str | None = None
+    message: str = ""
+    param: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+
+ALLOWED = Decision(True)
+
+_DENIAL_TYPE = {
+    ("models", "key"): "key_model_access_denied",
+    ("models", "team"): "team_model_access_denied",
+    ("models", "organization"): "org_model_access_denied",
+    ("models", "user"): "user_model_access_denied",
+    ("mcp_servers", "key"): "key_mcp_server_access_denied",
+    ("mcp_servers", "team"): "team_mcp_server_access_denied",
+    ("mcp_servers", "organization"): "org_mcp_server_access_denied",
+    ("mcp_servers", "user"): "user_mcp_server_access_denied",
+    ("agents", "key"): "key_agent_access_denied",
+    ("agents", "team"): "team_agent_access_denied",
+    ("agents", "organization"): "org_agent_access_denied",
+    ("agents", "user"): "user_agent_access_denied",
+}
+_PARAM = {"models": "model", "mcp_servers": "mcp_server_id", "agents": "agent_id"}
+_NOUN = {"models": "model", "mcp_servers": "MCP server", "agents": "agent"}
+_LEVEL_NOUN = {"key": "Key", "team": "Team", "organization": "Organization", "user": "User"}
+
+
+@dataclass(frozen=True)
+class KeyRows:
+    """The loaded rows a snapshot is built from (see `keys.selectors.key_rows`)."""
+
+    key: Any
+    team: Any | None
+    organization: Any | None
+    organization_budget: Any | None
+    user: Any | None
+    key_groups: Sequence[GroupRow]
+    team_groups: Sequence[GroupRow]
+    groups_by_name: Mapping[str, GroupRow]  # lower-cased name → group visible to the key
+
+
+def _expand(entries: Iterable[str], groups_by_name: Mapping[str, GroupRow], resource: str) -> tuple[list[str], bool]:
+    """Entries of a `models` list for one resource: group names expand; returns (entries, named_a_group)."""
+    out: list[str] = []
+    named_group = False
+    for entry in entries:
+        group = groups_by_name.get(entry.lower())
+        if group is not None:
+            named_group = True
+            out.extend(group.entries(resource))
+        elif resource == "models" and entry not in (NO_DEFAULT_MODELS, ALL_TEAM_MODELS):
+            out.append(entry)
+    return out, named_group
+
+
+def _union(groups: Iterable[GroupRow], resource: str) -> Allow:
+    return Allow.of(_union_entries(groups, resource))
+
+
+def _listed(models: Sequence[str] | None) -> list[str]:
+    """A `models` list without the sentinel that only means "no direct access"."""
+    return [m for m in (models or []) if m != NO_DEFAULT_MODELS]
+
+
+def key_level(rows: KeyRows, resource: str) -> Allow:
+    """SPEC §5 steps 1–4 for the key itself."""
+    key = rows.key
+    explicit = _listed(key.models)
+    if resource == "models" and explicit:
+        if ALL_TEAM_MODELS in explicit and rows.team is not None:
+            return EVERYONE  # "whatever the team has": the team level decides
+        entries, _ = _expand(explicit, rows.groups_by_name, resource)
+        if ALL_TEAM_MODELS in explicit and not entries:
+            return EVERYONE
+        return Allow.of(entries)
+    if resource != "models":
+        named_entries, named_group = _expand(explicit, rows.groups_by_name, resource)
+        if rows.key_groups or named_group:
+            return Allow.of([*named_entries, *_union_entries(rows.key_groups, resource)])
+        return EVERYONE
+    if rows.key_groups:
+        # Never widened to the team's models (LiteLLM #23850).
+        return _union(rows.key_groups, resource)
+    if rows.team is not None:
+        return EVERYONE  # the team level decides
+    user_models = _listed(rows.user.models) if rows.user is not None else []
+    if user_models:
+        entries, _ = _expand(user_models, rows.groups_by_name, resource)
+        return Allow.of(entries)
+    return EVERYONE
+
+
+def _union_entries(groups: Iterable[GroupRow], resource: str) -> list[str]:
+    entries: list[str] = []
+    for group in groups:
+        entries.extend(group.entries(resource))
+    return entries
+
+
+def team_level(rows: KeyRows, resource: str) -> Allow:
+    """The team's effective models: its `models`, else its access groups, else (org level) everything."""
+    team = rows.team
+    explicit = _listed(team.models)
+    if resource == "models" and explicit:
+        entries, _ = _expand(explicit, rows.groups_by_name, resource)
+        return Allow.of(entries)
+    if resource != "models":
+        named_entries, named_group = _expand(explicit, rows.groups_by_name, resource)
+        if rows.team_groups or named_group:
+            return Allow.of([*named_entries, *_union_entries(rows.team_groups, resource)])
+        return EVERYONE
+    if rows.team_groups:
+        return _union(rows.team_groups, resource)
+    return EVERYONE
+
+
+def organization_level(rows: KeyRows, resource: str) -> Allow:
+    if resource != "models":
+        return EVERYONE
+    explicit = _listed(rows.organization.models)
+    if not explicit:
+        return EVERYONE
+    entries, _ = _expand(explicit, rows.groups_by_name, resource)
+    return Allow.of(entries)
+
+
+def user_level(rows: KeyRows, resource: str) -> Allow:
+    """A personal key never exceeds its owner's models."""
+    if resource != "models" or rows.user is None:
+        return EVERYONE
+    explicit = _listed(rows.user.models)
+    if not explicit:
+        return EVERYONE
+    entries, _ = _expand(explicit, rows.groups_by_name, resource)
+    return Allow.of(entries)
+
+
+def _level(scope: str, fn) -> Level:
+    return Level(scope, *(fn(resource) for resource in RESOURCES))
+
+
+def _budget_line(scope: str, row: Any, budget_row: Any | None = None) -> BudgetLine:
+    caps = budget_row if budget_row is not None else row
+    return BudgetLine(
+        scope=scope,
+        spend=float(row.spend or 0.0),
+        max_budget=caps.max_budget,
+        model_spend=dict(row.model_spend or {}),
+        model_max_budget=dict(caps.model_max_budget or {}),
+    )
+
+
+def build_snapshot(rows: KeyRows) -> KeySnapshot:
+    """Turn the loaded rows of one key into the decision snapshot."""
+    key, team, org, user = rows.key, rows.team, rows.organization, rows.user
+    levels = [_level("key", lambda r: key_level(rows, r))]
+    budgets = [_budget_line("key", key)]
+    if team is not None:
+        levels.append(_level("team", lambda r: team_level(rows, r)))
+        budgets.append(_budget_line("team", team))
+    if org is not None:
+        levels.append(_level("organization", lambda r: organization_level(rows, r)))
+        budgets.append(_budget_line("organization", org, rows.organization_budget))
+    if user is not None:
+        if team is None:
+            levels.append(_level("user", lambda r: user_level(rows, r)))
+        budgets.append(_budget_line("user", user))
+    return KeySnapshot(
+        token=key.token,
+        key_alias=key.key_alias,
+        user_id=user.user_id if user is not None else None,
+        team_id=str(team.team_id) if team is not None else None,
+        organization_id=str(org.organization_id) if org is not None else None,
+        blocked=bool(key.blocked),
+        expires=key.expires,
+        user_active=user.is_active if user is not None else True,
+        team_blocked=bool(team.blocked) if team is not None else False,
+        organization_deleted=org is not None and org.deleted_at is not None,
+        levels=tuple(levels),
+        budgets=tuple(budgets),
+        limits={
+            "tpm_limit": key.tpm_limit,
+            "rpm_limit": key.rpm_limit,
+            "max_budget": key.max_budget,
+            "spend": float(key.spend or 0.0),
+            "budget_reset_at": key.budget_reset_at.isoformat() if key.budget_reset_at else None,
+        },
+    )
+
+
+def status_decision(snapshot: KeySnapshot, now: datetime.datetime) -> Decision:
+    """Whether the key is usable at all, before any resource is considered."""
+    if snapshot.blocked:
+        return Decision(False, "key_blocked", "Key is blocked.", None)
+    if snapshot.expires is not None and snapshot.expires <= now:
+        return Decision(False, "expired_key", "Key has expired.", None)
+    if not snapshot.user_active:
+        return Decision(False, "user_blocked", "The key's user is deactivated.", None)
+    if snapshot.organization_deleted:
+        return Decision(False, "organization_deleted", "The key's organization is deleted.", None)
+    if snapshot.team_blocked:
+        return Decision(False, "team_blocked", "The key's team is blocked.", None)
+    return ALLOWED
+
+
+def authorize(
+    snapshot: KeySnapshot,
+    *,
+    now: datetime.datetime,
+    model: str | None = None,
+    mcp_server_id: str | None = None,
+    agent_id: str | None = None,
+) -> Decision:
+    """May this key call this model (or MCP server, or agent) now? Every denial says why in `type`."""
+    status = status_decision(snapshot, now)
+    if not status:
+        return status
+    for resource, name in (("models", model), ("mcp_servers", mcp_server_id), ("agents", agent_id)):
+        if name is None:
+            continue
+        for level in snapshot.levels:
+            if not level.allow(resource).matches(name):
+                return Decision(
+                    False,
+                    _DENIAL_TYPE[(resource, level.scope)],
+                    f"{_LEVEL_NOUN[level.scope]} not allowed to access {_NOUN[resource]} {name!r}.",
+                    _PARAM[resource],
+                )
+    for line in snapshot.budgets:
+        if line.exhausted_for(model):
+            return Decision(
+                False,
+                "budget_exceeded",
+                f"Budget exceeded on the {line.scope}: spend {line.spend:g} of {line.max_budget}.",
+                None,
+            )
+    return ALLOWED
+
+
+def allowed_names(snapshot: KeySnapshot, resource: str, catalog: Iterable[str]) -> list[str]:
+    """What a key may reach, as listed by `/v1/models`: "everything" and patterns expand to the active
+    catalog; explicit names are listed as they are. Filtered by the same levels as `authorize`.
+    """
+    candidates: set[str] = set(catalog)
+    for level in snapshot.levels:
+        candidates.update(level.allow(resource).names)
+    return sorted(
+        name for name in candidates if all(level.allow(resource).matches(name) for level in snapshot.levels)
+    )

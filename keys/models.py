@@ -1,0 +1,82 @@
+"""Virtual keys: the secrets gateway clients present, stored only as SHA-256 hashes (SPEC §1, §9)."""
+from __future__ import annotations
+
+import uuid
+
+from django.db import models as db
+from django.utils import timezone
+
+from orgs.models import BudgetFields, Organization, SpendFields, Team, User
+
+
+class VirtualKey(BudgetFields, SpendFields):
+    """A virtual API key. `token` is the SHA-256 hex of the secret; the secret itself is never stored."""
+
+    id = db.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    token = db.CharField(
+        max_length=64, unique=True, editable=False, help_text="SHA-256 hex of the secret; the key's public id."
+    )
+    key_name = db.CharField(
+        max_length=32, editable=False, help_text="Masked form of the secret, e.g. sk-...abcd."
+    )
+    key_alias = db.CharField(
+        max_length=255, null=True, blank=True, unique=True, help_text="Optional name, unique across all keys."
+    )
+    user = db.ForeignKey(
+        User,
+        null=True,
+        blank=True,
+        on_delete=db.CASCADE,
+        related_name="keys",
+        help_text="Owner; empty for a team service-account key.",
+    )
+    team = db.ForeignKey(
+        Team, null=True, blank=True, on_delete=db.CASCADE, related_name="keys", help_text="Team the key acts for."
+    )
+    organization = db.ForeignKey(
+        Organization,
+        null=True,
+        blank=True,
+        on_delete=db.PROTECT,
+        related_name="keys",
+        help_text="Tenant of the key: the team's organization, or set directly on a personal key.",
+    )
+    access_group_ids = db.JSONField(
+        default=list, blank=True, editable=False, help_text="Kept equal to the key's access-group assignments."
+    )
+    expires = db.DateTimeField(null=True, blank=True, db_index=True, help_text="Empty means never.")
+    blocked = db.BooleanField(default=False, help_text="A blocked key is refused on every request.")
+    metadata = db.JSONField(default=dict, blank=True)
+    created_at = db.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = db.DateTimeField(auto_now=True)
+    created_by = db.CharField(max_length=255, blank=True, default="")
+    updated_by = db.CharField(max_length=255, blank=True, default="")
+    last_rotated_at = db.DateTimeField(null=True, blank=True)
+    models = db.JSONField(
+        default=list,
+        blank=True,
+        help_text="Models this key may call; empty means its access groups, else its team's, else its owner's.",
+    )
+
+    class Meta:
+        ordering = ["-created_at", "id"]
+        verbose_name = "virtual key"
+        indexes = [db.Index(fields=["team", "created_at"]), db.Index(fields=["user", "created_at"])]
+
+    def __str__(self) -> str:
+        return self.key_alias or self.key_name
+
+    def __repr__(self) -> str:
+        return f"<VirtualKey {self.key_name} alias={self.key_alias!r}>"
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires is not None and self.expires <= timezone.now()
+
+    @property
+    def status(self) -> str:
+        if self.blocked:
+            return "blocked"
+        if self.is_expired:
+            return "expired"
+        return "active"

@@ -1,0 +1,576 @@
+"""Every write to users, organizations, teams and memberships; each in a transaction, each audited."""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accessctl.common import field_values, model_update
+from accessctl.errors import Conflict, InvalidInput
+from keys.authz import Allow
+from keys.services import BUDGET_FIELDS, SPEND_FIELDS, _validate_budget, validate_models
+
+from .audit import Affects, record
+from .models import Budget, Organization, OrganizationMembership, Team, TeamMembership, User
+from .roles import (
+    ORG_ROLES,
+    PLATFORM_ROLES,
+    TEAM_MEMBER_PERMISSIONS,
+    TEAM_ROLES,
+    PlatformRole,
+    TeamRole,
+)
+
+USER_FIELDS = (
+    "user_email",
+    "user_alias",
+    "user_role",
+    "is_system",
+    "is_active",
+    "models",
+    "metadata",
+    "sso_user_id",
+    *BUDGET_FIELDS,
+    *SPEND_FIELDS,
+)
+ORGANIZATION_FIELDS = ("organization_alias", "models", "metadata", *SPEND_FIELDS)
+TEAM_FIELDS = (
+    "team_alias",
+    "organization",
+    "models",
+    "member_permissions",
+    "blocked",
+    "metadata",
+    *BUDGET_FIELDS,
+    *SPEND_FIELDS,
+)
+
+
+def _label(actor: User | None) -> str:
+    return actor.user_id if actor is not None else "system"
+
+
+def _validate_role(value: Any, roles: dict, param: str) -> str:
+    if value not in roles:
+        raise InvalidInput(f"{param} must be one of {', '.join(roles)}.", param=param)
+    return value
+
+
+def _validate_member_permissions(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidInput("team_member_permissions must be a list of route names.", param="team_member_permissions")
+    unknown = sorted(set(value) - set(TEAM_MEMBER_PERMISSIONS))
+    if unknown:
+        raise InvalidInput(
+            f"Unknown team member permissions: {', '.join(unknown)}.", param="team_member_permissions"
+        )
+    return list(dict.fromkeys(value))
+
+
+def models_within(models: list[str], ceiling: list[str]) -> list[str]:
+    """The entries of `models` that `ceiling` (an empty ceiling allows all) does not let through."""
+    if not ceiling:
+        return []
+    allow = Allow.of(ceiling)
+    if allow.everything:
+        return []
+    outside = []
+    for name in models:
+        if name in ("all-team-models", "no-default-models"):
+            continue
+        if name in ("all-proxy-models", "*") or not allow.matches(name):
+            outside.append(name)
+    return outside
+
+
+# --- users ------------------------------------------------------------------------------------
+
+def _clean_user_data(data: dict[str, Any]) -> dict[str, Any]:
+    clean = _validate_budget({k: v for k, v in data.items() if k in USER_FIELDS}, timezone.now())
+    if "user_role" in clean:
+        clean["user_role"] = _validate_role(clean["user_role"] or PlatformRole.INTERNAL_USER, PLATFORM_ROLES, "user_role")
+    if "models" in clean:
+        clean["models"] = validate_models(clean["models"])
+    if clean.get("user_email") == "":
+        clean["user_email"] = None
+    return clean
+
+
+@transaction.atomic
+def user_create(
+    *, actor: User | None, user_id: str | None = None, password: str | None = None, **data: Any
+) -> User:
+    """Create a user; `user_id` defaults to a new UUID. A duplicate id or email → 409."""
+    user_id = user_id or str(uuid.uuid4())
+    if not isinstance(user_id, str) or not user_id.strip() or len(user_id) > 255:
+        raise InvalidInput("user_id must be a non-empty string of at most 255 characters.", param="user_id")
+    clean = _clean_user_data(data)
+    if User.objects.filter(user_id=user_id).exists():
+        raise Conflict(f"User with user_id {user_id} already exists", param="user_id")
+    if clean.get("user_email") and User.objects.filter(user_email__iexact=clean["user_email"]).exists():
+        raise Conflict(f"User with email {clean['user_email']} already exists", param="user_email")
+    try:
+        with transaction.atomic():
+            user = User.objects.create_user(user_id, password, **clean)
+    except IntegrityError as exc:
+        raise Conflict(f"User with user_id {user_id} already exists", param="user_id") from exc
+    record(
+        actor=actor,
+        action="user_create",
+        object_type="user",
+        object_id=user.user_id,
+        after=field_values(user, USER_FIELDS),
+    )
+    return user
+
+
+@transaction.atomic
+def user_update(*, actor: User | None, user: User, data: dict[str, Any]) -> User:
+    """Apply the fields present in `data`; `password` sets the admin login password (never audited)."""
+    user = User.objects.select_for_update().get(pk=user.pk)
+    clean = _clean_user_data(data)
+    if clean.get("user_email") and User.objects.filter(user_email__iexact=clean["user_email"]).exclude(
+        pk=user.pk
+    ).exists():
+        raise Conflict(f"User with email {clean['user_email']} already exists", param="user_email")
+    before, after = model_update(user, clean, USER_FIELDS)
+    if data.get("password"):
+        user.set_password(data["password"])
+        user.save(update_fields=["password"])
+        before["password"], after["password"] = "***", "*** (changed)"
+    if after:
+        record(
+            actor=actor,
+            action="user_update",
+            object_type="user",
+            object_id=user.user_id,
+            before=before,
+            after=after,
+            affects=Affects(user_pks={user.pk}),
+        )
+    return user
+
+
+@transaction.atomic
+def user_delete(*, actor: User | None, user: User) -> None:
+    """Delete a user with their keys and memberships; the audit log keeps what they were."""
+    affects = Affects(tokens=set(user.keys.values_list("token", flat=True)))
+    before = field_values(user, USER_FIELDS)
+    user_id = user.user_id
+    from keys.services import key_delete
+
+    for key in list(user.keys.all()):
+        key_delete(actor=actor, key=key)
+    user.delete()
+    record(actor=actor, action="user_delete", object_type="user", object_id=user_id, before=before, affects=affects)
+
+
+# --- organizations ----------------------------------------------------------------------------
+
+def _split_budget(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    budget = {k: v for k, v in data.items() if k in BUDGET_FIELDS}
+    rest = {k: v for k, v in data.items() if k not in BUDGET_FIELDS}
+    return budget, rest
+
+
+@transaction.atomic
+def organization_create(
+    *, actor: User | None, organization_alias: str, organization_id: Any = None, **data: Any
+) -> Organization:
+    """Create an organization with its budget row (every organization has one)."""
+    if not isinstance(organization_alias, str) or not organization_alias.strip():
+        raise InvalidInput("organization_alias is required.", param="organization_alias")
+    budget_data, rest = _split_budget(_validate_budget(data, timezone.now()))
+    extra = {k: v for k, v in rest.items() if k in ORGANIZATION_FIELDS}
+    if "models" in extra:
+        extra["models"] = validate_models(extra["models"])
+    if organization_id is not None:
+        try:
+            organization_id = uuid.UUID(str(organization_id))
+        except ValueError as exc:
+            raise InvalidInput("organization_id must be a UUID.", param="organization_id") from exc
+        if Organization.objects.filter(pk=organization_id).exists():
+            raise Conflict(f"Organization {organization_id} already exists", param="organization_id")
+    budget = Budget.objects.create(created_by=_label(actor), updated_by=_label(actor), **budget_data)
+    kwargs = {"organization_id": organization_id} if organization_id else {}
+    org = Organization.objects.create(
+        organization_alias=organization_alias.strip(),
+        budget=budget,
+        created_by=_label(actor),
+        updated_by=_label(actor),
+        **kwargs,
+        **extra,
+    )
+    record(
+        actor=actor,
+        action="organization_create",
+        object_type="organization",
+        object_id=org.pk,
+        organization_id=org.pk,
+        after={**field_values(org, ORGANIZATION_FIELDS), **field_values(budget, BUDGET_FIELDS)},
+    )
+    return org
+
+
+@transaction.atomic
+def organization_update(*, actor: User | None, organization: Organization, data: dict[str, Any]) -> Organization:
+    """Apply fields present in `data`; budget fields land on the organization's budget row."""
+    org = Organization.objects.select_for_update().select_related("budget").get(pk=organization.pk)
+    clean = _validate_budget(data, timezone.now())
+    budget_data, rest = _split_budget(clean)
+    if "organization_alias" in rest and (not isinstance(rest["organization_alias"], str) or not rest["organization_alias"].strip()):
+        raise InvalidInput("organization_alias may not be empty.", param="organization_alias")
+    if "models" in rest:
+        rest["models"] = validate_models(rest["models"])
+    before, after = model_update(org, rest, ORGANIZATION_FIELDS)
+    b_before, b_after = model_update(org.budget, budget_data, BUDGET_FIELDS)
+    before.update(b_before)
+    after.update(b_after)
+    if after:
+        Organization.objects.filter(pk=org.pk).update(updated_by=_label(actor), updated_at=timezone.now())
+        record(
+            actor=actor,
+            action="organization_update",
+            object_type="organization",
+            object_id=org.pk,
+            organization_id=org.pk,
+            before=before,
+            after=after,
+            affects=Affects(organization_ids={org.pk}),
+        )
+    return org
+
+
+@transaction.atomic
+def organization_delete(*, actor: User | None, organization: Organization) -> Organization:
+    """Soft-delete: every key and context of the organization stops working at once; rows stay."""
+    org = Organization.objects.select_for_update().get(pk=organization.pk)
+    if org.deleted_at is not None:
+        return org
+    org.deleted_at = timezone.now()
+    org.updated_by = _label(actor)
+    org.save(update_fields=["deleted_at", "updated_by", "updated_at"])
+    record(
+        actor=actor,
+        action="organization_delete",
+        object_type="organization",
+        object_id=org.pk,
+        organization_id=org.pk,
+        before={"deleted_at": None},
+        after={"deleted_at": org.deleted_at.isoformat()},
+        affects=Affects(organization_ids={org.pk}),
+    )
+    return org
+
+
+def _membership_budget(actor: User | None, existing: Budget | None, max_budget: Any) -> Budget | None:
+    if max_budget is None:
+        return existing
+    clean = _validate_budget({"max_budget": max_budget}, timezone.now())
+    if existing is None:
+        return Budget.objects.create(max_budget=clean["max_budget"], created_by=_label(actor), updated_by=_label(actor))
+    existing.max_budget = clean["max_budget"]
+    existing.save(update_fields=["max_budget", "updated_at"])
+    return existing
+
+
+@transaction.atomic
+def organization_member_add(
+    *,
+    actor: User | None,
+    organization: Organization,
+    user: User,
+    user_role: str,
+    max_budget_in_organization: Any = None,
+) -> OrganizationMembership:
+    """Add a member (409 if already one)."""
+    _validate_role(user_role, ORG_ROLES, "role")
+    if OrganizationMembership.objects.filter(organization=organization, user=user).exists():
+        raise Conflict(f"User {user.user_id} is already a member of this organization", param="user_id")
+    membership = OrganizationMembership.objects.create(
+        organization=organization,
+        user=user,
+        user_role=user_role,
+        budget=_membership_budget(actor, None, max_budget_in_organization),
+    )
+    record(
+        actor=actor,
+        action="organization_member_add",
+        object_type="organization_membership",
+        object_id=f"{organization.pk}:{user.user_id}",
+        organization_id=organization.pk,
+        after={"user_id": user.user_id, "user_role": user_role, "max_budget": max_budget_in_organization},
+        affects=Affects(user_pks={user.pk}),
+    )
+    return membership
+
+
+@transaction.atomic
+def organization_member_update(
+    *,
+    actor: User | None,
+    membership: OrganizationMembership,
+    user_role: str | None = None,
+    max_budget_in_organization: Any = None,
+) -> OrganizationMembership:
+    membership = OrganizationMembership.objects.select_for_update().select_related("user", "budget").get(
+        pk=membership.pk
+    )
+    before: dict[str, Any] = {}
+    after: dict[str, Any] = {}
+    if user_role is not None and user_role != membership.user_role:
+        _validate_role(user_role, ORG_ROLES, "role")
+        before["user_role"], after["user_role"] = membership.user_role, user_role
+        membership.user_role = user_role
+        membership.save(update_fields=["user_role", "updated_at"])
+    if max_budget_in_organization is not None:
+        old = membership.budget.max_budget if membership.budget else None
+        membership.budget = _membership_budget(actor, membership.budget, max_budget_in_organization)
+        membership.save(update_fields=["budget", "updated_at"])
+        if old != membership.budget.max_budget:
+            before["max_budget"], after["max_budget"] = old, membership.budget.max_budget
+    if after:
+        record(
+            actor=actor,
+            action="organization_member_update",
+            object_type="organization_membership",
+            object_id=f"{membership.organization_id}:{membership.user.user_id}",
+            organization_id=membership.organization_id,
+            before=before,
+            after=after,
+            affects=Affects(user_pks={membership.user_id}),
+        )
+    return membership
+
+
+@transaction.atomic
+def organization_member_delete(*, actor: User | None, membership: OrganizationMembership) -> None:
+    """Remove a member: their rights in the organization end at once."""
+    user = membership.user
+    org_id = membership.organization_id
+    before = {"user_id": user.user_id, "user_role": membership.user_role}
+    membership.delete()
+    record(
+        actor=actor,
+        action="organization_member_delete",
+        object_type="organization_membership",
+        object_id=f"{org_id}:{user.user_id}",
+        organization_id=org_id,
+        before=before,
+        affects=Affects(user_pks={user.pk}),
+    )
+
+
+# --- teams ------------------------------------------------------------------------------------
+
+def _clean_team_data(data: dict[str, Any], organization: Organization | None) -> dict[str, Any]:
+    clean = _validate_budget({k: v for k, v in data.items() if k in TEAM_FIELDS}, timezone.now())
+    if "models" in clean:
+        clean["models"] = validate_models(clean["models"])
+        ceiling = organization.models if organization is not None else []
+        outside = models_within(clean["models"], ceiling)
+        if outside:
+            raise InvalidInput(
+                f"Models outside the organization's allowed models: {', '.join(outside)}.", param="models"
+            )
+    if "member_permissions" in clean:
+        clean["member_permissions"] = _validate_member_permissions(clean["member_permissions"])
+    if "blocked" in clean:
+        clean["blocked"] = bool(clean["blocked"])
+    return clean
+
+
+@transaction.atomic
+def team_create(
+    *,
+    actor: User | None,
+    organization: Organization | None = None,
+    team_id: Any = None,
+    access_group_ids: list[Any] | None = None,
+    members: list[tuple[User, str]] | None = None,
+    **data: Any,
+) -> Team:
+    """Create a team (inside at most one organization), its members and access-group assignments."""
+    from accessgroups.services import set_assigned_groups
+
+    if organization is not None and organization.deleted_at is not None:
+        raise InvalidInput("The organization is deleted.", param="organization_id")
+    clean = _clean_team_data(data, organization)
+    clean.pop("organization", None)
+    if team_id is not None:
+        try:
+            team_id = uuid.UUID(str(team_id))
+        except ValueError as exc:
+            raise InvalidInput("team_id must be a UUID.", param="team_id") from exc
+        if Team.objects.filter(pk=team_id).exists():
+            raise InvalidInput(
+                f"Team id = {team_id} already exists. Please use a different team id.", param="team_id"
+            )
+    kwargs = {"team_id": team_id} if team_id else {}
+    team = Team.objects.create(
+        organization=organization, created_by=_label(actor), updated_by=_label(actor), **kwargs, **clean
+    )
+    if access_group_ids:
+        set_assigned_groups(target=team, group_ids=access_group_ids, organization=organization)
+    for user, role in members or []:
+        _validate_role(role, TEAM_ROLES, "role")
+        TeamMembership.objects.get_or_create(team=team, user=user, defaults={"role": role})
+    record(
+        actor=actor,
+        action="team_create",
+        object_type="team",
+        object_id=team.pk,
+        organization_id=team.organization_id,
+        after={
+            **field_values(team, (*TEAM_FIELDS, "access_group_ids")),
+            "members": [[u.user_id, r] for u, r in members or []],
+        },
+    )
+    return team
+
+
+@transaction.atomic
+def team_update(*, actor: User | None, team: Team, data: dict[str, Any]) -> Team:
+    """Apply the fields present in `data`; `access_group_ids` replaces the team's groups."""
+    from accessgroups.services import set_assigned_groups
+
+    team = Team.objects.select_for_update().select_related("organization").get(pk=team.pk)
+    organization = data.get("organization", team.organization)
+    clean = _clean_team_data(data, organization)
+    old_groups = list(team.access_group_ids)
+    old_org = team.organization_id
+    before, after = model_update(team, clean, TEAM_FIELDS)
+    if "organization" in after:
+        from keys.models import VirtualKey
+
+        VirtualKey.objects.filter(team=team).update(organization=team.organization)
+    if "access_group_ids" in data:
+        set_assigned_groups(target=team, group_ids=data["access_group_ids"] or [], organization=team.organization)
+        if team.access_group_ids != old_groups:
+            before["access_group_ids"], after["access_group_ids"] = old_groups, list(team.access_group_ids)
+    if after:
+        Team.objects.filter(pk=team.pk).update(updated_by=_label(actor))
+        record(
+            actor=actor,
+            action="team_update",
+            object_type="team",
+            object_id=team.pk,
+            organization_id=team.organization_id or old_org,
+            before=before,
+            after=after,
+            affects=Affects(team_ids={team.pk}),
+        )
+    return team
+
+
+@transaction.atomic
+def team_delete(*, actor: User | None, team: Team) -> None:
+    """Delete a team with its keys, memberships and access-group assignments."""
+    from accessgroups.models import KeyAccessGroup
+    from accessgroups.services import sync_groups
+
+    before = field_values(team, (*TEAM_FIELDS, "access_group_ids"))
+    affects = Affects(tokens=set(team.keys.values_list("token", flat=True)), team_ids={team.pk})
+    team_id, org_id = team.pk, team.organization_id
+    # Set-based: detach the team's keys from their groups in one statement, then resync those groups.
+    key_groups = set(KeyAccessGroup.objects.filter(key__team=team).values_list("access_group_id", flat=True))
+    KeyAccessGroup.objects.filter(key__team=team)._raw_delete(KeyAccessGroup.objects.db)
+    sync_groups(key_groups)
+    team.delete()
+    record(
+        actor=actor,
+        action="team_delete",
+        object_type="team",
+        object_id=team_id,
+        organization_id=org_id,
+        before=before,
+        affects=affects,
+    )
+
+
+@transaction.atomic
+def team_member_add(
+    *, actor: User | None, team: Team, user: User, role: str = TeamRole.USER, max_budget_in_team: Any = None
+) -> TeamMembership:
+    """Add a member; already a member → 400 `team_member_already_in_team`."""
+    _validate_role(role, TEAM_ROLES, "role")
+    if TeamMembership.objects.filter(team=team, user=user).exists():
+        raise InvalidInput(
+            f"User already in team. Member: user_id={user.user_id}", param="user_id", type="team_member_already_in_team"
+        )
+    membership = TeamMembership.objects.create(
+        team=team, user=user, role=role, budget=_membership_budget(actor, None, max_budget_in_team)
+    )
+    record(
+        actor=actor,
+        action="team_member_add",
+        object_type="team_membership",
+        object_id=f"{team.pk}:{user.user_id}",
+        organization_id=team.organization_id,
+        after={"user_id": user.user_id, "role": role, "max_budget_in_team": max_budget_in_team},
+        affects=Affects(user_pks={user.pk}),
+    )
+    return membership
+
+
+@transaction.atomic
+def team_member_update(
+    *, actor: User | None, membership: TeamMembership, role: str | None = None, max_budget_in_team: Any = None
+) -> TeamMembership:
+    membership = TeamMembership.objects.select_for_update().select_related("user", "team", "budget").get(
+        pk=membership.pk
+    )
+    before: dict[str, Any] = {}
+    after: dict[str, Any] = {}
+    if role is not None and role != membership.role:
+        _validate_role(role, TEAM_ROLES, "role")
+        before["role"], after["role"] = membership.role, role
+        membership.role = role
+        membership.save(update_fields=["role", "updated_at"])
+    if max_budget_in_team is not None:
+        old = membership.budget.max_budget if membership.budget else None
+        membership.budget = _membership_budget(actor, membership.budget, max_budget_in_team)
+        membership.save(update_fields=["budget", "updated_at"])
+        if old != membership.budget.max_budget:
+            before["max_budget_in_team"], after["max_budget_in_team"] = old, membership.budget.max_budget
+    if after:
+        record(
+            actor=actor,
+            action="team_member_update",
+            object_type="team_membership",
+            object_id=f"{membership.team_id}:{membership.user.user_id}",
+            organization_id=membership.team.organization_id,
+            before=before,
+            after=after,
+            affects=Affects(user_pks={membership.user_id}),
+        )
+    return membership
+
+
+@transaction.atomic
+def team_member_delete(*, actor: User | None, membership: TeamMembership) -> None:
+    """Remove a member and delete their keys in that team (as LiteLLM does): their rights end at once."""
+    from keys.services import key_delete
+
+    user, team = membership.user, membership.team
+    before = {"user_id": user.user_id, "role": membership.role}
+    for key in list(team.keys.filter(user=user)):
+        key_delete(actor=actor, key=key)
+    membership.delete()
+    record(
+        actor=actor,
+        action="team_member_delete",
+        object_type="team_membership",
+        object_id=f"{team.pk}:{user.user_id}",
+        organization_id=team.organization_id,
+        before=before,
+        affects=Affects(user_pks={user.pk}, team_ids={team.pk}),
+    )
+
+
+@transaction.atomic
+def team_permissions_update(*, actor: User | None, team: Team, permissions: list[str]) -> Team:
+    """Overwrite what members with role `user` may do on the team's keys."""
+    return team_update(actor=actor, team=team, data={"member_permissions": permissions})

@@ -1,0 +1,1 @@
+"""Signal receivers: plumbing that calls one service each."""

@@ -1,7 +1,27 @@
-"""URL routes: the admin, the REST API, the LiteLLM-compatible routes and health probes."""
+"""URL routes: the admin, the REST API, the LiteLLM-compatible routes, the gateway's routes, health probes.
+
+Each app owns its route modules; this file only mounts them.
+"""
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from accessctl.health import healthz, readyz
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/v1/", include("orgs.api.urls")),
+    path("api/v1/", include("keys.api.urls")),
+    path("api/v1/", include("accessgroups.api.urls")),
+    path("", include("keys.api.gateway_urls")),
+    path("", include("orgs.api.litellm_urls")),
+    path("", include("keys.api.litellm_urls")),
+    path("", include("accessgroups.api.litellm_urls")),
 ]
+
+handler404 = "accessctl.views.not_found"
+handler500 = "accessctl.views.server_error"

@@ -1,0 +1,524 @@
+"""The one decision table: `can(actor, action, target)` → allowed, or the exact status and error type.
+
+Pure: an `Actor` carries the caller's platform role and memberships (loaded once per request by
+`actor_for`), a `Target` the facts of the row acted on. The REST API, the LiteLLM-compatible routes,
+the admin and the commands all ask here (SPEC §2). Rows the caller may not even see answer 404, the
+same as a missing row, so ids cannot be probed (SPEC §3).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from orgs.roles import (
+    ORG_ROLES,
+    PLATFORM_ROLES,
+    OrgRole,
+    PlatformRole,
+    TeamRole,
+    team_member_permissions,
+)
+
+# --- who is asking ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Actor:
+    """The caller: a user (or none, for a team service-account key), their memberships, their key."""
+
+    user_id: str | None
+    platform_role: str | None
+    is_system: bool = False
+    is_master: bool = False
+    org_roles: dict[str, str] = field(default_factory=dict)  # organization_id → org role (alive orgs only)
+    team_roles: dict[str, str] = field(default_factory=dict)  # team_id → team role
+    key_team_id: str | None = None  # the team of the key used, for service-account keys
+    key_token: str | None = None
+    user_pk: int | None = None
+
+    @property
+    def is_proxy_admin(self) -> bool:
+        return self.is_master or self.platform_role == PlatformRole.PROXY_ADMIN
+
+    @property
+    def reads_everything(self) -> bool:
+        return self.is_proxy_admin or self.is_system or self.platform_role == PlatformRole.PROXY_ADMIN_VIEWER
+
+    @property
+    def is_service_account(self) -> bool:
+        return self.user_id is None and not self.is_master
+
+    def org_role(self, organization_id: str | None) -> str | None:
+        return self.org_roles.get(str(organization_id)) if organization_id else None
+
+    def is_org_admin(self, organization_id: str | None) -> bool:
+        return self.org_role(organization_id) == OrgRole.ORG_ADMIN
+
+    def team_role(self, team_id: str | None) -> str | None:
+        return self.team_roles.get(str(team_id)) if team_id else None
+
+    @property
+    def admin_org_ids(self) -> set[str]:
+        return {org for org, role in self.org_roles.items() if role == OrgRole.ORG_ADMIN}
+
+    @property
+    def may_create_own_keys(self) -> bool:
+        info = PLATFORM_ROLES.get(self.platform_role or "")
+        return bool(info and info.creates_own_keys)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Facts about the row acted on (or, for creates, where it would be created)."""
+
+    organization_id: str | None = None  # the row's tenant (a key's or team's organization, a group's owner)
+    team_id: str | None = None
+    owner_user_id: str | None = None  # a key's owner, or the user row itself
+    member_permissions: tuple[str, ...] | None = None  # the team's, for team keys
+    user_org_ids: tuple[str, ...] = ()  # for user rows: the organizations the user belongs to
+    user_team_ids: tuple[str, ...] = ()  # for user rows: the teams the user belongs to
+    is_global: bool = False  # a global access group, or a team outside any organization
+    new_platform_role: str | None = None  # for user creates/updates that set a role
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    status: int = 200
+    type: str = ""
+    message: str = ""
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+
+ALLOW = Verdict(True)
+
+
+def deny(status: int, message: str, type: str | None = None) -> Verdict:
+    default_type = {400: "bad_request_error", 401: "auth_error", 403: "auth_error", 404: "not_found_error"}[status]
+    return Verdict(False, status, type or default_type, message)
+
+
+NOT_FOUND = deny(404, "Not found.")
+
+
+# --- actions ----------------------------------------------------------------------------------
+
+READ_ACTIONS = frozenset(
+    {
+        "key:info",
+        "key:list",
+        "key:health",
+        "team:info",
+        "team:list",
+        "team:permissions_read",
+        "user:info",
+        "user:list",
+        "organization:info",
+        "organization:list",
+        "access_group:read",
+        "catalog:read",
+        "audit:read",
+    }
+)
+WRITE_ACTIONS = frozenset(
+    {
+        "key:generate",
+        "key:update",
+        "key:update_budget",
+        "key:delete",
+        "key:regenerate",
+        "key:block",
+        "key:unblock",
+        "team:create",
+        "team:update",
+        "team:delete",
+        "team:member_manage",
+        "team:permissions_update",
+        "user:create",
+        "user:update",
+        "user:update_role",
+        "user:update_budget",
+        "user:delete",
+        "organization:create",
+        "organization:update",
+        "organization:delete",
+        "organization:member_manage",
+        "access_group:create",
+        "access_group:update",
+        "access_group:delete",
+        "access_group:assign",
+        "catalog:write",
+        "usage:report",
+    }
+)
+ACTIONS = READ_ACTIONS | WRITE_ACTIONS
+
+# The route name a team member with role `user` needs for each key action (SPEC §2).
+KEY_ACTION_ROUTE = {
+    "key:generate": "/key/generate",
+    "key:update": "/key/update",
+    "key:delete": "/key/delete",
+    "key:regenerate": "/key/regenerate",
+    "key:block": "/key/block",
+    "key:unblock": "/key/unblock",
+    "key:info": "/key/info",
+    "key:list": "/key/list",
+    "key:health": "/key/health",
+}
+# What a service-account key (no user) may do: read its own team and keys (LiteLLM's info routes).
+SERVICE_ACCOUNT_ACTIONS = frozenset({"key:info", "key:health", "key:list", "team:info", "catalog:read"})
+
+
+def can(actor: Actor, action: str, target: Target | None = None) -> Verdict:
+    """May `actor` do `action` on `target`? The one place every permission decision is made."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}; add it to accessctl.policy")
+    target = target or Target()
+    if actor.is_proxy_admin:
+        return ALLOW
+    if action in READ_ACTIONS and actor.reads_everything:
+        return ALLOW
+    if action == "usage:report":
+        return ALLOW if actor.is_system else deny(403, "Only system users and the master key may report usage.")
+    if actor.is_system or actor.platform_role == PlatformRole.PROXY_ADMIN_VIEWER:
+        # Visible, but read-only.
+        return deny(403, f"Your role ({actor.platform_role}) may read but not write.")
+    if actor.is_service_account:
+        return _service_account(actor, action, target)
+    resource = action.split(":", 1)[0]
+    rule = _RULES[resource]
+    return rule(actor, action, target)
+
+
+def _service_account(actor: Actor, action: str, target: Target) -> Verdict:
+    if action not in SERVICE_ACCOUNT_ACTIONS:
+        return deny(
+            401,
+            f"Only proxy admin can be used to generate, delete, update info for new keys/users/teams. Route={action}.",
+        )
+    if action == "catalog:read":
+        return ALLOW
+    if target.team_id is not None and target.team_id == actor.key_team_id:
+        return ALLOW
+    if action == "key:list":
+        return ALLOW  # the list is filtered to the key's own team
+    return NOT_FOUND
+
+
+def _sees_tenant(actor: Actor, target: Target) -> bool:
+    """Is the row inside a tenant the actor belongs to (so a refusal may say 403 rather than 404)?"""
+    if target.organization_id and actor.org_role(target.organization_id):
+        return True
+    if target.team_id and actor.team_role(target.team_id):
+        return True
+    if target.owner_user_id and target.owner_user_id == actor.user_id:
+        return True
+    return any(org in actor.org_roles for org in target.user_org_ids) or any(
+        team in actor.team_roles for team in target.user_team_ids
+    )
+
+
+def _read_only_role(actor: Actor) -> bool:
+    return actor.platform_role == PlatformRole.INTERNAL_USER_VIEWER
+
+
+# --- keys -------------------------------------------------------------------------------------
+
+
+def _keys(actor: Actor, action: str, target: Target) -> Verdict:
+    is_write = action in WRITE_ACTIONS
+    if target.organization_id and actor.is_org_admin(target.organization_id):
+        return ALLOW
+    if target.team_id is not None:
+        role = actor.team_role(target.team_id)
+        if role == TeamRole.ADMIN:
+            return ALLOW
+        if role == TeamRole.USER:
+            if action == "key:update_budget":
+                return deny(403, "Only an admin of the key may change its budget or spend.")
+            if is_write and _read_only_role(actor):
+                return deny(403, "Your role (internal_user_viewer) may not change keys.")
+            route = KEY_ACTION_ROUTE[action]
+            granted = team_member_permissions(
+                list(target.member_permissions) if target.member_permissions is not None else None
+            )
+            if route in granted:
+                return ALLOW
+            return deny(
+                401,
+                f"Team member does not have permissions for endpoint: {route}. You only have access to the "
+                f"following endpoints: {sorted(granted)} for team {target.team_id}.",
+                "team_member_permission_error",
+            )
+        if not _sees_tenant(actor, target):
+            return NOT_FOUND
+        if action == "key:generate":
+            return deny(400, f"User={actor.user_id} not assigned to team={target.team_id}")
+        if action in ("key:update", "key:regenerate", "key:delete"):
+            return deny(
+                401,
+                f"User {actor.user_id} does not belong to team {target.team_id}. Team-scoped key management "
+                "endpoints can only be used for keys in your own team.",
+                "team_member_permission_error",
+            )
+        return deny(403, "You are not allowed to access this key.")
+    # A personal key (or a personal create).
+    if target.owner_user_id is not None and target.owner_user_id == actor.user_id:
+        if action == "key:update_budget":
+            return deny(403, "Non-admins may not change a key's budget or spend.")
+        if is_write and (_read_only_role(actor) or not actor.may_create_own_keys):
+            return deny(403, f"Your role ({actor.platform_role}) may not create or change keys.")
+        if action == "key:generate" and target.organization_id:
+            role = actor.org_role(target.organization_id)
+            if role is None:
+                return NOT_FOUND
+            if not ORG_ROLES[role].creates_own_keys:
+                return deny(403, f"Your role in this organization ({role}) may not create keys.")
+        return ALLOW
+    if not _sees_tenant(actor, target):
+        return NOT_FOUND
+    if action == "key:generate":
+        return deny(
+            403, f"User can only create keys for themselves. Got user_id={target.owner_user_id}, Your ID={actor.user_id}"
+        )
+    return deny(403, "You are not allowed to access this key.")
+
+
+# --- teams ------------------------------------------------------------------------------------
+
+
+def _teams(actor: Actor, action: str, target: Target) -> Verdict:
+    org_admin = bool(target.organization_id) and actor.is_org_admin(target.organization_id)
+    role = actor.team_role(target.team_id)
+    if action == "team:create":
+        if org_admin:
+            return ALLOW
+        if target.organization_id and actor.org_role(target.organization_id) is None:
+            return NOT_FOUND
+        return deny(401, f"Only proxy admins and organization admins may create teams. Your role={actor.platform_role}.")
+    if org_admin:
+        return ALLOW
+    if role is None and not _sees_tenant(actor, target):
+        return NOT_FOUND
+    if action in ("team:info", "team:list"):
+        if role is not None:
+            return ALLOW
+        return deny(403, f"User={actor.user_id} not authorized to access this team={target.team_id}")
+    if action == "team:permissions_read":
+        return ALLOW if role is not None else deny(403, "Only members of the team may read its permissions.")
+    if action == "team:delete":
+        return deny(401, "Only proxy admins and organization admins may delete teams.")
+    if role == TeamRole.ADMIN:
+        return ALLOW
+    if action == "team:member_manage":
+        return deny(
+            403, f"Call not allowed. User not proxy admin OR team admin. team_id={target.team_id}"
+        )
+    return deny(403, "You do not have access to this team")
+
+
+# --- users ------------------------------------------------------------------------------------
+
+
+def _users(actor: Actor, action: str, target: Target) -> Verdict:
+    is_self = target.owner_user_id is not None and target.owner_user_id == actor.user_id
+    admin_of_user = bool(target.user_org_ids) and set(target.user_org_ids) <= actor.admin_org_ids
+    admin_of_any = bool(set(target.user_org_ids) & actor.admin_org_ids)
+    if target.new_platform_role in (PlatformRole.PROXY_ADMIN, PlatformRole.PROXY_ADMIN_VIEWER):
+        return deny(403, "Only a proxy admin may create or grant an admin role.")
+    if action == "user:create":
+        if target.organization_id and actor.is_org_admin(target.organization_id):
+            return ALLOW
+        return deny(401, f"Only proxy admins and organization admins may create users. Your role={actor.platform_role}.")
+    if action == "user:list":
+        if actor.admin_org_ids:
+            return ALLOW  # filtered to their organizations' members
+        return deny(403, "Only admins may list users.")
+    if action == "user:info":
+        if is_self or admin_of_any:
+            return ALLOW
+        if _sees_tenant(actor, target):
+            return deny(
+                403, f"key not allowed to access this user's info. user_id={target.owner_user_id}, key's user_id={actor.user_id}"
+            )
+        return NOT_FOUND
+    if action == "user:update_role":
+        if not is_self and not admin_of_any and not _sees_tenant(actor, target):
+            return NOT_FOUND
+        return deny(403, "Only a proxy admin may change a user's platform role.")
+    if action in ("user:update", "user:update_budget"):
+        if admin_of_user:
+            return ALLOW
+        if is_self and action == "user:update":
+            return ALLOW
+        if is_self:
+            return deny(403, "Users may not raise their own budget or spend.")
+        return deny(403, "You may only update yourself.") if _sees_tenant(actor, target) else NOT_FOUND
+    if action == "user:delete":
+        if admin_of_user and not is_self:
+            return ALLOW
+        return deny(403, "Only proxy admins and the user's organization admins may delete users.") if (
+            is_self or _sees_tenant(actor, target)
+        ) else NOT_FOUND
+    return deny(403, "Not allowed.")
+
+
+# --- organizations ----------------------------------------------------------------------------
+
+
+def _organizations(actor: Actor, action: str, target: Target) -> Verdict:
+    role = actor.org_role(target.organization_id)
+    if action == "organization:create":
+        return deny(401, f"Only admins can create orgs. Your role is = {actor.platform_role}")
+    if action == "organization:list":
+        return ALLOW  # filtered to the caller's organizations
+    if role is None:
+        return NOT_FOUND
+    if action == "organization:info":
+        return ALLOW
+    if action == "organization:delete":
+        return deny(401, "Only proxy admins may delete organizations.")
+    if role == OrgRole.ORG_ADMIN:
+        return ALLOW
+    return deny(403, f"Only organization admins may do this. Your role in this organization is {role}.")
+
+
+# --- access groups, catalog, audit ------------------------------------------------------------
+
+
+def _access_groups(actor: Actor, action: str, target: Target) -> Verdict:
+    if target.is_global or not target.organization_id:
+        if action == "access_group:read" and actor.admin_org_ids:
+            return ALLOW  # org admins see global groups, read-only
+        if action == "access_group:read":
+            return deny(403, "Admin-only endpoint. Not allowed to access this.")
+        return deny(403, "Only platform admins manage global access groups.")
+    role = actor.org_role(target.organization_id)
+    if role is None:
+        return NOT_FOUND
+    if role == OrgRole.ORG_ADMIN:
+        return ALLOW
+    return deny(403, "Only organization admins manage the organization's access groups.")
+
+
+def _catalog(actor: Actor, action: str, target: Target) -> Verdict:
+    if action == "catalog:read":
+        return ALLOW
+    return deny(403, "Only platform admins manage the catalog.")
+
+
+def _audit(actor: Actor, action: str, target: Target) -> Verdict:
+    if actor.admin_org_ids:
+        return ALLOW  # filtered to their organizations' entries
+    return deny(403, "Only admins may read the audit log.")
+
+
+def _usage(actor: Actor, action: str, target: Target) -> Verdict:
+    return deny(403, "Only system users and the master key may report usage.")
+
+
+_RULES: dict[str, Any] = {
+    "key": _keys,
+    "team": _teams,
+    "user": _users,
+    "organization": _organizations,
+    "access_group": _access_groups,
+    "catalog": _catalog,
+    "audit": _audit,
+    "usage": _usage,
+}
+
+
+# --- building actors and targets from rows ----------------------------------------------------
+
+
+def actor_for(user: Any | None, *, key: Any | None = None, is_master: bool = False) -> Actor:
+    """Load the caller's memberships once (two queries) into an `Actor`."""
+    from orgs.models import OrganizationMembership, TeamMembership
+
+    if user is None:
+        return Actor(
+            user_id=None,
+            platform_role=None,
+            is_master=is_master,
+            key_team_id=str(key.team_id) if key is not None and key.team_id else None,
+            key_token=key.token if key is not None else None,
+        )
+    org_roles = {
+        str(org_id): role
+        for org_id, role in OrganizationMembership.objects.filter(
+            user=user, organization__deleted_at__isnull=True
+        ).values_list("organization_id", "user_role")
+    }
+    team_roles = {
+        str(team_id): role
+        for team_id, role in TeamMembership.objects.filter(user=user)
+        .exclude(team__organization__deleted_at__isnull=False)
+        .values_list("team_id", "role")
+    }
+    return Actor(
+        user_id=user.user_id,
+        platform_role=PlatformRole.PROXY_ADMIN if is_master else user.user_role,
+        is_system=bool(user.is_system),
+        is_master=is_master,
+        org_roles=org_roles,
+        team_roles=team_roles,
+        key_team_id=str(key.team_id) if key is not None and key.team_id else None,
+        key_token=key.token if key is not None else None,
+        user_pk=user.pk,
+    )
+
+
+def _s(value: Any) -> str | None:
+    return str(value) if value is not None else None
+
+
+def key_target(key: Any) -> Target:
+    """A key's facts; the key must be loaded with `select_related("team", "user")`."""
+    team = key.team
+    return Target(
+        organization_id=_s(key.organization_id or (team.organization_id if team is not None else None)),
+        team_id=_s(key.team_id),
+        owner_user_id=key.user.user_id if key.user_id else None,
+        member_permissions=tuple(team.member_permissions) if team is not None and team.member_permissions is not None else None,
+    )
+
+
+def new_key_target(*, owner_user_id: str | None, team: Any | None, organization_id: Any | None = None) -> Target:
+    """Where a key would be created: in a team, or as someone's personal key."""
+    if team is not None:
+        return Target(
+            organization_id=_s(team.organization_id),
+            team_id=_s(team.team_id),
+            owner_user_id=owner_user_id,
+            member_permissions=tuple(team.member_permissions) if team.member_permissions is not None else None,
+        )
+    return Target(organization_id=_s(organization_id), owner_user_id=owner_user_id)
+
+
+def team_target(team: Any) -> Target:
+    return Target(
+        organization_id=_s(team.organization_id),
+        team_id=_s(team.team_id),
+        member_permissions=tuple(team.member_permissions) if team.member_permissions is not None else None,
+        is_global=team.organization_id is None,
+    )
+
+
+def organization_target(organization: Any) -> Target:
+    return Target(organization_id=_s(organization.pk))
+
+
+def user_target(user: Any, *, new_platform_role: str | None = None) -> Target:
+    """A user's facts, with the organizations and teams they belong to (two queries unless prefetched)."""
+    org_ids = tuple(str(m.organization_id) for m in user.organization_memberships.all())
+    team_ids = tuple(str(m.team_id) for m in user.team_memberships.all())
+    return Target(
+        owner_user_id=user.user_id, user_org_ids=org_ids, user_team_ids=team_ids, new_platform_role=new_platform_role
+    )
+
+
+def access_group_target(group: Any) -> Target:
+    return Target(organization_id=_s(group.organization_id), is_global=group.organization_id is None)

@@ -1,0 +1,2 @@
+"""The gateway's hot-path routes: authz check, /v1/models, usage."""
+urlpatterns: list = []

@@ -1,0 +1,2 @@
+"""REST API routes (/api/v1/) of this app."""
+urlpatterns: list = []

@@ -1,0 +1,2 @@
+"""LiteLLM-compatible routes of this app, mounted at the root."""
+urlpatterns: list = []

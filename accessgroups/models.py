@@ -137,3 +137,49 @@ class Agent(db.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class BulkJob(db.Model):
+    """A bulk assignment run in the background (from the API or the admin): its request, progress and result."""
+
+    QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
+    STATUS_CHOICES = [(s, s) for s in (QUEUED, RUNNING, SUCCEEDED, FAILED)]
+
+    job_id = db.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    status = db.CharField(max_length=16, choices=STATUS_CHOICES, default=QUEUED, db_index=True)
+    operation = db.CharField(
+        max_length=16, choices=[("assign", "assign"), ("unassign", "unassign")], help_text="Add or remove the groups."
+    )
+    target = db.CharField(
+        max_length=8, choices=[("keys", "keys"), ("teams", "teams")], help_text="Whether keys or teams are chosen."
+    )
+    access_group_ids = db.JSONField(default=list, help_text="The groups assigned or removed.")
+    selection = db.JSONField(default=dict, help_text="How the keys or teams were chosen: ids and/or filters.")
+    dry_run = db.BooleanField(default=False, help_text="Only count what would change; write nothing.")
+    organization = db.ForeignKey(
+        Organization,
+        null=True,
+        blank=True,
+        on_delete=db.CASCADE,
+        related_name="bulk_jobs",
+        help_text="Tenant the job is restricted to; empty for a platform-wide job.",
+    )
+    requested_by = db.CharField(max_length=255, help_text="user_id of who started the job.")
+    matched = db.IntegerField(default=0, help_text="Keys or teams the selection matched.")
+    processed = db.IntegerField(default=0, help_text="Keys or teams handled so far.")
+    changed = db.IntegerField(default=0, help_text="Keys or teams whose groups changed.")
+    cursor = db.CharField(
+        max_length=64, blank=True, default="", help_text="Last id handled; a retried job resumes after it."
+    )
+    result = db.JSONField(default=dict, blank=True, help_text="The summary once the job has finished.")
+    error = db.TextField(blank=True, default="", help_text="Why the job failed.")
+    created_at = db.DateTimeField(default=timezone.now, db_index=True)
+    started_at = db.DateTimeField(null=True, blank=True)
+    finished_at = db.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "job_id"]
+        verbose_name = "bulk assignment job"
+
+    def __str__(self) -> str:
+        return f"{self.operation} {self.target} ({self.status})"

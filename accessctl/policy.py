@@ -7,6 +7,7 @@ same as a missing row, so ids cannot be probed (SPEC §3).
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +80,7 @@ class Target:
     user_team_ids: tuple[str, ...] = ()  # for user rows: the teams the user belongs to
     is_global: bool = False  # a global access group, or a team outside any organization
     new_platform_role: str | None = None  # for user creates/updates that set a role
+    owner_in_team: bool | None = None  # for team-key creates: is the key's owner a member of the team?
 
 
 @dataclass(frozen=True)
@@ -127,12 +129,15 @@ WRITE_ACTIONS = frozenset(
         "key:generate",
         "key:update",
         "key:update_budget",
+        "key:reassign",
+        "key:assign_access_groups",
         "key:delete",
         "key:regenerate",
         "key:block",
         "key:unblock",
         "team:create",
         "team:update",
+        "team:update_limits",
         "team:delete",
         "team:member_manage",
         "team:permissions_update",
@@ -143,6 +148,7 @@ WRITE_ACTIONS = frozenset(
         "user:delete",
         "organization:create",
         "organization:update",
+        "organization:update_limits",
         "organization:delete",
         "organization:member_manage",
         "access_group:create",
@@ -168,7 +174,7 @@ KEY_ACTION_ROUTE = {
     "key:health": "/key/health",
 }
 # What a service-account key (no user) may do: read its own team and keys (LiteLLM's info routes).
-SERVICE_ACCOUNT_ACTIONS = frozenset({"key:info", "key:health", "key:list", "team:info", "catalog:read"})
+SERVICE_ACCOUNT_ACTIONS = frozenset({"key:info", "key:health", "key:list", "team:info", "team:list", "catalog:read"})
 
 
 def can(actor: Actor, action: str, target: Target | None = None) -> Verdict:
@@ -202,7 +208,7 @@ def _service_account(actor: Actor, action: str, target: Target) -> Verdict:
         return ALLOW
     if target.team_id is not None and target.team_id == actor.key_team_id:
         return ALLOW
-    if action == "key:list":
+    if action in ("key:list", "team:list"):
         return ALLOW  # the list is filtered to the key's own team
     return NOT_FOUND
 
@@ -229,8 +235,20 @@ def _read_only_role(actor: Actor) -> bool:
 
 def _keys(actor: Actor, action: str, target: Target) -> Verdict:
     is_write = action in WRITE_ACTIONS
+    if action == "key:generate" and target.team_id is not None and target.owner_in_team is False:
+        # A team key's owner must be in the team, whoever creates it (LiteLLM: 400).
+        return deny(400, f"User={target.owner_user_id} not assigned to team={target.team_id}")
     if target.organization_id and actor.is_org_admin(target.organization_id):
         return ALLOW
+    if action in ("key:reassign", "key:assign_access_groups"):
+        # Re-owning a key or changing its access groups is for admins of the key (never its mere owner).
+        if target.team_id is not None and actor.team_role(target.team_id) == TeamRole.ADMIN:
+            return ALLOW
+        if not _sees_tenant(actor, target):
+            return NOT_FOUND
+        if action == "key:reassign":
+            return deny(403, f"Non-admin caller is not allowed to rebind the key from user={target.owner_user_id}.")
+        return deny(403, "Only an admin of the key's team or organization may set its access groups.")
     if target.team_id is not None:
         role = actor.team_role(target.team_id)
         if role == TeamRole.ADMIN:
@@ -254,9 +272,9 @@ def _keys(actor: Actor, action: str, target: Target) -> Verdict:
             )
         if not _sees_tenant(actor, target):
             return NOT_FOUND
-        if action == "key:generate":
+        if action in ("key:generate", "key:delete"):
             return deny(400, f"User={actor.user_id} not assigned to team={target.team_id}")
-        if action in ("key:update", "key:regenerate", "key:delete"):
+        if action in ("key:update", "key:regenerate"):
             return deny(
                 401,
                 f"User {actor.user_id} does not belong to team {target.team_id}. Team-scoped key management "
@@ -277,13 +295,32 @@ def _keys(actor: Actor, action: str, target: Target) -> Verdict:
             if not ORG_ROLES[role].creates_own_keys:
                 return deny(403, f"Your role in this organization ({role}) may not create keys.")
         return ALLOW
-    if not _sees_tenant(actor, target):
-        return NOT_FOUND
     if action == "key:generate":
+        # Checked before visibility: the answer must not depend on whether the other user exists.
         return deny(
             403, f"User can only create keys for themselves. Got user_id={target.owner_user_id}, Your ID={actor.user_id}"
         )
+    if not _sees_tenant(actor, target):
+        return NOT_FOUND
     return deny(403, "You are not allowed to access this key.")
+
+
+def can_grant_models(actor: Actor, models: Iterable[str], ceilings: Mapping[str, Sequence[str]]) -> Verdict:
+    """Nobody grants more models than they hold: every entry must lie within each non-empty ceiling
+    (`{"team": [...], "organization": [...], "user": [...]}`); proxy admins set what they like."""
+    if actor.is_proxy_admin:
+        return ALLOW
+    from keys.authz import Allow
+
+    wanted = [m for m in models if m not in ("all-team-models", "no-default-models")]
+    for scope, ceiling in ceilings.items():
+        allow = Allow.of(ceiling or ())
+        if not ceiling or allow.everything:
+            continue
+        outside = [m for m in wanted if m in ("all-proxy-models", "*") or not allow.matches(m)]
+        if outside:
+            return deny(403, f"Models outside what the {scope} allows: {', '.join(outside)}.")
+    return ALLOW
 
 
 # --- teams ------------------------------------------------------------------------------------
@@ -292,6 +329,11 @@ def _keys(actor: Actor, action: str, target: Target) -> Verdict:
 def _teams(actor: Actor, action: str, target: Target) -> Verdict:
     org_admin = bool(target.organization_id) and actor.is_org_admin(target.organization_id)
     role = actor.team_role(target.team_id)
+    if action == "team:list" and target.team_id is None:
+        # Listing the teams of one user: that user, or an admin of one of their organizations.
+        if target.owner_user_id == actor.user_id or set(target.user_org_ids) & actor.admin_org_ids:
+            return ALLOW
+        return deny(401, f"Only admin users can query all teams/other teams. Your user role={actor.platform_role}")
     if action == "team:create":
         if org_admin:
             return ALLOW
@@ -310,6 +352,9 @@ def _teams(actor: Actor, action: str, target: Target) -> Verdict:
         return ALLOW if role is not None else deny(403, "Only members of the team may read its permissions.")
     if action == "team:delete":
         return deny(401, "Only proxy admins and organization admins may delete teams.")
+    if action == "team:update_limits" and role == TeamRole.ADMIN:
+        # Nobody raises their own ceiling: models, budgets and access groups come from above.
+        return deny(403, "Team admins may not change their team's models, budget, limits or access groups.")
     if role == TeamRole.ADMIN:
         return ALLOW
     if action == "team:member_manage":
@@ -380,6 +425,9 @@ def _organizations(actor: Actor, action: str, target: Target) -> Verdict:
         return ALLOW
     if action == "organization:delete":
         return deny(401, "Only proxy admins may delete organizations.")
+    if action == "organization:update_limits" and role == OrgRole.ORG_ADMIN:
+        # An org admin works inside the organization's models and budget; only a proxy admin sets them.
+        return deny(403, "Only a proxy admin may change an organization's models or budget.")
     if role == OrgRole.ORG_ADMIN:
         return ALLOW
     return deny(403, f"Only organization admins may do this. Your role in this organization is {role}.")
@@ -486,7 +534,10 @@ def key_target(key: Any) -> Target:
     )
 
 
-def new_key_target(*, owner_user_id: str | None, team: Any | None, organization_id: Any | None = None) -> Target:
+def new_key_target(
+    *, owner_user_id: str | None, team: Any | None, organization_id: Any | None = None,
+    owner_in_team: bool | None = None,
+) -> Target:
     """Where a key would be created: in a team, or as someone's personal key."""
     if team is not None:
         return Target(
@@ -494,6 +545,7 @@ def new_key_target(*, owner_user_id: str | None, team: Any | None, organization_
             team_id=_s(team.team_id),
             owner_user_id=owner_user_id,
             member_permissions=tuple(team.member_permissions) if team.member_permissions is not None else None,
+            owner_in_team=owner_in_team,
         )
     return Target(organization_id=_s(organization_id), owner_user_id=owner_user_id)
 

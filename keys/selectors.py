@@ -1,13 +1,22 @@
-"""Reads of keys: the rows the resolver needs, loaded in two queries."""
+"""Reads of keys: the rows the resolver needs (two queries), and the tenant-scoped reads of the routes."""
 from __future__ import annotations
 
-from django.db.models import Q
+import uuid
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from django.db.models import Q, QuerySet
 from django.db.models.functions import Lower
+from django.utils import timezone
 
 from accessgroups.models import AccessGroup
 
 from .authz import GroupRow, KeyRows
+from .crypto import token_for
 from .models import VirtualKey
+
+if TYPE_CHECKING:
+    from accessctl.tenancy import TenantContext
 
 
 def group_row(group: AccessGroup) -> GroupRow:
@@ -72,3 +81,82 @@ def key_rows(key: VirtualKey) -> KeyRows:
         team_groups=[by_id[str(g)] for g in (team.access_group_ids if team is not None else ()) or () if str(g) in by_id],
         groups_by_name=groups_by_name,
     )
+
+
+# --- reads of the management routes (tenant-scoped: a foreign key is as absent as a missing one) ---
+
+KEY_PATH = ("team", "team__organization", "organization", "user")
+
+
+def keys_in_context(tenant: TenantContext) -> QuerySet[VirtualKey]:
+    """The keys the request's tenant context can see, with team, organization and user loaded."""
+    return tenant.scope(
+        VirtualKey.objects.select_related(*KEY_PATH),
+        org_field="organization",
+        owner_field="user__user_id",
+        team_field="team",
+    )
+
+
+def key_in_context(tenant: TenantContext, value: str) -> VirtualKey | None:
+    """One key by what a caller passes: the raw `sk-…` or its hash."""
+    return keys_in_context(tenant).filter(token=token_for(value)).first()
+
+
+def key_by_alias_in_context(tenant: TenantContext, alias: str) -> VirtualKey | None:
+    return keys_in_context(tenant).filter(key_alias=alias).first()
+
+
+def keys_by_values(tenant: TenantContext, values: Iterable[str], *, aliases: bool = False) -> dict[str, VirtualKey]:
+    """Keys by raw/hash (or alias), in one query; the result maps each value passed to its key."""
+    values = list(dict.fromkeys(values))
+    if aliases:
+        found = {k.key_alias: k for k in keys_in_context(tenant).filter(key_alias__in=values)}
+        return {v: found[v] for v in values if v in found}
+    tokens = {v: token_for(v) for v in values}
+    found = {k.token: k for k in keys_in_context(tenant).filter(token__in=set(tokens.values()))}
+    return {v: found[t] for v, t in tokens.items() if t in found}
+
+
+def key_list(
+    tenant: TenantContext,
+    *,
+    visible: Q | None,
+    filters: dict[str, Any],
+) -> QuerySet[VirtualKey]:
+    """Keys for `/key/list`: the tenant's keys, narrowed to `visible` (None: all of the tenant's), then
+    filtered and sorted as LiteLLM's query parameters say."""
+    qs = keys_in_context(tenant)
+    if visible is not None:
+        qs = qs.filter(visible)
+    if filters.get("user_id"):
+        qs = qs.filter(user__user_id=filters["user_id"])
+    for name in ("team_id", "organization_id"):
+        value = filters.get(name)
+        if value:
+            uid = _uuid_or_none(value)
+            qs = qs.filter(**{name: uid}) if uid else qs.none()
+    if filters.get("key_hash"):
+        qs = qs.filter(token=token_for(filters["key_hash"]))
+    if filters.get("key_alias"):
+        qs = qs.filter(key_alias=filters["key_alias"])
+    status = filters.get("status")
+    now = timezone.now()
+    if status == "active":
+        qs = qs.filter(blocked=False).filter(Q(expires__isnull=True) | Q(expires__gt=now))
+    elif status == "expired":
+        qs = qs.filter(expires__lte=now)
+    elif status in ("blocked", "revoked"):
+        qs = qs.filter(blocked=True)
+    elif status == "deleted":
+        qs = qs.none()  # deleted keys are gone; the audit log keeps them
+    order = filters.get("sort_by", "created_at")
+    prefix = "-" if filters.get("sort_order", "desc") == "desc" else ""
+    return qs.order_by(f"{prefix}{order}", "token")
+
+
+def _uuid_or_none(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None

@@ -1,0 +1,157 @@
+"""Reads of users, organizations, teams and memberships, filtered by the tenant context inside the query."""
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from django.db.models import Count, Prefetch, Q, QuerySet
+
+from .models import Organization, OrganizationMembership, Team, TeamMembership, User
+
+if TYPE_CHECKING:
+    from accessctl.tenancy import TenantContext
+
+
+def as_uuid(value: Any) -> uuid.UUID | None:
+    """A UUID from what a caller passed, or None (a malformed id finds nothing, like a missing one)."""
+    try:
+        return uuid.UUID(str(value))
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+# --- organizations ----------------------------------------------------------------------------
+
+
+def organizations_in_context(tenant: TenantContext) -> QuerySet[Organization]:
+    """Alive organizations the context can see, with their budget row."""
+    return tenant.scope(Organization.objects.alive().select_related("budget"), org_field="organization_id")
+
+
+def organization_in_context(tenant: TenantContext, organization_id: Any) -> Organization | None:
+    uid = as_uuid(organization_id)
+    return organizations_in_context(tenant).filter(pk=uid).first() if uid else None
+
+
+def organizations_with_detail(queryset: QuerySet[Organization]) -> QuerySet[Organization]:
+    """Organizations with members (and their users) and teams loaded for a whole page: three queries."""
+    return queryset.prefetch_related(
+        Prefetch("memberships", queryset=OrganizationMembership.objects.select_related("user", "budget")),
+        Prefetch("teams", queryset=Team.objects.order_by("team_alias", "team_id")),
+    )
+
+
+def organization_membership(organization: Organization, user: User) -> OrganizationMembership | None:
+    return (
+        OrganizationMembership.objects.select_related("user", "budget", "organization")
+        .filter(organization=organization, user=user)
+        .first()
+    )
+
+
+# --- teams ------------------------------------------------------------------------------------
+
+
+def teams_in_context(tenant: TenantContext) -> QuerySet[Team]:
+    """Teams the context can see (never those of a soft-deleted organization)."""
+    return tenant.scope(
+        Team.objects.select_related("organization").exclude(organization__deleted_at__isnull=False),
+        org_field="organization",
+        team_field="team_id",
+    )
+
+
+def team_in_context(tenant: TenantContext, team_id: Any) -> Team | None:
+    uid = as_uuid(team_id)
+    return teams_in_context(tenant).filter(pk=uid).first() if uid else None
+
+
+def teams_by_ids_in_context(tenant: TenantContext, team_ids: list[Any]) -> dict[str, Team]:
+    """Teams by id in one query; ids the context cannot see are simply absent."""
+    uids = [u for u in (as_uuid(t) for t in team_ids) if u]
+    return {str(t.team_id): t for t in teams_in_context(tenant).filter(pk__in=uids)}
+
+
+def teams_with_members(queryset: QuerySet[Team]) -> QuerySet[Team]:
+    """Teams with their memberships (and users and budgets) loaded for a whole page: one more query."""
+    return queryset.prefetch_related(
+        Prefetch("memberships", queryset=TeamMembership.objects.select_related("user", "budget").order_by("pk"))
+    )
+
+
+def team_membership(team: Team, user: User) -> TeamMembership | None:
+    return TeamMembership.objects.select_related("user", "team", "budget").filter(team=team, user=user).first()
+
+
+def is_team_member(team: Team, user: User | None) -> bool:
+    return user is not None and TeamMembership.objects.filter(team=team, user=user).exists()
+
+
+def teams_of_user(queryset: QuerySet[Team], user_id: str) -> QuerySet[Team]:
+    return queryset.filter(memberships__user__user_id=user_id)
+
+
+# --- users ------------------------------------------------------------------------------------
+
+
+def users_in_context(tenant: TenantContext) -> QuerySet[User]:
+    """Users the context can see: everyone for platform admins, else themselves and the members of their
+    teams and organizations (one row each, however many memberships match)."""
+    scoped = tenant.scope(
+        User.objects.all(),
+        org_field="organization_memberships__organization",
+        owner_field="user_id",
+        team_field="team_memberships__team",
+    )
+    if tenant.bypass:
+        return User.objects.all()
+    return User.objects.filter(pk__in=scoped.values("pk"))
+
+
+def with_memberships(queryset: QuerySet[User]) -> QuerySet[User]:
+    """Users with their organization and team memberships loaded (what `policy.user_target` reads)."""
+    return queryset.prefetch_related("organization_memberships", "team_memberships")
+
+
+def user_in_context(tenant: TenantContext, *, user_id: str | None = None, user_email: str | None = None) -> User | None:
+    """One user by `user_id`, else by email (case-insensitive), with memberships loaded."""
+    qs = with_memberships(users_in_context(tenant))
+    if user_id:
+        return qs.filter(user_id=user_id).first()
+    if user_email:
+        return qs.filter(user_email__iexact=user_email).order_by("pk").first()
+    return None
+
+
+def user_by_id(user_id: str) -> User | None:
+    """Any user, whatever the context: only for writes the policy has already allowed (member adds)."""
+    return with_memberships(User.objects.filter(user_id=user_id)).first()
+
+
+def users_by_email(user_email: str) -> list[User]:
+    return list(with_memberships(User.objects.filter(user_email__iexact=user_email)).order_by("pk")[:2])
+
+
+def user_list(tenant: TenantContext, *, organization_ids: list[str] | None, filters: dict[str, Any]) -> QuerySet[User]:
+    """Users for `/user/list`: the context's users (narrowed to members of `organization_ids` when given),
+    filtered, with `key_count` and memberships loaded for the page."""
+    qs = users_in_context(tenant)
+    if organization_ids is not None:
+        qs = qs.filter(
+            pk__in=OrganizationMembership.objects.filter(organization_id__in=organization_ids).values("user_id")
+        )
+    if filters.get("role"):
+        qs = qs.filter(user_role=filters["role"])
+    if filters.get("user_ids"):
+        qs = qs.filter(user_id__in=filters["user_ids"])
+    if filters.get("user_email"):
+        qs = qs.filter(user_email__icontains=filters["user_email"])
+    if filters.get("search"):
+        term = filters["search"]
+        qs = qs.filter(Q(user_id__icontains=term) | Q(user_email__icontains=term) | Q(user_alias__icontains=term))
+    if filters.get("team"):
+        uid = as_uuid(filters["team"])
+        qs = qs.filter(team_memberships__team_id=uid) if uid else qs.none()
+    prefix = "-" if filters.get("sort_order") == "desc" else ""
+    order = filters.get("sort_by") or "user_id"
+    return with_memberships(qs.annotate(key_count=Count("keys", distinct=True))).order_by(f"{prefix}{order}", "pk")

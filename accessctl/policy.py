@@ -208,8 +208,8 @@ def _service_account(actor: Actor, action: str, target: Target) -> Verdict:
         return ALLOW
     if target.team_id is not None and target.team_id == actor.key_team_id:
         return ALLOW
-    if action in ("key:list", "team:list"):
-        return ALLOW  # the list is filtered to the key's own team
+    if action in ("key:list", "team:list") and target.team_id is None and target.owner_user_id is None:
+        return ALLOW  # the list itself: filtered to the key's own team
     return NOT_FOUND
 
 
@@ -376,12 +376,14 @@ def _users(actor: Actor, action: str, target: Target) -> Verdict:
     if action == "user:create":
         if target.organization_id and actor.is_org_admin(target.organization_id):
             return ALLOW
+        if target.organization_id and actor.org_role(target.organization_id) is None:
+            return NOT_FOUND
         return deny(401, f"Only proxy admins and organization admins may create users. Your role={actor.platform_role}.")
-    if action == "user:list":
+    if action == "user:list" and target.owner_user_id is None:
         if actor.admin_org_ids:
             return ALLOW  # filtered to their organizations' members
         return deny(403, "Only admins may list users.")
-    if action == "user:info":
+    if action in ("user:info", "user:list"):  # a row of a list is visible exactly when it may be read
         if is_self or admin_of_any:
             return ALLOW
         if _sees_tenant(actor, target):
@@ -394,12 +396,15 @@ def _users(actor: Actor, action: str, target: Target) -> Verdict:
             return NOT_FOUND
         return deny(403, "Only a proxy admin may change a user's platform role.")
     if action in ("user:update", "user:update_budget"):
+        if is_self:
+            # Checked before admin rights: an org admin does not raise their own budget either.
+            if action == "user:update_budget":
+                return deny(403, "Users may not raise their own budget or spend.")
+            if _read_only_role(actor):
+                return deny(403, "Your role (internal_user_viewer) may not change anything.")
+            return ALLOW
         if admin_of_user:
             return ALLOW
-        if is_self and action == "user:update":
-            return ALLOW
-        if is_self:
-            return deny(403, "Users may not raise their own budget or spend.")
         return deny(403, "You may only update yourself.") if _sees_tenant(actor, target) else NOT_FOUND
     if action == "user:delete":
         if admin_of_user and not is_self:
@@ -417,11 +422,11 @@ def _organizations(actor: Actor, action: str, target: Target) -> Verdict:
     role = actor.org_role(target.organization_id)
     if action == "organization:create":
         return deny(401, f"Only admins can create orgs. Your role is = {actor.platform_role}")
-    if action == "organization:list":
-        return ALLOW  # filtered to the caller's organizations
+    if action == "organization:list" and target.organization_id is None:
+        return ALLOW  # the list itself: filtered to the caller's organizations
     if role is None:
         return NOT_FOUND
-    if action == "organization:info":
+    if action in ("organization:info", "organization:list"):
         return ALLOW
     if action == "organization:delete":
         return deny(401, "Only proxy admins may delete organizations.")
@@ -458,6 +463,14 @@ def _catalog(actor: Actor, action: str, target: Target) -> Verdict:
 
 
 def _audit(actor: Actor, action: str, target: Target) -> Verdict:
+    if target.organization_id:
+        # One organization's entries: its admins read them; its other members are refused; others see nothing.
+        role = actor.org_role(target.organization_id)
+        if role is None:
+            return NOT_FOUND
+        if role == OrgRole.ORG_ADMIN:
+            return ALLOW
+        return deny(403, "Only organization admins may read the organization's audit log.")
     if actor.admin_org_ids:
         return ALLOW  # filtered to their organizations' entries
     return deny(403, "Only admins may read the audit log.")

@@ -1,0 +1,121 @@
+"""REST API for bulk assignment: start a background job on an access group, then poll it."""
+from __future__ import annotations
+
+import uuid
+
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+
+from accessctl.errors import NotFound
+from accessctl.policy import access_group_target
+from accessctl.tenancy import TenantAPIView
+from accessgroups.bulk import KEYS, TEAMS, Selection, bulk_assign_start
+from accessgroups.models import AccessGroup, BulkJob
+
+MAX_IDS = 100_000
+
+
+class BulkAssignInput(serializers.Serializer):
+    target = serializers.ChoiceField(choices=[KEYS, TEAMS], default=KEYS, help_text="Assign to keys or teams.")
+    ids = serializers.ListField(
+        child=serializers.CharField(max_length=255), required=False, default=list, max_length=MAX_IDS,
+        help_text="Key ids or tokens, or team ids.",
+    )
+    team_id = serializers.UUIDField(required=False, help_text="Keys of this team.")
+    organization_id = serializers.UUIDField(required=False, help_text="Keys or teams of this organization.")
+    alias_prefix = serializers.CharField(required=False, max_length=255, help_text="Alias starts with this.")
+    all = serializers.BooleanField(default=False, help_text="Every key or team in reach (with the other filters).")
+    unassign = serializers.BooleanField(default=False, help_text="Remove the group instead of assigning it.")
+    dry_run = serializers.BooleanField(default=False, help_text="Count what would change; write nothing.")
+
+
+class BulkJobOutput(serializers.ModelSerializer):
+    organization_id = serializers.UUIDField(allow_null=True, read_only=True)
+    progress = serializers.SerializerMethodField(help_text="Share of the matched keys or teams handled, 0 to 1.")
+
+    class Meta:
+        model = BulkJob
+        fields = [
+            "job_id", "status", "operation", "target", "access_group_ids", "selection", "dry_run",
+            "organization_id", "requested_by", "matched", "processed", "changed", "progress", "result", "error",
+            "created_at", "started_at", "finished_at",
+        ]
+        read_only_fields = fields
+
+    def get_progress(self, job: BulkJob) -> float:
+        if job.status == BulkJob.SUCCEEDED:
+            return 1.0
+        return round(job.processed / job.matched, 4) if job.matched else 0.0
+
+
+def _job_url(job: BulkJob) -> str:
+    return reverse("bulk-job-detail", kwargs={"job_id": job.pk})
+
+
+class AccessGroupBulkAssignView(TenantAPIView):
+    """Assign (or remove) one access group to many keys or teams, in the background."""
+
+    @extend_schema(
+        request=BulkAssignInput,
+        responses={202: BulkJobOutput, 400: OpenApiResponse(description="Bad input, naming the field."),
+                   404: OpenApiResponse(description="No such access group in your tenant.")},
+        summary="Start a bulk assignment job",
+    )
+    def post(self, request, access_group_id: str) -> Response:
+        group = self._group(access_group_id)
+        self.check("access_group:assign", access_group_target(group))
+        data = BulkAssignInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        selection = Selection(
+            ids=tuple(values["ids"]),
+            team_id=str(values["team_id"]) if values.get("team_id") else None,
+            organization_id=str(values["organization_id"]) if values.get("organization_id") else None,
+            alias_prefix=values.get("alias_prefix") or None,
+            all=values["all"],
+        )
+        job = bulk_assign_start(
+            actor=request.user if getattr(request.user, "pk", None) else None,
+            target=values["target"],
+            group_refs=[str(group.pk)],
+            selection=selection,
+            unassign=values["unassign"],
+            dry_run=values["dry_run"],
+            organization=request.tenant.organization or group.organization,
+        )
+        job.refresh_from_db()  # an eager (broker-less) run has already finished
+        return Response(BulkJobOutput(job).data, status=status.HTTP_202_ACCEPTED, headers={"Location": _job_url(job)})
+
+    def _group(self, access_group_id: str) -> AccessGroup:
+        """The group if the caller's tenant can see it; anything else is the same 404."""
+        try:
+            pk = uuid.UUID(access_group_id)
+        except ValueError:
+            pk = None
+        tenant = self.request.tenant
+        visible = tenant.scope(AccessGroup.objects.all(), org_field="organization")
+        group = None
+        if pk is not None:
+            group = (visible | AccessGroup.objects.filter(organization__isnull=True)).filter(pk=pk).first()
+        if group is None:
+            raise NotFound(f"Access group '{access_group_id}' not found", param="access_group_id")
+        return group
+
+
+class BulkJobDetailView(TenantAPIView):
+    """A bulk assignment job's progress and, once finished, its result."""
+
+    @extend_schema(responses={200: BulkJobOutput, 404: OpenApiResponse(description="No such job in your tenant.")},
+                   summary="Get a bulk assignment job")
+    def get(self, request, job_id: str) -> Response:
+        try:
+            pk = uuid.UUID(job_id)
+        except ValueError:
+            pk = None
+        jobs = request.tenant.scope(BulkJob.objects.all(), org_field="organization", owner_field="requested_by")
+        job = jobs.filter(pk=pk).first() if pk is not None else None
+        if job is None:
+            raise NotFound(f"Bulk job '{job_id}' not found", param="job_id")
+        return Response(BulkJobOutput(job).data)

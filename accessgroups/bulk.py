@@ -1,0 +1,576 @@
+"""Bulk assignment of access groups to many keys or teams: set-based SQL in batches (SPEC §4, §7).
+
+Each batch is one transaction that (1) locks the groups, then the batch's keys or teams, in a stable
+order — the order the per-row signal path uses, so the two never deadlock; (2) reads the batch's
+assignment rows once; (3) inserts (`INSERT … ON CONFLICT DO NOTHING`) or deletes the assignment rows
+in one statement, without the per-row signals; (4) rewrites the batch's `access_group_ids` in one
+`UPDATE … CASE`; (5) recomputes the groups' `assigned_*_ids` from the relation in one database-side
+`UPDATE`; (6) writes one audit entry, whose `affects` drops the batch's snapshots after commit.
+The number of queries grows with the number of batches, never with the number of rows.
+
+Re-running is safe: rows already in the wanted state are skipped, so a run interrupted after some
+batches committed simply finishes the rest (a job also resumes after its `cursor`).
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import F, Model, Q, QuerySet
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+from accessctl.errors import InvalidInput, NotFound
+from keys import crypto
+from keys.models import VirtualKey
+from orgs.audit import Affects, record
+from orgs.models import Organization, Team, User
+
+from .models import AccessGroup, BulkJob, KeyAccessGroup, TeamAccessGroup
+
+ASSIGN, UNASSIGN = "assign", "unassign"
+KEYS, TEAMS = "keys", "teams"
+DEFAULT_BATCH_SIZE = 1000
+# PostgreSQL accepts 65,535 parameters per statement; SQLite's Django backend assumes 999.
+_PG_MAX_PARAMS = 65_535
+_INSERT_PARAMS_PER_ROW = 3  # target id, group id, created_at
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """How one target type (keys or teams) is stored."""
+
+    name: str
+    model: type[Model]
+    pk: str
+    relation: type[Model]
+    fk: str
+    alias_field: str
+    label_fields: tuple[str, ...]
+    group_column: str
+
+
+_KINDS = {
+    KEYS: _Kind(KEYS, VirtualKey, "id", KeyAccessGroup, "key_id", "key_alias", ("token", "key_alias", "key_name"),
+                "assigned_key_ids"),
+    TEAMS: _Kind(TEAMS, Team, "team_id", TeamAccessGroup, "team_id", "team_alias", ("team_alias",),
+                 "assigned_team_ids"),
+}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which keys or teams: explicit ids and/or filters, combined with AND. `all` must be said explicitly."""
+
+    ids: tuple[str, ...] = ()
+    team_id: str | None = None
+    organization_id: str | None = None
+    alias_prefix: str | None = None
+    all: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.ids or self.team_id or self.organization_id or self.alias_prefix or self.all)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if v not in (None, (), False)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Selection:
+        return cls(
+            ids=tuple(str(i) for i in data.get("ids") or ()),
+            team_id=data.get("team_id"),
+            organization_id=data.get("organization_id"),
+            alias_prefix=data.get("alias_prefix"),
+            all=bool(data.get("all")),
+        )
+
+
+@dataclass
+class BatchReport:
+    """What one batch did (or, in a dry run, would do): handed to the progress callback after commit."""
+
+    matched: int
+    changed: list[tuple[str, str]]  # (public id, label) of the keys or teams whose groups changed
+    cursor: str
+    total: int  # what the whole run matched
+
+
+@dataclass
+class BulkResult:
+    """The summary of a run; `changed + unchanged == matched`."""
+
+    operation: str
+    target: str
+    access_group_ids: list[str]
+    dry_run: bool
+    matched: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    rows: int = 0  # assignment rows added or removed
+    batches: int = 0
+    seconds: float = 0.0
+    cursor: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Plan:
+    """A validated run: the groups, the kind, the base queryset, and the explicit ids if any."""
+
+    kind: _Kind
+    groups: list[AccessGroup]
+    organization_id: str | None
+    queryset: QuerySet
+    pks: list[uuid.UUID] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+# --- resolving the request --------------------------------------------------------------------
+
+
+def _uuid(value: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value).strip())
+    except (ValueError, AttributeError):
+        return None
+
+
+def resolve_groups(refs: Iterable[str], *, organization: Organization | None = None) -> list[AccessGroup]:
+    """Groups named by id or by name (case-insensitive). With `organization`, only global groups and
+    that organization's are visible. Unknown or ambiguous names → 400 naming `access_group`."""
+    refs = [str(r).strip() for r in refs if str(r).strip()]
+    if not refs:
+        raise InvalidInput("Name at least one access group.", param="access_group")
+    visible = AccessGroup.objects.all()
+    if organization is not None:
+        visible = visible.filter(Q(organization__isnull=True) | Q(organization=organization))
+    ids = [u for u in map(_uuid, refs) if u is not None]
+    names = [r.lower() for r in refs if _uuid(r) is None]
+    rows = list(
+        visible.annotate(lname=Lower("access_group_name")).filter(Q(access_group_id__in=ids) | Q(lname__in=names))
+    )
+    found: dict[str, AccessGroup] = {}
+    for ref in refs:
+        ref_id = _uuid(ref)
+        if ref_id is not None:
+            matches = [g for g in rows if g.access_group_id == ref_id]
+        else:
+            matches = [g for g in rows if g.access_group_name.lower() == ref.lower()]
+            own = [g for g in matches if organization is not None and g.organization_id == organization.pk]
+            matches = own or matches
+        if not matches:
+            raise InvalidInput(f"Unknown access group: {ref!r}", param="access_group")
+        if len(matches) > 1:
+            choices = ", ".join(sorted(str(g.pk) for g in matches))
+            raise InvalidInput(f"Access group name {ref!r} is ambiguous; use one of the ids: {choices}",
+                               param="access_group")
+        found[str(matches[0].pk)] = matches[0]
+    return sorted(found.values(), key=lambda g: g.access_group_id)
+
+
+def _restricted_org(groups: Sequence[AccessGroup], organization: Organization | None) -> str | None:
+    """The organization every target must belong to: the groups' owner, else the caller's tenant."""
+    owners = {str(g.organization_id) for g in groups if g.organization_id is not None}
+    if len(owners) > 1:
+        raise InvalidInput("Access groups of different organizations cannot be assigned together.",
+                           param="access_group")
+    tenant = str(organization.pk) if organization is not None else None
+    owner = next(iter(owners), None)
+    if owner and tenant and owner != tenant:
+        raise InvalidInput("An organization's access group may only be assigned inside it.", param="access_group")
+    return owner or tenant
+
+
+def _filtered(kind: _Kind, selection: Selection, org_id: str | None) -> QuerySet:
+    qs = kind.model.objects.all()
+    if org_id is not None:
+        qs = qs.filter(organization_id=org_id)
+    if selection.organization_id:
+        wanted = _uuid(selection.organization_id)
+        if wanted is None or not Organization.objects.filter(pk=wanted).exists():
+            raise InvalidInput(f"Unknown organization: {selection.organization_id}", param="organization_id")
+        if org_id is not None and str(wanted) != org_id:
+            raise InvalidInput("The organization is outside what this assignment may reach.", param="organization_id")
+        qs = qs.filter(organization_id=wanted)
+    if selection.team_id:
+        if kind.name == TEAMS:
+            raise InvalidInput("team_id filters keys; choose teams by ids, organization or alias prefix.",
+                               param="team_id")
+        team_id = _uuid(selection.team_id)
+        teams = Team.objects.filter(pk=team_id) if team_id is not None else Team.objects.none()
+        if org_id is not None:
+            teams = teams.filter(organization_id=org_id)
+        if team_id is None or not teams.exists():
+            raise InvalidInput(f"Unknown team: {selection.team_id}", param="team_id")
+        qs = qs.filter(team_id=team_id)
+    if selection.alias_prefix:
+        qs = qs.filter(**{f"{kind.alias_field}__startswith": selection.alias_prefix})
+    return qs
+
+
+def _resolve_ids(kind: _Kind, refs: Sequence[str], qs: QuerySet, chunk: int) -> list[uuid.UUID]:
+    """Primary keys of the named keys (id, token or raw secret) or teams (id), one query per chunk.
+
+    Any ref not found inside `qs` (missing, or outside the tenant) → 400; raw secrets are never echoed.
+    """
+    unknown: list[str] = []
+    pks: set[uuid.UUID] = set()
+    for start in range(0, len(refs), chunk):
+        part = refs[start : start + chunk]
+        by_id = {u: r for r in part if (u := _uuid(r)) is not None}
+        if kind.name == KEYS:
+            by_token = {crypto.token_for(r): r for r in part if _uuid(r) is None}
+            rows = qs.filter(Q(id__in=list(by_id)) | Q(token__in=list(by_token))).values_list("id", "token")
+            seen: set[str] = set()
+            for pk, token in rows:
+                pks.add(pk)
+                seen.update({str(pk), token})
+            unknown += [r for u, r in by_id.items() if str(u) not in seen]
+            unknown += [r for t, r in by_token.items() if t not in seen]
+        else:
+            found = set(qs.filter(team_id__in=list(by_id)).values_list("team_id", flat=True))
+            pks |= found
+            unknown += [r for r in part if _uuid(r) is None or _uuid(r) not in found]
+    if unknown:
+        shown = ", ".join(crypto.mask(r) if r.strip().startswith(crypto.KEY_PREFIX) else r for r in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise InvalidInput(f"Unknown {kind.name[:-1]} ids: {shown}{more}", param="ids")
+    return sorted(pks)
+
+
+def batch_limit(requested: int, groups: int) -> int:
+    """Targets per batch such that the batch's INSERT and UPDATE are each a single statement."""
+    max_params = connection.features.max_query_params or _PG_MAX_PARAMS
+    by_insert = max_params // (_INSERT_PARAMS_PER_ROW * max(groups, 1))
+    by_update = max_params // 3  # bulk_update: pk and value in the CASE, pk in the WHERE
+    return max(1, min(requested, by_insert, by_update))
+
+
+def plan(
+    *,
+    target: str,
+    group_refs: Iterable[str],
+    selection: Selection,
+    organization: Organization | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> _Plan:
+    """Validate a request (groups, selection, tenant) without writing; 400 naming the field if it is wrong."""
+    if target not in _KINDS:
+        raise InvalidInput("target must be 'keys' or 'teams'.", param="target")
+    if not selection:
+        raise InvalidInput("Choose the targets: ids, a filter (team_id, organization_id, alias_prefix) or all.",
+                           param="ids")
+    kind = _KINDS[target]
+    groups = resolve_groups(group_refs, organization=organization)
+    org_id = _restricted_org(groups, organization)
+    qs = _filtered(kind, selection, org_id)
+    pks = None
+    if selection.ids:
+        pks = _resolve_ids(kind, list(dict.fromkeys(selection.ids)), qs, batch_limit(batch_size, len(groups)))
+    return _Plan(kind=kind, groups=groups, organization_id=org_id, queryset=qs, pks=pks)
+
+
+# --- the set-based writes ---------------------------------------------------------------------
+
+
+def _group_list_sql(kind: _Kind, count: int) -> str | None:
+    """One UPDATE recomputing the groups' `assigned_*_ids` from the relation, inside the database."""
+    qn = connection.ops.quote_name
+    group_table, rel_table = qn(AccessGroup._meta.db_table), qn(kind.relation._meta.db_table)
+    placeholders = ", ".join(["%s"] * count)
+    if kind.name == KEYS:
+        key_table = qn(VirtualKey._meta.db_table)
+        source = f"SELECT k.token AS v FROM {rel_table} r JOIN {key_table} k ON k.id = r.key_id"
+    elif connection.vendor == "postgresql":
+        source = f"SELECT r.team_id::text AS v FROM {rel_table} r"
+    else:
+        # SQLite stores UUIDs as 32 hex digits; the lists hold the hyphenated form.
+        h = "r.team_id"
+        source = (f"SELECT lower(substr({h},1,8)||'-'||substr({h},9,4)||'-'||substr({h},13,4)||'-'||"
+                  f"substr({h},17,4)||'-'||substr({h},21,12)) AS v FROM {rel_table} r")
+    where = f"r.access_group_id = {group_table}.access_group_id"
+    column = qn(kind.group_column)
+    if connection.vendor == "postgresql":
+        # COLLATE "C": the same byte order as Python's sorted(), whatever the database's collation.
+        value = (f"COALESCE((SELECT jsonb_agg(s.v ORDER BY s.v COLLATE \"C\") FROM ({source} WHERE {where}) s), "
+                 f"'[]'::jsonb)")
+    elif connection.vendor == "sqlite":
+        value = f"(SELECT json_group_array(s.v) FROM ({source} WHERE {where} ORDER BY v) s)"
+    else:
+        return None
+    return f"UPDATE {group_table} SET {column} = {value} WHERE access_group_id IN ({placeholders})"
+
+
+def sync_group_lists(kind_name: str, group_ids: Sequence[Any]) -> None:
+    """Recompute the groups' `assigned_key_ids` (or `assigned_team_ids`) from the relation in one statement.
+
+    The caller holds the groups' row locks. Falls back to `services.sync_groups` on other databases.
+    """
+    if not group_ids:
+        return
+    kind = _KINDS[kind_name]
+    sql = _group_list_sql(kind, len(group_ids))
+    if sql is None:
+        from .services import sync_groups
+
+        sync_groups(group_ids)
+        return
+    pk = AccessGroup._meta.pk
+    params = [pk.get_db_prep_value(_uuid(g), connection) for g in group_ids]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def _ids(values: Iterable[Any]) -> list[str]:
+    return sorted({str(v) for v in values})
+
+
+def _lock_groups(groups: Sequence[AccessGroup]) -> None:
+    # Groups first, in id order — the order `services.sync_groups` (the per-row signal path) locks in.
+    wanted = [g.pk for g in groups]
+    found = list(AccessGroup.objects.select_for_update().filter(pk__in=wanted).order_by("pk").values_list("pk", flat=True))
+    if len(found) != len(wanted):
+        raise NotFound("An access group was deleted while the assignment ran.", param="access_group")
+
+
+def _fetch(p: _Plan, after: uuid.UUID | None, limit: int, lock: bool, index: int) -> list[tuple]:
+    """The next batch of targets in primary-key order, locked unless dry-running."""
+    kind = p.kind
+    qs = p.queryset.select_for_update() if lock else p.queryset
+    fields = (kind.pk, *kind.label_fields, "access_group_ids")
+    if p.pks is not None:
+        chunk = p.pks[index * limit : (index + 1) * limit]
+        if not chunk:
+            return []
+        return list(qs.filter(pk__in=chunk).order_by(kind.pk).values_list(*fields))
+    if after is not None:
+        qs = qs.filter(pk__gt=after)
+    return list(qs.order_by(kind.pk).values_list(*fields)[:limit])
+
+
+def _public_id(kind: _Kind, row: tuple) -> str:
+    return row[1] if kind.name == KEYS else str(row[0])  # a key's public id is its token
+
+
+def _label(kind: _Kind, row: tuple) -> str:
+    if kind.name == KEYS:
+        return row[2] or row[3]  # alias, else the masked secret
+    return row[1] or str(row[0])
+
+
+def _run_batch(
+    p: _Plan, rows: list[tuple], operation: str, dry_run: bool, actor: User | None, job: BulkJob | None
+) -> tuple[list[tuple], int]:
+    """Apply one batch; returns (changed rows, assignment rows added or removed)."""
+    kind = p.kind
+    group_ids = [g.pk for g in p.groups]
+    target_ids = [row[0] for row in rows]
+    truth: dict[Any, set[uuid.UUID]] = defaultdict(set)
+    for target_id, group_id in kind.relation.objects.filter(**{f"{kind.fk}__in": target_ids}).values_list(
+        kind.fk, "access_group_id"
+    ):
+        truth[target_id].add(group_id)
+    if operation == ASSIGN:
+        pairs = [(t, g) for t in target_ids for g in group_ids if g not in truth[t]]
+    else:
+        pairs = [(t, g) for t in target_ids for g in group_ids if g in truth[t]]
+    changed_ids = {t for t, _ in pairs}
+    changed = [row for row in rows if row[0] in changed_ids]
+    if dry_run:
+        return changed, len(pairs)
+    if pairs and operation == ASSIGN:
+        now = timezone.now()
+        kind.relation.objects.bulk_create(
+            [kind.relation(**{kind.fk: t, "access_group_id": g, "created_at": now}) for t, g in pairs],
+            ignore_conflicts=True,  # a concurrent writer may have added the same row: nothing to do then
+        )
+        for t, g in pairs:
+            truth[t].add(g)
+    elif pairs:
+        # A raw DELETE: QuerySet.delete() would fire the per-row post_delete sync signals.
+        kind.relation.objects.filter(
+            **{f"{kind.fk}__in": sorted(changed_ids), "access_group_id__in": group_ids}
+        )._raw_delete(kind.relation.objects.db)
+        for t, g in pairs:
+            truth[t].discard(g)
+    # Rewrite every list of the batch that differs from the relation: the changed ones, and any that drifted.
+    stale = [row for row in rows if list(row[-1] or []) != _ids(truth[row[0]])]
+    if stale:
+        kind.model.objects.bulk_update(
+            [kind.model(**{kind.pk: row[0], "access_group_ids": _ids(truth[row[0]])}) for row in stale],
+            ["access_group_ids"],
+        )
+    if pairs:
+        sync_group_lists(kind.name, group_ids)
+    touched = {row[0]: row for row in [*changed, *stale]}
+    if touched:
+        public = sorted(_public_id(kind, row) for row in touched.values())
+        affects = Affects(tokens=set(public)) if kind.name == KEYS else Affects(team_ids=set(public))
+        record(
+            actor=actor,
+            action=f"access_group_bulk_{operation}",
+            object_type="access_group",
+            object_id=group_ids[0],
+            organization_id=p.organization_id,
+            after={
+                "access_group_ids": _ids(group_ids),
+                "target": kind.name,
+                f"{kind.name[:-1]}_ids": sorted(_public_id(kind, row) for row in changed),
+                "repaired_ids": sorted(_public_id(kind, row) for row in stale if row[0] not in changed_ids),
+                "rows": len(pairs),
+                "job_id": str(job.pk) if job is not None else None,
+            },
+            affects=affects,
+        )
+    return changed, len(pairs)
+
+
+def bulk_assign(
+    *,
+    actor: User | None,
+    target: str,
+    group_refs: Iterable[str],
+    selection: Selection,
+    unassign: bool = False,
+    dry_run: bool = False,
+    organization: Organization | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    on_batch: Callable[[BatchReport], None] | None = None,
+    job: BulkJob | None = None,
+    resume_after: str = "",
+) -> BulkResult:
+    """Assign (or unassign) access groups to every key or team the selection matches.
+
+    Guarantees: each batch commits on its own with its audit entry, its snapshots dropped after commit;
+    the invariant of SPEC §4 holds after every batch; nothing changes twice, so a re-run (or a job resumed
+    after `resume_after`) only does what is left. A dry run reads, counts and reports, and writes nothing.
+    """
+    started = time.monotonic()
+    p = plan(target=target, group_refs=group_refs, selection=selection, organization=organization,
+             batch_size=batch_size)
+    operation = UNASSIGN if unassign else ASSIGN
+    result = BulkResult(operation, target, _ids(g.pk for g in p.groups), dry_run, cursor=resume_after)
+    result.matched = len(p.pks) if p.pks is not None else p.queryset.count()
+    if job is not None:
+        BulkJob.objects.filter(pk=job.pk).update(matched=result.matched)
+    limit = batch_limit(batch_size, len(p.groups))
+    after = _uuid(resume_after) if resume_after else None
+    if after is not None and p.pks is not None:
+        p.pks = [pk for pk in p.pks if pk > after]
+    for report in _batches(p, operation, dry_run, actor, job, limit, after, result):
+        if on_batch is not None:
+            on_batch(report)
+    result.unchanged = result.matched - result.changed
+    result.seconds = round(time.monotonic() - started, 3)
+    return result
+
+
+def _batches(
+    p: _Plan, operation: str, dry_run: bool, actor: User | None, job: BulkJob | None, limit: int,
+    after: uuid.UUID | None, result: BulkResult,
+) -> Iterator[BatchReport]:
+    index = 0
+    while True:
+        with transaction.atomic():
+            if not dry_run:
+                _lock_groups(p.groups)
+            rows = _fetch(p, after, limit, lock=not dry_run, index=index)
+            if not rows:
+                break
+            changed, count = _run_batch(p, rows, operation, dry_run, actor, job)
+            after = rows[-1][0]
+            if job is not None:
+                # In the batch's transaction: the job's progress and the batch commit together.
+                BulkJob.objects.filter(pk=job.pk).update(
+                    processed=F("processed") + len(rows), changed=F("changed") + len(changed), cursor=str(after)
+                )
+        result.batches += 1
+        result.changed += len(changed)
+        result.rows += count
+        result.cursor = str(after)
+        index += 1
+        yield BatchReport(
+            len(rows), [(_public_id(p.kind, r), _label(p.kind, r)) for r in changed], str(after), result.matched
+        )
+        if p.pks is None and len(rows) < limit:
+            break
+
+
+# --- background jobs --------------------------------------------------------------------------
+
+
+def bulk_assign_start(
+    *,
+    actor: User | None,
+    target: str,
+    group_refs: Iterable[str],
+    selection: Selection,
+    unassign: bool = False,
+    dry_run: bool = False,
+    organization: Organization | None = None,
+) -> BulkJob:
+    """Validate now (400 naming the field), then queue the run as a Celery task once this commits.
+
+    The entry point for the REST API and the admin's bulk actions. Returns the job to poll.
+    """
+    group_refs = list(group_refs)
+    p = plan(target=target, group_refs=group_refs, selection=selection, organization=organization)
+    with transaction.atomic():
+        job = BulkJob.objects.create(
+            operation=UNASSIGN if unassign else ASSIGN,
+            target=target,
+            access_group_ids=_ids(g.pk for g in p.groups),
+            selection=selection.as_dict(),
+            dry_run=dry_run,
+            organization_id=p.organization_id,
+            requested_by=actor.user_id if actor is not None else "system",
+            matched=len(p.pks) if p.pks is not None else 0,
+        )
+        from .tasks import run_bulk_job
+
+        transaction.on_commit(lambda: run_bulk_job.delay(str(job.pk)))
+    return job
+
+
+def bulk_job_run(job_id: Any) -> BulkJob:
+    """Run (or resume) a queued job; records the summary, or the reason it failed. Safe to call twice."""
+    from accessctl.errors import ServiceError
+
+    job = BulkJob.objects.filter(pk=_uuid(job_id)).first()
+    if job is None:
+        raise NotFound(f"Bulk job {job_id} not found", param="job_id")
+    if job.status in (BulkJob.SUCCEEDED, BulkJob.FAILED):
+        return job
+    BulkJob.objects.filter(pk=job.pk).update(status=BulkJob.RUNNING, started_at=job.started_at or timezone.now())
+    actor = User.objects.filter(user_id=job.requested_by).first()
+    organization = Organization.objects.filter(pk=job.organization_id).first() if job.organization_id else None
+    try:
+        result = bulk_assign(
+            actor=actor,
+            target=job.target,
+            group_refs=job.access_group_ids,
+            selection=Selection.from_dict(job.selection),
+            unassign=job.operation == UNASSIGN,
+            dry_run=job.dry_run,
+            organization=organization,
+            job=job,
+            resume_after=job.cursor,
+        )
+    except ServiceError as exc:
+        BulkJob.objects.filter(pk=job.pk).update(status=BulkJob.FAILED, error=exc.message, finished_at=timezone.now())
+    else:
+        job.refresh_from_db(fields=["changed"])
+        # A resumed job's counters span every attempt; this attempt's result only covers what was left.
+        summary = {**result.as_dict(), "changed": job.changed, "unchanged": result.matched - job.changed}
+        BulkJob.objects.filter(pk=job.pk).update(
+            status=BulkJob.SUCCEEDED, result=summary, processed=result.matched, finished_at=timezone.now()
+        )
+    job.refresh_from_db()
+    return job

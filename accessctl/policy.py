@@ -236,8 +236,10 @@ def _read_only_role(actor: Actor) -> bool:
 def _keys(actor: Actor, action: str, target: Target) -> Verdict:
     is_write = action in WRITE_ACTIONS
     if action == "key:generate" and target.team_id is not None and target.owner_in_team is False:
-        # A team key's owner must be in the team, whoever creates it (LiteLLM: 400).
+        # A team key's owner must be in the team (LiteLLM: 400); proxy admins never reach this line.
         return deny(400, f"User={target.owner_user_id} not assigned to team={target.team_id}")
+    if action == "key:list" and target == Target():
+        return ALLOW  # the list itself: filtered to the keys the caller may list
     if target.organization_id and actor.is_org_admin(target.organization_id):
         return ALLOW
     if action in ("key:reassign", "key:assign_access_groups"):

@@ -1,0 +1,411 @@
+"""LiteLLM-compatible `/key/*` routes: parse, ask the policy, call the key services, render."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Q
+from drf_spectacular.utils import extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from accessctl import policy
+from accessctl.errors import InvalidInput, NotFound, ServiceError
+from accessctl.litellm import BUDGET_INPUT_FIELDS, LiteLLMView, errors, page_count
+from accessctl.tenancy import TenantContext
+from keys import selectors, services
+from keys.crypto import mask
+from keys.models import VirtualKey
+from orgs import selectors as org_selectors
+from orgs import services as org_services
+from orgs.models import Organization, Team, User
+
+from .litellm_serializers import (
+    KeyDeleteInput,
+    KeyDeleteOut,
+    KeyGenerateInput,
+    KeyHealthOut,
+    KeyInfoOut,
+    KeyInfoQuery,
+    KeyInfoRowOut,
+    KeyListOut,
+    KeyListQuery,
+    KeyOut,
+    KeyRefInput,
+    KeyRegenerateInput,
+    KeySecretOut,
+    KeyUpdateInput,
+    KeyUpdateOut,
+)
+
+TAGS = ["LiteLLM: keys"]
+# Fields whose change raises what a key may spend: only an admin of the key may touch them.
+BUDGET_CHANGE_FIELDS = (*BUDGET_INPUT_FIELDS, "spend")
+SERVICE_FIELDS = ("key_alias", "models", "metadata", "blocked", *BUDGET_CHANGE_FIELDS)
+
+
+def shown(value: str) -> str:
+    """How a key the caller passed may appear in a message: masked if it is a secret."""
+    return mask(value) if value.startswith("sk-") else value
+
+
+def referenced_team(tenant: TenantContext, team_id: str) -> Team:
+    """A team named in a body; missing and foreign teams answer the same 400 (LiteLLM's)."""
+    team = org_selectors.team_in_context(tenant, team_id)
+    if team is None:
+        raise InvalidInput(
+            f"Team not found for team_id={team_id}. Non-admin users cannot create keys for non-existent teams.",
+            param="team_id",
+        )
+    return team
+
+
+def referenced_organization(tenant: TenantContext, organization_id: str) -> Organization:
+    organization = org_selectors.organization_in_context(tenant, organization_id)
+    if organization is None:
+        raise InvalidInput(f"Organization not found for organization_id={organization_id}.", param="organization_id")
+    return organization
+
+
+def model_ceilings(team: Team | None, organization: Organization | None, owner: User | None) -> dict[str, list]:
+    """What a key's `models` must lie within: its team's, its organization's and (personal keys) its owner's."""
+    ceilings: dict[str, list] = {}
+    if team is not None:
+        ceilings["team"] = list(team.models or [])
+    if organization is not None:
+        ceilings["organization"] = list(organization.models or [])
+    if team is None and owner is not None:
+        ceilings["user"] = list(owner.models or [])
+    return ceilings
+
+
+class KeyView(LiteLLMView):
+    """Helpers shared by the key routes."""
+
+    def find_key(self, value: str, *, message: str = "Key not found.") -> VirtualKey:
+        key = selectors.key_in_context(self.tenant, value)
+        if key is None:
+            raise NotFound(message, param="key")
+        return key
+
+    def ask_models(self, models: list[str], ceilings: dict[str, list]) -> None:
+        verdict = policy.can_grant_models(self.request.actor, models, ceilings)
+        if not verdict:
+            raise ServiceError(verdict.message, type=verdict.type, status=verdict.status, param="models")
+
+    def owner_for(self, user_id: str | None, organization: Organization | None) -> User:
+        """The owner named by `user_id`. Unknown → created if the caller may create users here
+        (LiteLLM accepts unknown user ids from admins), else 400."""
+        user = org_selectors.user_by_id(user_id)
+        if user is not None:
+            return user
+        if policy.can(self.request.actor, "user:create", policy.Target(organization_id=_s(organization))):
+            user = org_services.user_create(actor=self.acting_user, user_id=user_id)
+            if organization is not None:
+                org_services.organization_member_add(
+                    actor=self.acting_user, organization=organization, user=user, user_role="internal_user"
+                )
+            return user
+        raise InvalidInput(f"User {user_id} not found.", param="user_id")
+
+    def prepare_update(self, key: VirtualKey, data: dict[str, Any], *, action: str) -> dict[str, Any]:
+        """Check every field change of `/key/update` (and `/key/regenerate`) with the policy, in LiteLLM's
+        order, and translate the body into the service's data."""
+        target = policy.key_target(key)
+        current_owner = key.user.user_id if key.user_id else None
+        changes: dict[str, Any] = {f: data[f] for f in SERVICE_FIELDS if f in data}
+        owner, team = key.user, key.team
+        if "user_id" in data and (data["user_id"] or None) != current_owner:
+            self.check("key:reassign", target)
+        self.check(action, target)
+        if any(f in data for f in BUDGET_CHANGE_FIELDS):
+            self.check("key:update_budget", target)
+        if "blocked" in data and data["blocked"] is not None and bool(data["blocked"]) != key.blocked:
+            self.check("key:block" if data["blocked"] else "key:unblock", target)
+        if "access_group_ids" in data:
+            self.check("key:assign_access_groups", target)
+            changes["access_group_ids"] = data["access_group_ids"] or []
+        if "organization_id" in data and (data["organization_id"] or None) not in (None, _s(key.organization_id)):
+            raise InvalidInput("A key's organization follows its team; it cannot be changed.", param="organization_id")
+        if "user_id" in data and (data["user_id"] or None) != current_owner:
+            organization = key.organization
+            owner = self.owner_for(data["user_id"], organization) if data["user_id"] else None
+            changes["user"] = owner
+        if "team_id" in data and (data["team_id"] or None) != _s(key.team_id):
+            team = referenced_team(self.tenant, data["team_id"]) if data["team_id"] else None
+            changes["team"] = team
+        if "user" in changes or "team" in changes:
+            if owner is None and team is None:
+                raise InvalidInput("A key needs an owner (user_id) or a team.", param="user_id")
+            # Moving a key is creating it somewhere else: the same rules as /key/generate there.
+            self.check(
+                "key:generate",
+                policy.new_key_target(
+                    owner_user_id=owner.user_id if owner else None,
+                    team=team,
+                    organization_id=key.organization_id if team is None else None,
+                    owner_in_team=org_selectors.is_team_member(team, owner) if team and owner else None,
+                ),
+            )
+        if data.get("models"):
+            organization = team.organization if team is not None else key.organization
+            self.ask_models(data["models"], model_ceilings(team, organization, owner))
+        if "duration" in data:
+            changes["duration"] = data["duration"]
+        return changes
+
+
+def _s(value: Any) -> str | None:
+    if isinstance(value, Organization):
+        return str(value.pk)
+    return str(value) if value is not None else None
+
+
+def key_out(key: VirtualKey) -> dict[str, Any]:
+    return KeyOut(key).data
+
+
+def secret_out(key: VirtualKey, raw: str, **extra: Any) -> dict[str, Any]:
+    return {**KeySecretOut(key, context={"raw": raw}).data, **extra}
+
+
+class KeyGenerateView(KeyView):
+    @extend_schema(
+        tags=TAGS,
+        summary="Create a virtual key",
+        request=KeyGenerateInput,
+        responses={200: KeySecretOut, **errors(400, 401, 403, 404)},
+    )
+    def post(self, request: Request) -> Response:
+        data = self.body(KeyGenerateInput)
+        actor = request.actor
+        team = referenced_team(self.tenant, data["team_id"]) if data.get("team_id") else None
+        if team is not None:
+            organization = team.organization
+        elif data.get("organization_id"):
+            organization = referenced_organization(self.tenant, data["organization_id"])
+        else:
+            organization = self.tenant.organization
+        owner_id = data.get("user_id") or None
+        if owner_id is None and not (team is not None and actor.is_proxy_admin):
+            # LiteLLM: a key belongs to its creator unless an admin mints a team service-account key.
+            owner_id = actor.user_id
+        owner = org_selectors.user_by_id(owner_id) if owner_id else None
+        target = policy.new_key_target(
+            owner_user_id=owner_id,
+            team=team,
+            organization_id=organization.pk if organization is not None else None,
+            owner_in_team=org_selectors.is_team_member(team, owner) if team is not None and owner_id else None,
+        )
+        self.check("key:generate", target)
+        if data.get("access_group_ids"):
+            self.check("key:assign_access_groups", target)
+        if owner_id and owner is None:
+            owner = self.owner_for(owner_id, organization)
+        if data.get("models"):
+            self.ask_models(data["models"], model_ceilings(team, organization, owner))
+        budget = {f: data[f] for f in BUDGET_CHANGE_FIELDS if data.get(f) is not None}
+        key, raw = services.key_generate(
+            actor=self.acting_user,
+            user=owner,
+            team=team,
+            organization=organization,
+            key_alias=data.get("key_alias"),
+            models=data.get("models"),
+            access_group_ids=data.get("access_group_ids"),
+            duration=data.get("duration"),
+            metadata=data.get("metadata"),
+            blocked=bool(data.get("blocked")),
+            raw_key=data.get("key"),
+            **budget,
+        )
+        return Response(secret_out(key, raw, duration=data.get("duration")))
+
+
+class KeyUpdateView(KeyView):
+    @extend_schema(
+        tags=TAGS,
+        summary="Update a key (only the fields sent; an explicit null clears)",
+        request=KeyUpdateInput,
+        responses={200: KeyUpdateOut, **errors(400, 401, 403, 404)},
+    )
+    def post(self, request: Request) -> Response:
+        data = self.body(KeyUpdateInput)
+        passed = data.pop("key", None)
+        if passed:
+            key = self.find_key(passed)
+        else:
+            passed = data.pop("key_alias")
+            key = selectors.key_by_alias_in_context(self.tenant, passed)
+            if key is None:
+                raise NotFound("Key not found.", param="key_alias")
+        changes = self.prepare_update(key, data, action="key:update")
+        key = services.key_update(actor=self.acting_user, key=key, data=changes)
+        row = key_out(selectors.key_in_context(self.tenant, key.token) or key)
+        written = {name: row[name] for name in data if name in row}
+        if "metadata" in data:
+            written["metadata"] = data["metadata"]  # clients expect it echoed as sent
+        if "duration" in data:
+            written["duration"], written["expires"] = data["duration"], row["expires"]
+        return Response({"key": passed, **written})
+
+
+class KeyDeleteView(KeyView):
+    @extend_schema(
+        tags=TAGS,
+        summary="Delete keys (all or none)",
+        request=KeyDeleteInput,
+        responses={200: KeyDeleteOut, **errors(400, 401, 403, 404)},
+    )
+    def post(self, request: Request) -> Response:
+        data = self.body(KeyDeleteInput)
+        by_alias = not data.get("keys")
+        values = data.get("key_aliases") if by_alias else data["keys"]
+        found = selectors.keys_by_values(self.tenant, values, aliases=by_alias)
+        if not found:
+            raise NotFound("No keys found", param="key_aliases" if by_alias else "keys")
+        missing = [v for v in values if v not in found]
+        if missing:
+            raise NotFound(f"Keys not found: {', '.join(shown(v) for v in missing)}", param="key_aliases" if by_alias else "keys")
+        # Every key is checked before any is deleted: a refusal deletes nothing.
+        for key in found.values():
+            self.check("key:delete", policy.key_target(key))
+        with transaction.atomic():
+            for key in {k.pk: k for k in found.values()}.values():
+                services.key_delete(actor=self.acting_user, key=key)
+        return Response({"deleted_keys": list(values)})
+
+
+class KeyRegenerateView(KeyView):
+    @extend_schema(
+        tags=TAGS,
+        summary="Give a key a new secret (the old one stops at once)",
+        request=KeyRegenerateInput,
+        responses={200: KeySecretOut, **errors(400, 401, 403, 404)},
+    )
+    def post(self, request: Request, key: str | None = None) -> Response:
+        data = self.body(KeyRegenerateInput)
+        passed = key or data.pop("key", None)
+        data.pop("key", None)
+        if not passed:
+            raise InvalidInput("No key passed in.", param="key")
+        row = self.find_key(passed, message=f"Key {shown(passed)} not found.")
+        new_key = data.pop("new_key", None)
+        data.pop("grace_period", None)
+        data.pop("new_master_key", None)
+        changes = self.prepare_update(row, data, action="key:regenerate")
+        row, raw = services.key_regenerate(actor=self.acting_user, key=row, new_raw_key=new_key, data=changes or None)
+        row = selectors.key_in_context(self.tenant, row.token) or row
+        return Response(secret_out(row, raw))
+
+
+class KeyInfoView(KeyView):
+    @extend_schema(
+        tags=TAGS,
+        summary="One key's row and status",
+        parameters=[KeyInfoQuery],
+        responses={200: KeyInfoOut, **errors(400, 401, 403, 404)},
+    )
+    def get(self, request: Request) -> Response:
+        passed = self.query(KeyInfoQuery).get("key")
+        if not passed:
+            own = getattr(request.auth, "key", None)
+            if own is None:
+                raise InvalidInput("Pass `key`: the master key is not a virtual key.", param="key")
+            passed = own.token
+        # Not found (or outside the tenant) is answered before permission, as LiteLLM does.
+        key = self.find_key(passed, message="Key not found in database")
+        self.check("key:info", policy.key_target(key))
+        return Response({"key": passed, "info": KeyInfoRowOut(key).data})
+
+
+class KeyListView(KeyView):
+    @extend_schema(
+        tags=TAGS,
+        summary="Keys visible to the caller, paginated",
+        parameters=[KeyListQuery],
+        responses={200: KeyListOut, **errors(400, 401, 403)},
+    )
+    def get(self, request: Request) -> Response:
+        query = self.query(KeyListQuery)
+        self.check("key:list")
+        qs = selectors.key_list(self.tenant, visible=self.visible(query["include_team_keys"]), filters=query)
+        size, page = query["size"], query["page"]
+        total = qs.count()
+        rows = list(qs[(page - 1) * size : page * size])
+        keys = [key_out(k) for k in rows] if query["return_full_object"] else [k.token for k in rows]
+        return Response(
+            {"keys": keys, "total_count": total, "current_page": page, "total_pages": page_count(total, size)}
+        )
+
+    def visible(self, include_team_keys: bool) -> Q | None:
+        """Which of the context's keys the caller may list (None: all of them), as the policy says:
+        their own, their organizations' if org admin, and with `include_team_keys` (always, for a
+        service-account key) the keys of teams where they may call `/key/list`."""
+        actor = self.request.actor
+        if actor.reads_everything:
+            return None
+        condition = Q(pk__in=[])
+        if actor.user_id:
+            condition |= Q(user__user_id=actor.user_id)
+        org_ids = [o for o in actor.org_roles if policy.can(actor, "key:list", policy.Target(organization_id=o))]
+        if org_ids:
+            condition |= Q(organization__in=org_ids)
+        team_ids = set(actor.team_roles) | ({actor.key_team_id} if actor.key_team_id else set())
+        if team_ids and (include_team_keys or actor.is_service_account):
+            teams = Team.objects.filter(pk__in=team_ids).only("team_id", "organization_id", "member_permissions")
+            listable = [t.pk for t in teams if policy.can(actor, "key:list", policy.team_target(t))]
+            condition |= Q(team__in=listable)
+        return condition
+
+
+class KeyBlockView(KeyView):
+    blocked = True
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Block a key: refused from the next request on",
+        request=KeyRefInput,
+        responses={200: KeyOut, **errors(400, 401, 403, 404)},
+    )
+    def post(self, request: Request) -> Response:
+        key = self.find_key(self.body(KeyRefInput)["key"])
+        self.check("key:block" if self.blocked else "key:unblock", policy.key_target(key))
+        service = services.key_block if self.blocked else services.key_unblock
+        key = service(actor=self.acting_user, key=key)
+        return Response(key_out(selectors.key_in_context(self.tenant, key.token) or key))
+
+
+class KeyUnblockView(KeyBlockView):
+    blocked = False
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Unblock a key",
+        request=KeyRefInput,
+        responses={200: KeyOut, **errors(400, 401, 403, 404)},
+    )
+    def post(self, request: Request) -> Response:
+        return super().post(request)
+
+
+class KeyHealthView(KeyView):
+    @extend_schema(tags=TAGS, summary="Health of the calling key", request=None, responses={200: KeyHealthOut})
+    def post(self, request: Request) -> Response:
+        own = getattr(request.auth, "key", None)
+        self.check("key:health", policy.key_target(own) if own is not None else None)
+        return Response({"key": "healthy", "logging_callbacks": None})
+
+
+class KeyRegeneratePathView(KeyRegenerateView):
+    """`/key/{key}/regenerate`: the key in the path."""
+
+    @extend_schema(
+        tags=TAGS,
+        operation_id="key_regenerate_by_path",
+        summary="Give a key (named in the path) a new secret",
+        request=KeyRegenerateInput,
+        responses={200: KeySecretOut, **errors(400, 401, 403, 404)},
+    )
+    def post(self, request: Request, key: str | None = None) -> Response:
+        return super().post(request, key=key)

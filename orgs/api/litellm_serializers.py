@@ -1,0 +1,509 @@
+"""Input and output serializers of the LiteLLM-compatible `/team/*`, `/user/*` and `/organization/*` routes."""
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from accessctl.litellm import (
+    BudgetInput,
+    StrictBooleanField,
+    StrictCharField,
+    StrictFloatField,
+    StrictIntegerField,
+    json_object,
+    string_list,
+)
+from keys.api.litellm_serializers import KeyFieldsInput, KeyOut
+from orgs.roles import ORG_ROLES, PLATFORM_ROLES, TEAM_MEMBER_PERMISSIONS, TEAM_ROLES
+
+# --- shared -----------------------------------------------------------------------------------
+
+
+class MemberInput(serializers.Serializer):
+    """A member named by `user_id` or `user_email` (at least one), with a role."""
+
+    user_id = StrictCharField(required=False, allow_null=True, max_length=255)
+    user_email = StrictCharField(required=False, allow_null=True, max_length=254)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs.get("user_id") and not attrs.get("user_email"):
+            raise serializers.ValidationError({"user_id": "Pass `user_id` or `user_email`."})
+        return attrs
+
+
+class TeamMemberInput(MemberInput):
+    role = serializers.ChoiceField(choices=tuple(TEAM_ROLES), required=False, default="user")
+
+
+class OrgMemberInput(MemberInput):
+    role = serializers.ChoiceField(choices=tuple(ORG_ROLES), required=False, default="internal_user")
+
+
+class OneOrMany(serializers.Field):
+    """A member object or a list of them (LiteLLM accepts both)."""
+
+    child_class: type[serializers.Serializer]
+
+    def to_internal_value(self, data: Any) -> list[dict[str, Any]]:
+        items = data if isinstance(data, list) else [data]
+        if not items:
+            raise serializers.ValidationError("Pass at least one member.")
+        out = []
+        for index, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise serializers.ValidationError({index: ["Expected an object."]})
+            child = self.child_class(data=item)
+            if not child.is_valid():
+                raise serializers.ValidationError({index: child.errors})
+            out.append(dict(child.validated_data))
+        return out
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+@extend_schema_field(TeamMemberInput(many=True))
+class TeamMembersField(OneOrMany):
+    child_class = TeamMemberInput
+
+
+@extend_schema_field(OrgMemberInput(many=True))
+class OrgMembersField(OneOrMany):
+    child_class = OrgMemberInput
+
+
+class BudgetTableOut(serializers.Serializer):
+    """A budget row (`litellm_budget_table`)."""
+
+    budget_id = serializers.CharField()
+    max_budget = serializers.FloatField(allow_null=True)
+    soft_budget = serializers.FloatField(allow_null=True)
+    tpm_limit = serializers.IntegerField(allow_null=True)
+    rpm_limit = serializers.IntegerField(allow_null=True)
+    max_parallel_requests = serializers.IntegerField(allow_null=True)
+    model_max_budget = serializers.DictField()
+    budget_duration = serializers.CharField(allow_null=True)
+    budget_reset_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    created_by = serializers.CharField()
+    updated_by = serializers.CharField()
+
+
+# --- teams ------------------------------------------------------------------------------------
+
+
+class TeamFieldsInput(BudgetInput):
+    team_alias = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=255)
+    organization_id = StrictCharField(required=False, allow_null=True, allow_blank=True)
+    models = string_list(required=False, allow_null=True)
+    metadata = json_object(required=False, allow_null=True)
+    blocked = StrictBooleanField(required=False)
+    team_member_permissions = serializers.ListField(
+        child=serializers.ChoiceField(choices=TEAM_MEMBER_PERMISSIONS), required=False, allow_null=True
+    )
+    access_group_ids = string_list(required=False, allow_null=True)
+    spend = StrictFloatField(required=False, allow_null=True, min_value=0)
+
+
+class TeamNewInput(TeamFieldsInput):
+    team_id = StrictCharField(required=False, allow_null=True)
+    members_with_roles = serializers.ListField(child=TeamMemberInput(), required=False, allow_null=True)
+
+
+class TeamUpdateInput(TeamFieldsInput):
+    team_id = StrictCharField()
+
+
+class TeamIdsInput(serializers.Serializer):
+    team_ids = string_list(allow_empty=False, max_length=1000)
+
+
+class TeamIdQuery(serializers.Serializer):
+    team_id = StrictCharField(error_messages={"required": "Malformed request. No team id passed in."})
+
+
+class TeamListQuery(serializers.Serializer):
+    user_id = StrictCharField(required=False)
+    organization_id = StrictCharField(required=False)
+
+
+class TeamMemberAddInput(serializers.Serializer):
+    team_id = StrictCharField()
+    member = TeamMembersField(help_text="One member object, or a list of them.")
+    max_budget_in_team = StrictFloatField(required=False, allow_null=True, min_value=0)
+
+
+class TeamMemberRefInput(MemberInput):
+    team_id = StrictCharField()
+
+
+class TeamMemberUpdateInput(TeamMemberRefInput):
+    role = serializers.ChoiceField(choices=tuple(TEAM_ROLES), required=False, allow_null=True)
+    max_budget_in_team = StrictFloatField(required=False, allow_null=True, min_value=0)
+
+
+class TeamPermissionsUpdateInput(serializers.Serializer):
+    team_id = StrictCharField()
+    team_member_permissions = serializers.ListField(child=serializers.ChoiceField(choices=TEAM_MEMBER_PERMISSIONS))
+
+
+class MemberWithRoleOut(serializers.Serializer):
+    user_id = serializers.CharField()
+    user_email = serializers.CharField(allow_null=True)
+    role = serializers.CharField()
+
+
+class TeamOut(serializers.Serializer):
+    """A team row; memberships must be prefetched (`orgs.selectors.teams_with_members`)."""
+
+    team_id = serializers.CharField()
+    team_alias = serializers.CharField(allow_null=True)
+    organization_id = serializers.CharField(allow_null=True)
+    admins = serializers.SerializerMethodField()
+    members = serializers.SerializerMethodField()
+    members_with_roles = serializers.SerializerMethodField()
+    team_member_permissions = serializers.ListField(source="member_permissions", child=serializers.CharField())
+    models = serializers.ListField(child=serializers.CharField())
+    access_group_ids = serializers.ListField(child=serializers.CharField())
+    blocked = serializers.BooleanField()
+    metadata = serializers.DictField()
+    max_budget = serializers.FloatField(allow_null=True)
+    soft_budget = serializers.FloatField(allow_null=True)
+    tpm_limit = serializers.IntegerField(allow_null=True)
+    rpm_limit = serializers.IntegerField(allow_null=True)
+    max_parallel_requests = serializers.IntegerField(allow_null=True)
+    model_max_budget = serializers.DictField()
+    budget_duration = serializers.CharField(allow_null=True)
+    budget_reset_at = serializers.DateTimeField(allow_null=True)
+    spend = serializers.FloatField()
+    model_spend = serializers.DictField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    created_by = serializers.CharField()
+    updated_by = serializers.CharField()
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_admins(self, team: Any) -> list[str]:
+        return [m.user.user_id for m in team.memberships.all() if m.role == "admin"]
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_members(self, team: Any) -> list[str]:
+        return [m.user.user_id for m in team.memberships.all()]
+
+    @extend_schema_field(MemberWithRoleOut(many=True))
+    def get_members_with_roles(self, team: Any) -> list[dict[str, Any]]:
+        return [
+            {"user_id": m.user.user_id, "user_email": m.user.user_email, "role": m.role}
+            for m in team.memberships.all()
+        ]
+
+
+class TeamMembershipOut(serializers.Serializer):
+    user_id = serializers.CharField(source="user.user_id")
+    team_id = serializers.CharField()
+    role = serializers.CharField()
+    spend = serializers.FloatField()
+    budget_id = serializers.CharField(allow_null=True)
+    litellm_budget_table = BudgetTableOut(source="budget", allow_null=True)
+
+
+class TeamWithKeysOut(TeamOut):
+    """A `/team/list` item: the row with its memberships and keys (both prefetched)."""
+
+    team_memberships = TeamMembershipOut(source="memberships", many=True)
+    keys = KeyOut(many=True)
+
+
+class TeamInfoOut(serializers.Serializer):
+    team_id = serializers.CharField()
+    team_info = TeamOut()
+    keys = KeyOut(many=True)
+    team_memberships = TeamMembershipOut(many=True)
+
+
+class TeamUpdateOut(serializers.Serializer):
+    team_id = serializers.CharField()
+    data = TeamOut()
+
+
+class TeamDeleteOut(serializers.Serializer):
+    deleted_teams = serializers.ListField(child=serializers.CharField())
+
+
+class TeamMemberAddOut(TeamOut):
+    updated_users = serializers.ListField(child=serializers.DictField())
+    updated_team_memberships = serializers.ListField(child=serializers.DictField())
+
+
+class TeamMemberUpdateOut(serializers.Serializer):
+    team_id = serializers.CharField()
+    user_id = serializers.CharField()
+    user_email = serializers.CharField(allow_null=True)
+    role = serializers.CharField()
+    max_budget_in_team = serializers.FloatField(allow_null=True)
+
+
+class TeamPermissionsOut(serializers.Serializer):
+    team_id = serializers.CharField()
+    team_member_permissions = serializers.ListField(child=serializers.CharField())
+    all_available_permissions = serializers.ListField(child=serializers.CharField())
+
+
+# --- users ------------------------------------------------------------------------------------
+
+
+class UserFieldsInput(BudgetInput):
+    user_email = serializers.EmailField(required=False, allow_null=True, allow_blank=True)
+    user_alias = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=255)
+    user_role = serializers.ChoiceField(choices=tuple(PLATFORM_ROLES), required=False, allow_null=True)
+    models = string_list(required=False, allow_null=True)
+    metadata = json_object(required=False, allow_null=True)
+    spend = StrictFloatField(required=False, allow_null=True, min_value=0)
+
+
+class UserTeamInput(serializers.Serializer):
+    team_id = StrictCharField()
+    max_budget_in_team = StrictFloatField(required=False, allow_null=True, min_value=0)
+    user_role = serializers.ChoiceField(choices=tuple(TEAM_ROLES), required=False, default="user")
+
+
+@extend_schema_field(UserTeamInput(many=True))
+class TeamRefField(serializers.Field):
+    """`teams` of `/user/new`: team ids, or objects `{team_id, max_budget_in_team, user_role}`."""
+
+    def to_internal_value(self, data: Any) -> list[dict[str, Any]]:
+        if not isinstance(data, list):
+            raise serializers.ValidationError("Expected a list of team ids or objects.")
+        out = []
+        for index, item in enumerate(data):
+            child = UserTeamInput(data={"team_id": item} if isinstance(item, str) else item)
+            if not isinstance(item, str | dict) or not child.is_valid():
+                raise serializers.ValidationError({index: getattr(child, "_errors", None) or ["Invalid team."]})
+            out.append(dict(child.validated_data))
+        return out
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+class UserNewInput(UserFieldsInput, KeyFieldsInput):
+    """A new user and (unless `auto_create_key` is false) their first key."""
+
+    user_id = StrictCharField(required=False, allow_null=True, max_length=255)
+    team_id = StrictCharField(required=False, allow_null=True, allow_blank=True)
+    teams = TeamRefField(required=False, allow_null=True)
+    organization_id = StrictCharField(required=False, allow_null=True, allow_blank=True)
+    organizations = string_list(required=False, allow_null=True)
+    auto_create_key = StrictBooleanField(required=False, default=True)
+    password = serializers.JSONField(required=False)
+
+    def validate_password(self, value: Any) -> None:
+        raise serializers.ValidationError("Setting a password on /user/new is not supported; use /user/update.")
+
+
+class UserUpdateInput(UserFieldsInput):
+    user_id = StrictCharField(required=False, allow_null=True, max_length=255)
+    password = StrictCharField(required=False, allow_null=True, min_length=8, write_only=True)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs.get("user_id") and not attrs.get("user_email"):
+            raise serializers.ValidationError({"user_id": "Pass `user_id` or `user_email`."})
+        return attrs
+
+
+class UserIdsInput(serializers.Serializer):
+    user_ids = string_list(allow_empty=False, max_length=1000)
+
+
+class UserInfoQuery(serializers.Serializer):
+    user_id = StrictCharField(required=False)
+
+
+class CsvField(serializers.CharField):
+    def to_internal_value(self, data: Any) -> list[str]:
+        return [part.strip() for part in super().to_internal_value(data).split(",") if part.strip()]
+
+
+class UserListQuery(serializers.Serializer):
+    role = serializers.ChoiceField(choices=tuple(PLATFORM_ROLES), required=False)
+    user_ids = CsvField(required=False)
+    user_email = StrictCharField(required=False)
+    search = StrictCharField(required=False)
+    team = StrictCharField(required=False)
+    organization_ids = CsvField(required=False)
+    page = StrictIntegerField(required=False, default=1, min_value=1)
+    page_size = StrictIntegerField(required=False, default=25, min_value=1, max_value=100)
+    sort_by = serializers.ChoiceField(
+        choices=("user_id", "user_email", "user_alias", "created_at", "spend", "user_role"), required=False
+    )
+    sort_order = serializers.ChoiceField(choices=("asc", "desc"), required=False, default="asc")
+
+
+class UserOut(serializers.Serializer):
+    """A user row; never a password. Memberships must be prefetched (`orgs.selectors.with_memberships`)."""
+
+    user_id = serializers.CharField()
+    user_alias = serializers.CharField(allow_null=True)
+    user_email = serializers.CharField(allow_null=True)
+    user_role = serializers.CharField()
+    teams = serializers.SerializerMethodField()
+    organizations = serializers.SerializerMethodField()
+    models = serializers.ListField(child=serializers.CharField())
+    max_budget = serializers.FloatField(allow_null=True)
+    soft_budget = serializers.FloatField(allow_null=True)
+    tpm_limit = serializers.IntegerField(allow_null=True)
+    rpm_limit = serializers.IntegerField(allow_null=True)
+    max_parallel_requests = serializers.IntegerField(allow_null=True)
+    model_max_budget = serializers.DictField()
+    budget_duration = serializers.CharField(allow_null=True)
+    budget_reset_at = serializers.DateTimeField(allow_null=True)
+    spend = serializers.FloatField()
+    model_spend = serializers.DictField()
+    metadata = serializers.DictField()
+    sso_user_id = serializers.CharField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_teams(self, user: Any) -> list[str]:
+        return [str(m.team_id) for m in user.team_memberships.all()]
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_organizations(self, user: Any) -> list[str]:
+        return [str(m.organization_id) for m in user.organization_memberships.all()]
+
+
+class UserWithKeyCountOut(UserOut):
+    key_count = serializers.IntegerField()
+
+
+class UserNewOut(UserOut):
+    """The new user with their first key's fields (`key` is its raw secret, shown once; null without one)."""
+
+    key = serializers.CharField(allow_null=True)
+    token = serializers.CharField(allow_null=True)
+    key_name = serializers.CharField(allow_null=True)
+    key_alias = serializers.CharField(allow_null=True)
+    expires = serializers.DateTimeField(allow_null=True)
+    team_id = serializers.CharField(allow_null=True)
+
+
+class UserInfoOut(serializers.Serializer):
+    user_id = serializers.CharField()
+    user_info = UserOut()
+    keys = KeyOut(many=True)
+    teams = TeamWithKeysOut(many=True)
+
+
+class UserUpdateOut(serializers.Serializer):
+    user_id = serializers.CharField()
+    data = UserOut()
+
+
+class UserDeleteOut(serializers.Serializer):
+    deleted_users = serializers.ListField(child=serializers.CharField())
+
+
+class UserListOut(serializers.Serializer):
+    users = UserWithKeyCountOut(many=True)
+    total = serializers.IntegerField()
+    page = serializers.IntegerField()
+    page_size = serializers.IntegerField()
+    total_pages = serializers.IntegerField()
+
+
+# --- organizations ----------------------------------------------------------------------------
+
+
+class OrganizationFieldsInput(BudgetInput):
+    organization_alias = StrictCharField(required=False, max_length=255)
+    models = string_list(required=False, allow_null=True)
+    metadata = json_object(required=False, allow_null=True)
+
+
+class OrganizationNewInput(OrganizationFieldsInput):
+    organization_alias = StrictCharField(max_length=255)
+    organization_id = StrictCharField(required=False, allow_null=True)
+
+
+class OrganizationUpdateInput(OrganizationFieldsInput):
+    organization_id = StrictCharField()
+    spend = StrictFloatField(required=False, allow_null=True, min_value=0)
+
+
+class OrganizationIdsInput(serializers.Serializer):
+    organization_ids = string_list(allow_empty=False, max_length=1000)
+
+
+class OrganizationInfoQuery(serializers.Serializer):
+    organization_id = StrictCharField()
+
+
+class OrganizationListQuery(serializers.Serializer):
+    org_id = StrictCharField(required=False)
+    org_alias = StrictCharField(required=False)
+
+
+class OrganizationMemberAddInput(serializers.Serializer):
+    organization_id = StrictCharField()
+    member = OrgMembersField(help_text="One member object, or a list of them.")
+    max_budget_in_organization = StrictFloatField(required=False, allow_null=True, min_value=0)
+
+
+class OrganizationMemberRefInput(MemberInput):
+    organization_id = StrictCharField()
+
+
+class OrganizationMemberUpdateInput(OrganizationMemberRefInput):
+    role = serializers.ChoiceField(choices=tuple(ORG_ROLES), required=False, allow_null=True)
+    max_budget_in_organization = StrictFloatField(required=False, allow_null=True, min_value=0)
+
+
+class OrganizationMembershipOut(serializers.Serializer):
+    user_id = serializers.CharField(source="user.user_id")
+    user_email = serializers.CharField(source="user.user_email", allow_null=True)
+    organization_id = serializers.CharField()
+    user_role = serializers.CharField()
+    spend = serializers.FloatField()
+    budget_id = serializers.CharField(allow_null=True)
+    litellm_budget_table = BudgetTableOut(source="budget", allow_null=True)
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class TeamBriefOut(serializers.Serializer):
+    team_id = serializers.CharField()
+    team_alias = serializers.CharField(allow_null=True)
+    organization_id = serializers.CharField(allow_null=True)
+    models = serializers.ListField(child=serializers.CharField())
+    blocked = serializers.BooleanField()
+    max_budget = serializers.FloatField(allow_null=True)
+    spend = serializers.FloatField()
+
+
+class OrganizationOut(serializers.Serializer):
+    """An organization row with its budget row; members and teams must be prefetched."""
+
+    organization_id = serializers.CharField()
+    organization_alias = serializers.CharField()
+    budget_id = serializers.CharField()
+    models = serializers.ListField(child=serializers.CharField())
+    metadata = serializers.DictField()
+    spend = serializers.FloatField()
+    model_spend = serializers.DictField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    created_by = serializers.CharField()
+    updated_by = serializers.CharField()
+    litellm_budget_table = BudgetTableOut(source="budget")
+    members = OrganizationMembershipOut(source="memberships", many=True)
+    teams = TeamBriefOut(many=True)
+
+
+class OrganizationMemberAddOut(serializers.Serializer):
+    organization_id = serializers.CharField()
+    updated_users = UserOut(many=True)
+    updated_organization_memberships = OrganizationMembershipOut(many=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import factory
 
 from accessgroups import services as access_services
-from accessgroups.models import AccessGroup, CatalogModel
+from accessgroups.models import AccessGroup, Agent, CatalogModel, MCPServer
 from keys import services as key_services
 from keys.models import VirtualKey
 from orgs import services as org_services
@@ -112,3 +112,31 @@ class CatalogModelFactory(factory.django.DjangoModelFactory):
 
     model_name = factory.Sequence(lambda n: f"provider/model-{n}")
     provider = "provider"
+
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        return access_services.catalog_upsert(actor=None, kind="model", data=kwargs)
+
+
+class MCPServerFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = MCPServer
+
+    server_id = factory.Sequence(lambda n: f"mcp-{n}")
+    name = factory.Sequence(lambda n: f"MCP server {n}")
+
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        return access_services.catalog_upsert(actor=None, kind="mcp_server", data=kwargs)
+
+
+class AgentFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Agent
+
+    agent_id = factory.Sequence(lambda n: f"agent-{n}")
+    name = factory.Sequence(lambda n: f"Agent {n}")
+
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        return access_services.catalog_upsert(actor=None, kind="agent", data=kwargs)

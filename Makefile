@@ -7,8 +7,9 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 PG_URL ?= postgres://postgres@127.0.0.1:5432/accessctl
 PYTEST_ARGS ?=
+WEB_CONCURRENCY ?= 2
 
-.PHONY: run test install lint migrations-check test-sqlite test-postgres services demo clean
+.PHONY: run test install lint migrations-check test-sqlite test-postgres services demo clean serve bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -24,6 +25,16 @@ run: install  ## migrate, load the demo, serve the admin on $(PORT) (embedded SQ
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py load_demo
 	$(BIN)/python manage.py runserver 0.0.0.0:$(PORT)
+
+serve: install  ## production server: gunicorn, $(WEB_CONCURRENCY) workers on $(PORT), static files by whitenoise
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	exec $(BIN)/gunicorn accessctl.wsgi:application --bind 0.0.0.0:$(PORT) --workers $(WEB_CONCURRENCY) \
+		--worker-tmp-dir /dev/shm --graceful-timeout 10
+
+bench: install services  ## the hot path under load (wrk): /healthz vs the warm check, SQLite+file cache and PostgreSQL+Redis
+	command -v wrk >/dev/null || apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }
+	$(BIN)/python benchmarks/bench_authz.py
 
 demo: install
 	$(BIN)/python manage.py migrate --noinput

@@ -1,4 +1,5 @@
 """Settings, read once from the environment (and a `.env` file if present), as SPEC §8 lists them."""
+import sys
 from pathlib import Path
 
 import environ
@@ -64,9 +65,15 @@ TEMPLATES = [
 # The embedded SQLite default lets a fresh checkout run with no server; production sets DATABASE_URL.
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # WAL and a busy timeout let several server processes share the file.
+    # WAL and a busy timeout let several server processes share the file. IMMEDIATE transactions take
+    # the write lock at BEGIN (waiting up to the timeout): a deferred one that read first cannot upgrade
+    # once another process has committed, and would fail with "database is locked" instead of waiting.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+        {
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+        }
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -86,8 +93,23 @@ if _cache_url.startswith(("redis://", "rediss://")):
     }
 elif _cache_url:
     CACHES = {"default": env.cache_url_config(_cache_url)}
-else:
+elif "pytest" in sys.modules:
+    # The test suite alone keeps a per-process cache: parallel runs never share (or clear) one.
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "accessctl"}}
+else:
+    # The authorization snapshots must live in a cache every process shares (gunicorn workers, runserver,
+    # manage.py commands, Celery): a per-process memory cache cannot be invalidated by the process that
+    # made a write, so a revoked key would stay allowed on the others until the snapshot TTL. With no
+    # CACHE_URL/REDIS_URL the default is therefore a file cache: one host, like the SQLite default, and
+    # atomic (written to a temporary file, then renamed). Several hosts need CACHE_URL=redis://….
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": env.str("CACHE_DIR", default=str(BASE_DIR / "var" / "cache")),
+            "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="accessctl"),
+            "OPTIONS": {"MAX_ENTRIES": 20000},
+        }
+    }
 
 AUTH_USER_MODEL = "orgs.User"
 AUTHENTICATION_BACKENDS = [

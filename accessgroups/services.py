@@ -339,6 +339,12 @@ def access_group_update(*, actor: User | None, group: AccessGroup, data: dict[st
         clean["access_group_name"], group.organization_id, exclude=group.pk
     ):
         raise Conflict(f"Access group '{clean['access_group_name']}' already exists", param="access_group_name")
+    renamed_tokens: set[str] = set()
+    if clean.get("access_group_name", group.access_group_name) != group.access_group_name:
+        from keys.cache import tokens_naming_groups
+
+        # Keys naming the old name lose it; after the commit only the new name can be looked up.
+        renamed_tokens = tokens_naming_groups([group.access_group_name])
     before, after = model_update(group, {**clean, "updated_by": _label(actor)}, GROUP_FIELDS)
     old_assigned = field_values(group, ("assigned_team_ids", "assigned_key_ids"))
     affected_keys: set[str] = set()
@@ -371,7 +377,9 @@ def access_group_update(*, actor: User | None, group: AccessGroup, data: dict[st
             organization_id=group.organization_id,
             before=before,
             after=after,
-            affects=Affects(access_group_ids={str(group.pk)}, key_ids=affected_keys, team_ids=affected_teams),
+            affects=Affects(
+                tokens=renamed_tokens, access_group_ids={str(group.pk)}, key_ids=affected_keys, team_ids=affected_teams
+            ),
         )
     return group
 
@@ -379,7 +387,11 @@ def access_group_update(*, actor: User | None, group: AccessGroup, data: dict[st
 @transaction.atomic
 def access_group_delete(*, actor: User | None, group: AccessGroup) -> None:
     """Delete a group and detach it from every team and key (drifted rows included, via the signal)."""
+    from keys.cache import tokens_naming_groups
+
     affects = Affects(
+        # After the commit the group and its name are gone: resolve keys that name it now.
+        tokens=tokens_naming_groups([group.access_group_name]),
         access_group_ids={str(group.pk)},
         team_ids={str(t) for t in group.team_assignments.values_list("team_id", flat=True)},
         key_ids={str(k) for k in group.key_assignments.values_list("key_id", flat=True)},
@@ -524,6 +536,9 @@ def catalog_upsert(*, actor: User | None, kind: str, data: dict[str, Any]) -> An
     else:
         before, after = model_update(row, data, fields)
     if after:
+        from keys.cache import invalidate_catalog
+
+        transaction.on_commit(invalidate_catalog)  # /v1/models expands to the cached catalog
         record(
             actor=actor,
             action=f"catalog_{kind}_upsert",
@@ -541,4 +556,7 @@ def catalog_delete(*, actor: User | None, kind: str, row: Any) -> None:
     before = field_values(row, fields)
     ident = getattr(row, natural)
     row.delete()
+    from keys.cache import invalidate_catalog
+
+    transaction.on_commit(invalidate_catalog)
     record(actor=actor, action=f"catalog_{kind}_delete", object_type=f"catalog_{kind}", object_id=ident, before=before)

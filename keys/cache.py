@@ -1,8 +1,17 @@
-"""The per-key decision snapshot cache, and its invalidation after writes (SPEC §6)."""
+"""The per-key decision snapshot cache and the catalog cache, with race-safe invalidation (SPEC §6).
+
+Every cached value is stored as `(generation, value)` next to a generation key. A read is a hit only
+when both are present and the generations are equal; invalidation deletes both. A cold read claims a
+generation *before* it loads from the database, so a reader that loaded rows from before a write cannot
+make its stale value current after that write's invalidation: the invalidation removed (or a later
+reader replaced) the generation it claimed, and generations are random, so they never match again.
+"""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.core.cache import cache
 from django.db.models import Q
@@ -16,45 +25,126 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SNAPSHOT_TTL_SECONDS = 300  # a bound on staleness if an invalidation is ever lost (cache outage)
-_PREFIX = "authz:key:"
+SNAPSHOT_TTL_SECONDS = 300  # bounds staleness if an invalidation is ever lost (cache outage during a write)
+GENERATION_TTL_SECONDS = 2 * SNAPSHOT_TTL_SECONDS  # outlives the values it tags; expiry only causes a miss
+CATALOG_TTL_SECONDS = 300
+_SNAPSHOT = "authz:snap:"
+_GENERATION = "authz:gen:"
+_CATALOG = "catalog:models"
+_DELETE_BATCH = 1000
+
+T = TypeVar("T")
 
 
 def cache_key(token: str) -> str:
-    return _PREFIX + token
+    """The cache key of a token's snapshot."""
+    return _SNAPSHOT + token
+
+
+def generation_key(name: str) -> str:
+    return _GENERATION + name
 
 
 def load_snapshot(token: str) -> KeySnapshot | None:
-    """Build the snapshot from the database (the cold path)."""
+    """Build the snapshot from the database (the cold path: two queries). None for an unknown token."""
     key = key_with_path(token)
     if key is None:
         return None
     return build_snapshot(key_rows(key))
 
 
+def _claim_generation(name: str, seen: Any) -> Any:
+    """The generation a value loaded from now on will be tagged with (None if the cache fails)."""
+    if seen is not None:
+        return seen
+    fresh = uuid.uuid4().hex
+    try:
+        if cache.add(generation_key(name), fresh, GENERATION_TTL_SECONDS):
+            return fresh
+        return cache.get(generation_key(name))  # another reader claimed first; share its generation
+    except Exception:  # noqa: BLE001 - a cache failure only means "do not store"
+        return None
+
+
+def _read_through(value_key: str, name: str, loader: Callable[[], T | None], ttl: int) -> T | None:
+    """The cached value if its generation is current, else `loader()` (stored when it is not None)."""
+    gen_key = generation_key(name)
+    try:
+        found = cache.get_many([value_key, gen_key])
+    except Exception:  # noqa: BLE001 - any cache failure falls back to the database
+        logger.warning("authorization cache unreachable; answering from the database")
+        return loader()
+    entry, generation = found.get(value_key), found.get(gen_key)
+    if entry is not None and generation is not None and entry[0] == generation:
+        return entry[1]
+    claimed = _claim_generation(name, generation)
+    value = loader()
+    try:
+        if value is None:
+            # Nothing to store: drop the claim so unknown tokens leave nothing behind.
+            if claimed is not None and generation is None:
+                cache.delete(gen_key)
+        elif claimed is not None:
+            cache.set(value_key, (claimed, value), ttl)
+    except Exception:  # noqa: BLE001
+        logger.warning("authorization cache unreachable; value not stored")
+    return value
+
+
 def get_snapshot(token: str) -> KeySnapshot | None:
     """The key's snapshot from the cache, else from the database (then cached). None for an unknown key.
 
-    With the cache unreachable, the database answers: never more permissive than it.
+    A warm read is one cache round trip and no query. With the cache unreachable the database answers,
+    so the answer is never more permissive than the database's.
     """
+    return _read_through(cache_key(token), token, lambda: load_snapshot(token), SNAPSHOT_TTL_SECONDS)
+
+
+def load_catalog() -> dict[str, str]:
+    """Active catalog models as `{model_name: provider}` (what "everything" and patterns expand to)."""
+    from accessgroups.models import CatalogModel
+
+    return dict(CatalogModel.objects.filter(active=True).order_by("model_name").values_list("model_name", "provider"))
+
+
+def get_catalog() -> Mapping[str, str]:
+    """The active catalog, cached like the snapshots and invalidated by the catalog services."""
+    return _read_through(_CATALOG, _CATALOG, load_catalog, CATALOG_TTL_SECONDS) or {}
+
+
+def _delete(names: list[str]) -> None:
+    for start in range(0, len(names), _DELETE_BATCH):
+        cache.delete_many(names[start : start + _DELETE_BATCH])
+
+
+def invalidate_catalog() -> None:
+    """Drop the cached catalog on every server sharing the cache (after a catalog write commits)."""
     try:
-        snapshot = cache.get(cache_key(token))
-    except Exception:  # noqa: BLE001 - any cache failure falls back to the database
-        logger.warning("authorization cache unreachable; answering from the database")
-        return load_snapshot(token)
-    if snapshot is not None:
-        return snapshot
-    snapshot = load_snapshot(token)
-    if snapshot is not None:
-        try:
-            cache.set(cache_key(token), snapshot, SNAPSHOT_TTL_SECONDS)
-        except Exception:  # noqa: BLE001
-            logger.warning("authorization cache unreachable; snapshot not stored")
-    return snapshot
+        _delete([_CATALOG, generation_key(_CATALOG)])
+    except Exception:  # noqa: BLE001
+        logger.error("authorization cache unreachable; the catalog could not be invalidated")
+
+
+def _named_group_query(names: Iterable[str]) -> Q:
+    """Keys whose path (key, team, organization or owner) names one of these groups in its `models`."""
+    query = Q()
+    for name in names:
+        query |= (
+            Q(models__icontains=name)
+            | Q(team__models__icontains=name)
+            | Q(team__organization__models__icontains=name)
+            | Q(organization__models__icontains=name)
+            | Q(user__models__icontains=name)
+        )
+    return query
 
 
 def affected_tokens(affects: Affects) -> set[str]:
-    """Resolve what a write touched to the tokens whose snapshots may have changed."""
+    """Resolve what a write touched to the tokens whose snapshots may have changed.
+
+    Over-approximates on purpose (a group name matches as a substring): a needless miss costs two
+    queries, a missed invalidation would keep a revoked permission alive.
+    """
     tokens = set(affects.tokens)
     query = Q()
     if affects.key_ids:
@@ -71,24 +161,36 @@ def affected_tokens(affects: Affects) -> set[str]:
         group_ids = list(affects.access_group_ids)
         query |= Q(id__in=KeyAccessGroup.objects.filter(access_group_id__in=group_ids).values("key_id"))
         query |= Q(team_id__in=TeamAccessGroup.objects.filter(access_group_id__in=group_ids).values("team_id"))
-        # Keys and teams may name a group in their `models` list.
-        for name in AccessGroup.objects.filter(access_group_id__in=group_ids).values_list(
-            "access_group_name", flat=True
-        ):
-            query |= Q(models__icontains=name) | Q(team__models__icontains=name)
+        names = AccessGroup.objects.filter(access_group_id__in=group_ids).values_list("access_group_name", flat=True)
+        query |= _named_group_query(names)
     if query:
         tokens.update(VirtualKey.objects.filter(query).values_list("token", flat=True))
     return tokens
 
 
+def tokens_naming_groups(names: Iterable[str]) -> set[str]:
+    """Tokens of keys whose path names one of these groups; for writes that rename or delete a group,
+    resolved *before* the write (afterwards the old name is gone)."""
+    query = _named_group_query(names)
+    if not query:
+        return set()
+    return set(VirtualKey.objects.filter(query).values_list("token", flat=True))
+
+
+def invalidate_tokens(tokens: Iterable[str]) -> None:
+    """Drop these tokens' snapshots (and their generations) on every server sharing the cache."""
+    names: list[str] = []
+    for token in tokens:
+        names.append(cache_key(token))
+        names.append(generation_key(token))
+    if not names:
+        return
+    try:
+        _delete(names)
+    except Exception:  # noqa: BLE001
+        logger.error("authorization cache unreachable; %d snapshots could not be invalidated", len(names) // 2)
+
+
 def invalidate(affects: Affects) -> None:
     """Drop the snapshots a committed write may have changed, on every server sharing the cache."""
-    tokens = affected_tokens(affects)
-    if not tokens:
-        return
-    names = [cache_key(t) for t in tokens]
-    try:
-        for start in range(0, len(names), 1000):
-            cache.delete_many(names[start : start + 1000])
-    except Exception:  # noqa: BLE001
-        logger.error("authorization cache unreachable; %d snapshots could not be invalidated", len(names))
+    invalidate_tokens(affected_tokens(affects))

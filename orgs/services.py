@@ -315,7 +315,7 @@ def organization_member_update(
     user_role: str | None = None,
     max_budget_in_organization: Any = None,
 ) -> OrganizationMembership:
-    membership = OrganizationMembership.objects.select_for_update().select_related("user", "budget").get(
+    membership = OrganizationMembership.objects.select_for_update(of=("self",)).select_related("user", "budget").get(
         pk=membership.pk
     )
     before: dict[str, Any] = {}
@@ -436,7 +436,7 @@ def team_update(*, actor: User | None, team: Team, data: dict[str, Any]) -> Team
     """Apply the fields present in `data`; `access_group_ids` replaces the team's groups."""
     from accessgroups.services import set_assigned_groups
 
-    team = Team.objects.select_for_update().select_related("organization").get(pk=team.pk)
+    team = Team.objects.select_for_update(of=("self",)).select_related("organization").get(pk=team.pk)
     organization = data.get("organization", team.organization)
     clean = _clean_team_data(data, organization)
     old_groups = list(team.access_group_ids)
@@ -519,7 +519,7 @@ def team_member_add(
 def team_member_update(
     *, actor: User | None, membership: TeamMembership, role: str | None = None, max_budget_in_team: Any = None
 ) -> TeamMembership:
-    membership = TeamMembership.objects.select_for_update().select_related("user", "team", "budget").get(
+    membership = TeamMembership.objects.select_for_update(of=("self",)).select_related("user", "team", "budget").get(
         pk=membership.pk
     )
     before: dict[str, Any] = {}

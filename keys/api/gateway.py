@@ -1,0 +1,411 @@
+"""The gateway's hot path (SPEC §6): the authorization check, the per-key model list, usage reports.
+
+The check and the list answer from the key's cached decision snapshot: hash the bearer, one cache
+round trip, decide with the pure resolver; no database query when warm, none of the management API's
+tenancy machinery (no authenticators, no membership loading). Both decide through `authorize`, so a
+listed model is always one the check allows.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError
+from django.http import HttpResponse
+from django.utils import timezone
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.plumbing import ResolvedComponent
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.views import APIView
+
+from accessctl import policy
+from accessctl.authentication import MASTER_USER_ID, BearerKeyAuthentication, KeyCredentials, bearer_value
+from accessctl.errors import ServiceError, error_body
+from keys import cache, crypto
+from keys.authz import KeySnapshot, allowed_names, authorize, status_decision
+from keys.services import usage_report
+
+RESOURCE_PARAMS = ("model", "mcp_server_id", "agent_id")
+MODEL_CREATED = 1677610602  # the constant LiteLLM reports as `created`; clients only check presence
+_JSON = "application/json"
+
+
+class _Refusal(Exception):
+    """An answer other than 200, in the SPEC §7 shape."""
+
+    def __init__(self, message: str, type: str, status: int, param: str | None = None):
+        super().__init__(message)
+        self.body = error_body(message, type, param, status)
+        self.status = status
+
+
+def _json(body: Mapping[str, Any], status: int = 200) -> HttpResponse:
+    return HttpResponse(json.dumps(body, separators=(",", ":")), content_type=_JSON, status=status)
+
+
+MASTER = object()  # what `_caller` returns for the master key: a proxy admin, allowed everything
+
+
+def _caller(request: Any) -> KeySnapshot | object:
+    """The key's snapshot (or MASTER) for the bearer of this request; 401 when there is none."""
+    try:
+        raw = bearer_value(request)
+    except ServiceError as exc:
+        raise _Refusal(exc.message, exc.type, 401) from None
+    if raw is None:
+        raise _Refusal("Authentication Error, No api key passed in.", "auth_error", 401)
+    master = settings.ACCESSCTL_MASTER_KEY
+    if master and hmac.compare_digest(raw.encode(), master.encode()):
+        return MASTER
+    if not raw.startswith(crypto.KEY_PREFIX):
+        raise _Refusal(
+            "Authentication Error, Invalid proxy server token passed. Key is expected to start with 'sk-'.",
+            "auth_error",
+            401,
+        )
+    token = crypto.hash_secret(raw)
+    try:
+        snapshot = cache.get_snapshot(token)
+    except DatabaseError:
+        raise _Refusal("The database is unavailable.", "no_db_connection", 503) from None
+    # The cache is keyed by the hash; comparing it again costs nothing and never leaks timing.
+    if snapshot is None or not hmac.compare_digest(snapshot.token, token):
+        raise _Refusal("Authentication Error, Invalid proxy server token passed.", "auth_error", 401)
+    return snapshot
+
+
+def _resources(params: Mapping[str, Any]) -> dict[str, str]:
+    """`model` / `mcp_server_id` / `agent_id` from the body or query; at least one, each a non-empty string."""
+    found: dict[str, str] = {}
+    for name in RESOURCE_PARAMS:
+        value = params.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.strip():
+            raise _Refusal(f"{name} must be a non-empty string.", "bad_request_error", 400, name)
+        found[name] = value.strip()
+    if not found:
+        raise _Refusal("One of model, mcp_server_id or agent_id is required.", "bad_request_error", 400, "model")
+    return found
+
+
+def _json_body(request: Any) -> dict[str, Any]:
+    raw = request.body
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise _Refusal("Malformed request body: not JSON.", "bad_request_error", 400, "body") from None
+    if not isinstance(data, dict):
+        raise _Refusal("The request body must be a JSON object.", "bad_request_error", 400, "body")
+    return data
+
+
+def _allowed_body(snapshot: KeySnapshot | object) -> dict[str, Any]:
+    if snapshot is MASTER:
+        key = {"token": None, "key_alias": None, "user_id": MASTER_USER_ID, "team_id": None, "organization_id": None}
+        limits = {"tpm_limit": None, "rpm_limit": None, "max_budget": None, "spend": None, "budget_reset_at": None}
+        return {"allowed": True, "key": key, "limits": limits}
+    return {
+        "allowed": True,
+        "key": {
+            "token": snapshot.token,
+            "key_alias": snapshot.key_alias,
+            "user_id": snapshot.user_id,
+            "team_id": snapshot.team_id,
+            "organization_id": snapshot.organization_id,
+        },
+        "limits": dict(snapshot.limits),
+    }
+
+
+def check(request: Any, params: Mapping[str, Any] | None) -> HttpResponse:
+    """May the bearer call this model / MCP server / agent now? 200, or 401/403 with the reason's type."""
+    try:
+        snapshot = _caller(request)
+        resources = _resources(_json_body(request) if params is None else params)
+        if snapshot is not MASTER:
+            decision = authorize(snapshot, now=timezone.now(), **resources)
+            if not decision.allowed:
+                raise _Refusal(decision.message, decision.type, 403, decision.param)
+        return _json(_allowed_body(snapshot))
+    except _Refusal as refusal:
+        return _json(refusal.body, refusal.status)
+
+
+def model_list(request: Any) -> HttpResponse:
+    """The models the bearer may call, in the OpenAI list shape; exactly the catalog models (and explicit
+    names) for which the check answers 200."""
+    try:
+        snapshot = _caller(request)
+        try:
+            catalog = cache.get_catalog()
+        except DatabaseError:
+            raise _Refusal("The database is unavailable.", "no_db_connection", 503) from None
+        if snapshot is MASTER:
+            names = sorted(catalog)
+        else:
+            now = timezone.now()
+            status = status_decision(snapshot, now)
+            if not status.allowed:
+                raise _Refusal(status.message, status.type, 403, status.param)
+            names = [
+                name
+                for name in allowed_names(snapshot, "models", catalog)
+                if authorize(snapshot, now=now, model=name).allowed  # per-model budgets drop a model too
+            ]
+    except _Refusal as refusal:
+        return _json(refusal.body, refusal.status)
+    data = [
+        {"id": name, "object": "model", "created": MODEL_CREATED, "owned_by": catalog.get(name) or "openai"}
+        for name in names
+    ]
+    return _json({"object": "list", "data": data})
+
+
+# --- OpenAPI description (drf-spectacular) ----------------------------------------------------
+
+
+class GatewaySchema(AutoSchema):
+    """These views authenticate by hand (no DRF authenticators, for speed); document the bearer key."""
+
+    def get_auth(self) -> list[dict[str, list]]:
+        self.registry.register_on_missing(
+            ResolvedComponent(
+                name="gatewayBearerKey",
+                type=ResolvedComponent.SECURITY_SCHEMA,
+                object="gatewayBearerKey",
+                schema={"type": "http", "scheme": "bearer", "description": "A virtual key (sk-…) or the master key."},
+            )
+        )
+        return [{"gatewayBearerKey": []}]
+
+
+_ERROR = inline_serializer(
+    "GatewayError",
+    {
+        "error": inline_serializer(
+            "GatewayErrorDetail",
+            {
+                "message": serializers.CharField(),
+                "type": serializers.CharField(),
+                "param": serializers.CharField(allow_null=True),
+                "code": serializers.CharField(),
+            },
+        )
+    },
+)
+_CHECK_REQUEST = inline_serializer(
+    "AuthzCheckRequest",
+    {
+        "model": serializers.CharField(required=False),
+        "mcp_server_id": serializers.CharField(required=False),
+        "agent_id": serializers.CharField(required=False),
+    },
+)
+_CHECK_RESPONSE = inline_serializer(
+    "AuthzCheckResponse",
+    {
+        "allowed": serializers.BooleanField(),
+        "key": inline_serializer(
+            "AuthzCheckKey",
+            {
+                "token": serializers.CharField(allow_null=True),
+                "key_alias": serializers.CharField(allow_null=True),
+                "user_id": serializers.CharField(allow_null=True),
+                "team_id": serializers.CharField(allow_null=True),
+                "organization_id": serializers.CharField(allow_null=True),
+            },
+        ),
+        "limits": inline_serializer(
+            "AuthzCheckLimits",
+            {
+                "tpm_limit": serializers.IntegerField(allow_null=True),
+                "rpm_limit": serializers.IntegerField(allow_null=True),
+                "max_budget": serializers.FloatField(allow_null=True),
+                "spend": serializers.FloatField(allow_null=True),
+                "budget_reset_at": serializers.DateTimeField(allow_null=True),
+            },
+        ),
+    },
+)
+_CHECK_RESPONSES = {
+    200: _CHECK_RESPONSE,
+    400: OpenApiResponse(_ERROR, description="No resource named, or a malformed one (`param` names it)."),
+    401: OpenApiResponse(_ERROR, description="No key, a malformed key or an unknown key."),
+    403: OpenApiResponse(
+        _ERROR,
+        description="Denied; `type` says why: key_blocked, expired_key, user_blocked, team_blocked, "
+        "organization_deleted, budget_exceeded, key_model_access_denied, team_model_access_denied, …",
+    ),
+    503: OpenApiResponse(_ERROR, description="The database is unavailable (`no_db_connection`)."),
+}
+_QUERY = [OpenApiParameter(name, str, OpenApiParameter.QUERY, required=False) for name in RESOURCE_PARAMS]
+
+
+class _FastView(APIView):
+    """A DRF view with nothing to run before the handler: no authenticators, permissions or throttles."""
+
+    authentication_classes = ()
+    permission_classes = ()
+    throttle_classes = ()
+    schema = GatewaySchema()
+
+
+class AuthzCheckView(_FastView):
+    """`/api/v1/authz/check`: may this key call this model (or MCP server, or agent)?"""
+
+    @extend_schema(
+        operation_id="authz_check_query",
+        summary="Authorization check (query form, for nginx auth_request / Envoy ext_authz)",
+        parameters=_QUERY,
+        responses=_CHECK_RESPONSES,
+        tags=["gateway"],
+    )
+    def get(self, request, *args, **kwargs):
+        return check(request._request, request._request.GET)
+
+    @extend_schema(
+        operation_id="authz_check",
+        summary="Authorization check",
+        request=_CHECK_REQUEST,
+        responses=_CHECK_RESPONSES,
+        tags=["gateway"],
+    )
+    def post(self, request, *args, **kwargs):
+        return check(request._request, None)
+
+
+_MODEL_LIST_RESPONSES = {
+    200: inline_serializer(
+        "ModelList",
+        {
+            "object": serializers.CharField(),
+            "data": inline_serializer(
+                "ModelListEntry",
+                {
+                    "id": serializers.CharField(),
+                    "object": serializers.CharField(),
+                    "created": serializers.IntegerField(),
+                    "owned_by": serializers.CharField(),
+                },
+                many=True,
+            ),
+        },
+    ),
+    401: OpenApiResponse(_ERROR),
+    403: OpenApiResponse(_ERROR, description="The key itself is refused (blocked, expired, …)."),
+    503: OpenApiResponse(_ERROR),
+}
+
+
+class ModelListView(_FastView):
+    """`/v1/models`: what the key may call, in the OpenAI list shape."""
+
+    @extend_schema(
+        operation_id="model_list", summary="Models this key may call", responses=_MODEL_LIST_RESPONSES, tags=["gateway"]
+    )
+    def get(self, request, *args, **kwargs):
+        return model_list(request._request)
+
+
+class ModelListAliasView(ModelListView):
+    """`/models`: the same as `/v1/models` (LiteLLM's alias)."""
+
+    @extend_schema(
+        operation_id="model_list_alias",
+        summary="Models this key may call (alias of /v1/models)",
+        responses=_MODEL_LIST_RESPONSES,
+        tags=["gateway"],
+    )
+    def get(self, request, *args, **kwargs):
+        return model_list(request._request)
+
+
+class UsageView(APIView):
+    """`/api/v1/usage`: a gateway reports a request's spend (system users and the master key only)."""
+
+    authentication_classes = (BearerKeyAuthentication,)
+    permission_classes = ()
+    throttle_classes = ()
+    schema = GatewaySchema()
+
+    @extend_schema(
+        operation_id="usage_report",
+        summary="Report spend for a key and model",
+        request=inline_serializer(
+            "UsageReport",
+            {
+                "key": serializers.CharField(help_text="The virtual key (sk-…) or its token."),
+                "model": serializers.CharField(),
+                "spend": serializers.FloatField(min_value=0),
+                "prompt_tokens": serializers.IntegerField(min_value=0, required=False),
+                "completion_tokens": serializers.IntegerField(min_value=0, required=False),
+            },
+        ),
+        responses={
+            200: inline_serializer(
+                "UsageReported",
+                {
+                    "key": serializers.CharField(help_text="The key's token."),
+                    "model": serializers.CharField(),
+                    "spend": serializers.FloatField(),
+                    "prompt_tokens": serializers.IntegerField(),
+                    "completion_tokens": serializers.IntegerField(),
+                    "total_tokens": serializers.IntegerField(),
+                    "key_spend": serializers.FloatField(help_text="The key's spend after this report."),
+                    "budget_exceeded": serializers.ListField(
+                        child=serializers.CharField(), help_text="Scopes whose budget this report used up."
+                    ),
+                },
+            ),
+            400: OpenApiResponse(_ERROR),
+            401: OpenApiResponse(_ERROR),
+            403: OpenApiResponse(_ERROR, description="The caller is not a system user or the master key."),
+            404: OpenApiResponse(_ERROR, description="Unknown key."),
+        },
+        tags=["gateway"],
+    )
+    def post(self, request, *args, **kwargs):
+        credentials = request.auth if isinstance(request.auth, KeyCredentials) else None
+        if credentials is None:
+            raise ServiceError("Authentication Error, No api key passed in.", type="auth_error", status=401)
+        user = request.user if getattr(request.user, "pk", None) is not None else None
+        # Only the platform role matters here; no memberships are loaded.
+        actor = policy.Actor(
+            user_id=getattr(user, "user_id", None),
+            platform_role=getattr(user, "user_role", None),
+            is_system=bool(getattr(user, "is_system", False)),
+            is_master=credentials.is_master,
+        )
+        verdict = policy.can(actor, "usage:report")
+        if not verdict:
+            raise ServiceError(verdict.message, type=verdict.type, status=verdict.status)
+        data = request.data
+        if not isinstance(data, dict):
+            raise ServiceError("The request body must be a JSON object.", param="body")
+        result = usage_report(
+            actor=user,
+            key=data.get("key"),
+            model=data.get("model"),
+            spend=data.get("spend"),
+            prompt_tokens=data.get("prompt_tokens"),
+            completion_tokens=data.get("completion_tokens"),
+        )
+        return _json(
+            {
+                "key": result.token,
+                "model": result.model,
+                "spend": result.spend,
+                "prompt_tokens": result.prompt_tokens,
+                "completion_tokens": result.completion_tokens,
+                "total_tokens": result.prompt_tokens + result.completion_tokens,
+                "key_spend": result.key_spend,
+                "budget_exceeded": list(result.exceeded),
+            }
+        )

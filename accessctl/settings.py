@@ -143,6 +143,12 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Access-control plane for LLM gateways.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # One schema name per role family, whichever serializer uses it.
+    "ENUM_NAME_OVERRIDES": {
+        "PlatformRoleEnum": "orgs.roles.PLATFORM_ROLE_CHOICES",
+        "OrgRoleEnum": "orgs.roles.ORG_ROLE_CHOICES",
+        "TeamRoleEnum": "orgs.roles.TEAM_ROLE_CHOICES",
+    },
 }
 
 # Celery: with no broker configured, tasks run eagerly in-process (SPEC §7).
@@ -153,6 +159,11 @@ CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="") or None
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+# Beat (`make worker`): budget windows snap to the minute, hour or day, so checking every minute is enough.
+CELERY_BEAT_SCHEDULE = {
+    "reset-budgets": {"task": "orgs.reset_budgets", "schedule": 60.0},
+    "sweep-expired-keys": {"task": "keys.sweep_expired", "schedule": 60.0},
+}
 
 LOGGING = {
     "version": 1,

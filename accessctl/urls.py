@@ -7,6 +7,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accessctl.health import healthz, readyz
+from accessctl.schema import BearerKeyScheme  # noqa: F401 - registers the OpenAPI security schemes
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -160,3 +160,25 @@ def _uuid_or_none(value: str) -> uuid.UUID | None:
         return uuid.UUID(str(value))
     except ValueError:
         return None
+
+
+def keys_visible(tenant: TenantContext) -> QuerySet[VirtualKey]:
+    """Keys of the context the caller may list (the policy's `key:list` row rule, inside the query):
+    their own, their organizations' if org admin, and those of teams where they may call `/key/list`
+    (one more query for those teams' grants)."""
+    from accessctl import policy
+    from orgs.models import Team
+
+    queryset = keys_in_context(tenant)
+    actor = tenant.actor
+    if actor.reads_everything:
+        return queryset
+    condition = Q(user__user_id=actor.user_id) if actor.user_id else Q(pk__in=[])
+    if actor.admin_org_ids:
+        condition |= Q(organization__in=list(actor.admin_org_ids))
+    team_ids = set(actor.team_roles) | ({actor.key_team_id} if actor.key_team_id else set())
+    if team_ids:
+        teams = Team.objects.filter(pk__in=team_ids).only("team_id", "organization_id", "member_permissions")
+        listable = [t.pk for t in teams if policy.can(actor, "key:list", policy.team_target(t))]
+        condition |= Q(team__in=listable)
+    return queryset.filter(condition)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db.models import Count, Prefetch, Q, QuerySet
 
-from .models import Organization, OrganizationMembership, Team, TeamMembership, User
+from .models import AuditEntry, Organization, OrganizationMembership, Team, TeamMembership, User
 
 if TYPE_CHECKING:
     from accessctl.tenancy import TenantContext
@@ -155,3 +155,63 @@ def user_list(tenant: TenantContext, *, organization_ids: list[str] | None, filt
     prefix = "-" if filters.get("sort_order") == "desc" else ""
     order = filters.get("sort_by") or "user_id"
     return with_memberships(qs.annotate(key_count=Count("keys", distinct=True))).order_by(f"{prefix}{order}", "pk")
+
+
+# --- REST lists (/api/v1/): the context's rows the caller may read --------------------------------
+# Each is the policy's row rule (`organization:info`, `team:info`, `user:info`, `audit:read`) as a
+# filter inside the query, so a list never shows a row whose detail route would refuse it.
+
+
+def organizations_visible(tenant: TenantContext) -> QuerySet[Organization]:
+    """Alive organizations of the context where the caller is a member (all of them for readers-of-all)."""
+    queryset = organizations_in_context(tenant)
+    if tenant.actor.reads_everything:
+        return queryset
+    return queryset.filter(pk__in=list(tenant.actor.org_roles))
+
+
+def teams_visible(tenant: TenantContext) -> QuerySet[Team]:
+    """Teams of the context the caller belongs to, or whose organization they administer; with members."""
+    queryset = teams_in_context(tenant)
+    actor = tenant.actor
+    if not actor.reads_everything:
+        condition = Q(pk__in=list(actor.team_roles)) | Q(organization__in=list(actor.admin_org_ids))
+        if actor.key_team_id:
+            condition |= Q(pk=actor.key_team_id)
+        queryset = queryset.filter(condition)
+    return teams_with_members(queryset).order_by("team_alias", "team_id")
+
+
+def users_visible(tenant: TenantContext) -> QuerySet[User]:
+    """The caller and, for org admins, the members of their organizations; with memberships."""
+    queryset = users_in_context(tenant)
+    actor = tenant.actor
+    if not actor.reads_everything:
+        condition = Q(user_id=actor.user_id) if actor.user_id else Q(pk__in=[])
+        if actor.admin_org_ids:
+            members = OrganizationMembership.objects.filter(organization__in=list(actor.admin_org_ids))
+            condition |= Q(pk__in=members.values("user_id"))
+        queryset = queryset.filter(condition)
+    return with_memberships(queryset).order_by("user_id")
+
+
+def organization_members(organization: Organization) -> QuerySet[OrganizationMembership]:
+    return OrganizationMembership.objects.filter(organization=organization).select_related("user", "budget")
+
+
+def team_members(team: Team) -> QuerySet[TeamMembership]:
+    return TeamMembership.objects.filter(team=team).select_related("user", "budget")
+
+
+def audit_entries_visible(tenant: TenantContext) -> QuerySet[AuditEntry]:
+    """Audit entries: everything for readers-of-all in "all" mode, else the entries of the context's
+    organization (or of the organizations the caller administers)."""
+    queryset = AuditEntry.objects.all()
+    actor = tenant.actor
+    if tenant.bypass:
+        return queryset
+    if tenant.organization is not None:
+        queryset = queryset.filter(organization_id=tenant.organization.pk)
+    if actor.reads_everything:
+        return queryset
+    return queryset.filter(organization_id__in=list(actor.admin_org_ids))

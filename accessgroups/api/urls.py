@@ -1,5 +1,19 @@
-"""REST API routes (/api/v1/) of this app."""
-urlpatterns: list = []
+"""REST API routes (/api/v1/) of this app: access groups and the catalog."""
+from django.urls import path
+
+from . import views
+
+urlpatterns: list = [
+    path("access-groups/", views.AccessGroupListView.as_view(), name="access-group-list"),
+    path("access-groups/<uuid:access_group_id>/", views.AccessGroupDetailView.as_view(), name="access-group-detail"),
+    path("catalog/models/", views.CatalogModelListView.as_view(), name="catalog-model-list"),
+    path("catalog/models/<path:model_name>/", views.CatalogModelDetailView.as_view(), name="catalog-model-detail"),
+    path("catalog/mcp-servers/", views.MCPServerListView.as_view(), name="catalog-mcp-server-list"),
+    path("catalog/mcp-servers/<str:server_id>/", views.MCPServerDetailView.as_view(),
+         name="catalog-mcp-server-detail"),
+    path("catalog/agents/", views.AgentListView.as_view(), name="catalog-agent-list"),
+    path("catalog/agents/<str:agent_id>/", views.AgentDetailView.as_view(), name="catalog-agent-detail"),
+]
 
 # Bulk assignment jobs (accessgroups/api/bulk.py).
 from django.urls import path as _path  # noqa: E402

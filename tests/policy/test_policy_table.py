@@ -97,7 +97,7 @@ TEAM_ACTIONS = sorted(a for a in ACTIONS if a.startswith("team:") and a != "team
 USER_ROW_ACTIONS = sorted(a for a in ACTIONS if a.startswith("user:") and a != "user:create")
 ORG_ROW_ACTIONS = sorted(a for a in ACTIONS if a.startswith("organization:") and a != "organization:create")
 GROUP_ACTIONS = sorted(a for a in ACTIONS if a.startswith("access_group:"))
-GATES = ("team:list", "user:list", "organization:list", "access_group:read", "audit:read")
+GATES = ("key:list", "team:list", "user:list", "organization:list", "access_group:read", "audit:read")
 
 
 @dataclass(frozen=True)
@@ -294,7 +294,7 @@ COLUMNS: dict[str, dict[str, dict[str, Expect]]] = {
         "team@own": {ALL: UNAUTHORIZED, "team:info": OK, "team:list": OK},
         "team@other": {ALL: UNAUTHORIZED, "team:info": NOT_FOUND, "team:list": NOT_FOUND},
         "catalog": {"catalog:read": OK, "catalog:write": UNAUTHORIZED},
-        "list (no row)": {ALL: UNAUTHORIZED, "team:list": OK},
+        "list (no row)": {ALL: UNAUTHORIZED, "key:list": OK, "team:list": OK},
         "usage report": {ALL: FORBIDDEN},
         ALL: {ALL: UNAUTHORIZED},
     },

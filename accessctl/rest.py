@@ -1,0 +1,86 @@
+"""Plumbing of the REST API (`/api/v1/`): pagination, the base view, input parsing and the error schemas."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Model, QuerySet
+from django_filters import rest_framework as filters
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import generics, serializers
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
+
+from accessctl.errors import InvalidInput
+from accessctl.litellm import errors as _errors
+from accessctl.tenancy import TenantAPIView, TenantContext
+from orgs.models import User
+
+
+class Pagination(PageNumberPagination):
+    """`{"count", "next", "previous", "results"}`; `?page=` and `?page_size=` (at most 500)."""
+
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+def errors(*statuses: int) -> dict[int, OpenApiResponse]:
+    """The documented error responses of a route, all in the SPEC §7 shape."""
+    return _errors(*statuses)
+
+
+class UUIDInFilter(filters.BaseInFilter, filters.UUIDFilter):
+    """`?field=a,b,c` with UUIDs; a malformed one is a 400 naming the filter."""
+
+
+class CharInFilter(filters.BaseInFilter, filters.CharFilter):
+    """`?field=a,b,c` with strings."""
+
+
+class RestView(TenantAPIView, generics.GenericAPIView):
+    """Base of every `/api/v1/` view: tenant resolved before the handler, lists paginated and filtered.
+
+    Subclasses read through selectors that filter by `request.tenant` inside the query (a foreign row
+    is as absent as a missing one) and write through services, after `self.check(action, target)`.
+    """
+
+    pagination_class = Pagination
+    filter_backends = [filters.DjangoFilterBackend]
+    model: type[Model] | None = None  # for the schema, where no tenant exists
+
+    @property
+    def tenant(self) -> TenantContext:
+        return self.request.tenant
+
+    @property
+    def acting_user(self) -> User | None:
+        """Who is recorded as the author of a write (None for a service-account key)."""
+        user = self.request.user
+        return user if isinstance(user, User) else None
+
+    def get_queryset(self) -> QuerySet:
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no request, no tenant
+            return self.model.objects.none()
+        return self.visible_rows()
+
+    def visible_rows(self) -> QuerySet:
+        raise NotImplementedError
+
+    def list_response(self, serializer_class: type[serializers.Serializer], **context: Any) -> Response:
+        """One page of the visible rows, filtered by the query string."""
+        queryset = self.filter_queryset(self.get_queryset())
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(serializer_class(page, many=True, context=context).data)
+
+    def body(self, serializer_class: type[serializers.Serializer], *, partial: bool = False) -> dict[str, Any]:
+        """The JSON body, validated (a body that is not an object → 400); only the fields sent."""
+        data = self.request.data
+        if not isinstance(data, dict):
+            raise InvalidInput("The request body must be a JSON object.", param="body")
+        serializer = serializer_class(data=data, partial=partial)
+        serializer.is_valid(raise_exception=True)
+        return dict(serializer.validated_data)
+
+
+def rendered(serializer_class: type[serializers.Serializer], instance: Any, status: int = 200, **extra: Any) -> Response:
+    return Response({**serializer_class(instance).data, **extra}, status=status)

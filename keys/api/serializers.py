@@ -1,0 +1,64 @@
+"""REST serializers for virtual keys (LiteLLM's field names); the raw `key` appears only on create and regenerate."""
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from accessctl.litellm import BUDGET_INPUT_FIELDS, BudgetInput, StrictCharField, json_object, string_list
+from orgs.api.serializers import BudgetFieldsSerializer, SpendSerializer
+
+
+class KeySerializer(BudgetFieldsSerializer, SpendSerializer):
+    token = serializers.CharField(help_text="SHA-256 hex of the secret: the key's id.")
+    key_name = serializers.CharField(help_text="Masked secret, e.g. sk-...abcd.")
+    key_alias = serializers.CharField(allow_null=True)
+    user_id = serializers.CharField(source="user.user_id", allow_null=True)
+    team_id = serializers.UUIDField(allow_null=True)
+    organization_id = serializers.UUIDField(allow_null=True)
+    models = serializers.ListField(child=serializers.CharField())
+    access_group_ids = serializers.ListField(child=serializers.CharField())
+    metadata = serializers.DictField()
+    expires = serializers.DateTimeField(allow_null=True)
+    blocked = serializers.BooleanField()
+    status = serializers.ChoiceField(choices=["active", "blocked", "expired"])
+    created_at = serializers.DateTimeField()
+    created_by = serializers.CharField()
+    updated_at = serializers.DateTimeField()
+    updated_by = serializers.CharField()
+    last_rotated_at = serializers.DateTimeField(allow_null=True)
+
+
+class KeySecretSerializer(KeySerializer):
+    """A key with its raw secret: shown once, on create and regenerate."""
+
+    key = serializers.CharField(source="raw_key", help_text="The raw secret. It is never shown again.")
+    token_id = serializers.CharField(source="token")
+
+
+class KeyFieldsSerializer(BudgetInput):
+    key_alias = StrictCharField(max_length=255, required=False, allow_null=True, allow_blank=True)
+    user_id = StrictCharField(max_length=255, required=False, allow_null=True)
+    team_id = serializers.UUIDField(required=False, allow_null=True)
+    models = string_list(required=False)
+    access_group_ids = serializers.ListField(child=serializers.UUIDField(), required=False)
+    duration = StrictCharField(required=False, allow_null=True, allow_blank=True,
+                               help_text='Lifetime from now, e.g. "30d"; null: never expires.')
+    metadata = json_object(required=False)
+    blocked = serializers.BooleanField(required=False)
+
+
+class KeyCreateSerializer(KeyFieldsSerializer):
+    key = StrictCharField(required=False, min_length=16, max_length=255,
+                          help_text="A custom secret (sk-…, at least 16 characters); generated when absent.")
+
+
+class KeyUpdateSerializer(KeyFieldsSerializer):
+    spend = serializers.FloatField(required=False, min_value=0)
+
+
+class KeyRegenerateSerializer(serializers.Serializer):
+    new_key = StrictCharField(required=False, min_length=16, max_length=255,
+                              help_text="A custom new secret (sk-…); generated when absent.")
+
+
+# Fields whose change raises what a key may spend: only an admin of the key may touch them.
+KEY_BUDGET_FIELDS = ("spend", *BUDGET_INPUT_FIELDS)

@@ -1,0 +1,202 @@
+"""REST views (`/api/v1/keys/`) of virtual keys: list, create (raw key shown once), read, change, delete,
+block, unblock, regenerate. A key outside the caller's context answers 404, like a missing one."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from accessctl import policy
+from accessctl.errors import NotFound
+from accessctl.rest import errors, rendered
+from keys import selectors, services
+from keys.crypto import token_for
+from keys.models import VirtualKey
+from orgs import selectors as org_selectors
+from orgs.api.views import OrgsView
+from orgs.models import Organization, Team, User
+
+from .filters import KeyFilter
+from .serializers import (
+    KEY_BUDGET_FIELDS,
+    KeyCreateSerializer,
+    KeyRegenerateSerializer,
+    KeySecretSerializer,
+    KeySerializer,
+    KeyUpdateSerializer,
+)
+
+TAGS = ["keys"]
+READ_ERRORS = errors(400, 401, 403, 404)
+WRITE_ERRORS = errors(400, 401, 403, 404, 409)
+# Body fields the key service takes as they are.
+PLAIN_FIELDS = ("key_alias", "models", "metadata", "blocked", "duration", *KEY_BUDGET_FIELDS)
+
+
+def model_ceilings(team: Team | None, organization: Organization | None, owner: User | None) -> dict[str, list]:
+    """What a key's `models` must lie within: its team's and organization's, and its owner's for a personal key."""
+    ceilings: dict[str, list] = {}
+    if team is not None:
+        ceilings["team"] = list(team.models or [])
+    if organization is not None:
+        ceilings["organization"] = list(organization.models or [])
+    if team is None and owner is not None:
+        ceilings["user"] = list(owner.models or [])
+    return ceilings
+
+
+class KeysView(OrgsView):
+    model = VirtualKey
+
+    def key(self, token: str) -> VirtualKey:
+        key = selectors.keys_in_context(self.tenant).filter(token=token_for(token)).first()
+        if key is None:
+            raise NotFound("Key not found.", param="token")
+        return key
+
+    def place(self, *, owner_id: str | None, team: Team | None, organization: Organization | None) -> tuple[
+        User | None, policy.Target
+    ]:
+        """Who would own a key and where: may the caller create it there? (`key:generate`)"""
+        owner = org_selectors.user_by_id(owner_id) if owner_id else None
+        target = policy.new_key_target(
+            owner_user_id=owner_id,
+            team=team,
+            organization_id=organization.pk if organization is not None and team is None else None,
+            owner_in_team=org_selectors.is_team_member(team, owner) if team is not None and owner else None,
+        )
+        # Asked before saying whether the owner exists, so user ids cannot be probed.
+        self.check("key:generate", target)
+        if owner_id and owner is None:
+            raise NotFound(f"User {owner_id} not found.", param="user_id")
+        return owner, target
+
+
+class KeyListView(KeysView):
+    filterset_class = KeyFilter
+
+    def visible_rows(self) -> QuerySet:
+        return selectors.keys_visible(self.tenant)
+
+    @extend_schema(
+        tags=TAGS, summary="Keys the caller may list in the context",
+        responses={200: KeySerializer(many=True), **READ_ERRORS},
+    )
+    def get(self, request: Request) -> Response:
+        self.check("key:list")
+        return self.list_response(KeySerializer)
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Create a key: yours, a team's, or (admins) someone else's; the raw `key` is shown once",
+        request=KeyCreateSerializer, responses={201: KeySecretSerializer, **WRITE_ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        data = self.body(KeyCreateSerializer)
+        team = self.team(data["team_id"]) if data.get("team_id") else None
+        organization = team.organization if team is not None else self.tenant.organization
+        # Non-admins' keys are their own unless they say otherwise; an admin's are nobody's (LiteLLM's default).
+        owner_id = data.get("user_id") if "user_id" in data or request.actor.is_proxy_admin else request.actor.user_id
+        owner, target = self.place(owner_id=owner_id, team=team, organization=organization)
+        if data.get("access_group_ids"):
+            self.check("key:assign_access_groups", target)
+        self.grant_models(data.get("models"), model_ceilings(team, organization, owner))
+        fields = {name: data[name] for name in PLAIN_FIELDS if name in data and name != "spend"}
+        key, raw = services.key_generate(
+            actor=self.acting_user,
+            user=owner,
+            team=team,
+            organization=organization if team is None else None,
+            access_group_ids=[str(g) for g in data.get("access_group_ids", [])],
+            raw_key=data.get("key"),
+            **fields,
+        )
+        key.raw_key = raw
+        return rendered(KeySecretSerializer, key, status=201)
+
+
+class KeyDetailView(KeysView):
+    @extend_schema(tags=TAGS, summary="One key (by its token)", responses={200: KeySerializer, **READ_ERRORS})
+    def get(self, request: Request, token: str) -> Response:
+        key = self.key(token)
+        self.check("key:info", policy.key_target(key))
+        return rendered(KeySerializer, key)
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Change a key (budget, owner, team and access groups: admins of the key)",
+        request=KeyUpdateSerializer, responses={200: KeySerializer, **WRITE_ERRORS},
+    )
+    def patch(self, request: Request, token: str) -> Response:
+        key = self.key(token)
+        sent = self.body(KeyUpdateSerializer, partial=True)
+        target = policy.key_target(key)
+        self.check("key:update", target)
+        if any(name in sent for name in KEY_BUDGET_FIELDS):
+            self.check("key:update_budget", target)
+        if "blocked" in sent and sent["blocked"] != key.blocked:
+            self.check("key:block" if sent["blocked"] else "key:unblock", target)
+        changes: dict[str, Any] = {name: sent[name] for name in PLAIN_FIELDS if name in sent}
+        if "access_group_ids" in sent:
+            self.check("key:assign_access_groups", target)
+            changes["access_group_ids"] = [str(g) for g in sent["access_group_ids"]]
+        owner, team = key.user, key.team
+        owner_id = sent.get("user_id") if "user_id" in sent else (owner.user_id if owner else None)
+        team_id = str(sent["team_id"]) if sent.get("team_id") else None if "team_id" in sent else key.team_id
+        if owner_id != (owner.user_id if owner else None) or str(team_id or "") != str(key.team_id or ""):
+            # Moving a key is re-owning it here and creating it there.
+            self.check("key:reassign", target)
+            team = self.team(team_id) if team_id else None
+            organization = team.organization if team is not None else key.organization
+            owner, _ = self.place(owner_id=owner_id, team=team, organization=organization)
+            changes.update(user=owner, team=team)
+        if sent.get("models"):
+            organization = team.organization if team is not None else key.organization
+            self.grant_models(sent["models"], model_ceilings(team, organization, owner))
+        key = services.key_update(actor=self.acting_user, key=key, data=changes)
+        return rendered(KeySerializer, self.key(key.token))
+
+    @extend_schema(tags=TAGS, summary="Delete a key", responses={204: None, **READ_ERRORS})
+    def delete(self, request: Request, token: str) -> Response:
+        key = self.key(token)
+        self.check("key:delete", policy.key_target(key))
+        services.key_delete(actor=self.acting_user, key=key)
+        return Response(status=204)
+
+
+class KeyBlockView(KeysView):
+    blocked = True
+
+    @extend_schema(tags=TAGS, summary="Block a key: refused from the next request on",
+                   request=None, responses={200: KeySerializer, **READ_ERRORS})
+    def post(self, request: Request, token: str) -> Response:
+        key = self.key(token)
+        self.check("key:block" if self.blocked else "key:unblock", policy.key_target(key))
+        service = services.key_block if self.blocked else services.key_unblock
+        return rendered(KeySerializer, self.key(service(actor=self.acting_user, key=key).token))
+
+
+class KeyUnblockView(KeyBlockView):
+    blocked = False
+
+    @extend_schema(tags=TAGS, summary="Unblock a key", request=None, responses={200: KeySerializer, **READ_ERRORS})
+    def post(self, request: Request, token: str) -> Response:
+        return super().post(request, token)
+
+
+class KeyRegenerateView(KeysView):
+    @extend_schema(
+        tags=TAGS, summary="Give a key a new secret (shown once); the old one is refused at once",
+        request=KeyRegenerateSerializer, responses={200: KeySecretSerializer, **WRITE_ERRORS},
+    )
+    def post(self, request: Request, token: str) -> Response:
+        key = self.key(token)
+        data = self.body(KeyRegenerateSerializer) if request.data else {}
+        self.check("key:regenerate", policy.key_target(key))
+        key, raw = services.key_regenerate(actor=self.acting_user, key=key, new_raw_key=data.get("new_key"))
+        key = self.key(key.token)
+        key.raw_key = raw
+        return rendered(KeySecretSerializer, key)

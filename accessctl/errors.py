@@ -71,7 +71,8 @@ def _first_field_error(detail: Any, prefix: str = "") -> tuple[str | None, str]:
     """The first (field path, message) of a DRF validation detail, so the 400 names the field."""
     if isinstance(detail, dict):
         for key, value in detail.items():
-            name = key if key != "non_field_errors" else None
+            # str(): a list field's errors are keyed by index, and index 0 must still name the item.
+            name = str(key) if key != "non_field_errors" else None
             path = f"{prefix}.{name}" if prefix and name else (name or prefix or None)
             field, message = _first_field_error(value, path or "")
             return field or path, message

@@ -34,7 +34,10 @@ class StrictFloatField(serializers.FloatField):
     def to_internal_value(self, data: Any) -> float:
         if isinstance(data, bool):
             self.fail("invalid")
-        value = super().to_internal_value(data)
+        try:
+            value = super().to_internal_value(data)
+        except OverflowError:  # an integer too large for a float
+            self.fail("invalid")
         if not math.isfinite(value):
             self.fail("invalid")
         return value
@@ -53,6 +56,12 @@ class StrictBooleanField(serializers.BooleanField):
     """`true`/`false` in a JSON body; query strings may also say `true`, `false`, `1`, `0`."""
 
 
+# Column bounds: a bigger number is bad input (400), not a database overflow (500).
+BIGINT_MAX = 2**63 - 1
+INT_MAX = 2**31 - 1
+PAGE_MAX = 1_000_000
+
+
 def string_list(**kwargs: Any) -> serializers.ListField:
     return serializers.ListField(child=StrictCharField(allow_blank=False), **kwargs)
 
@@ -66,9 +75,9 @@ class BudgetInput(serializers.Serializer):
 
     max_budget = StrictFloatField(required=False, allow_null=True, min_value=0)
     soft_budget = StrictFloatField(required=False, allow_null=True, min_value=0)
-    tpm_limit = StrictIntegerField(required=False, allow_null=True, min_value=0)
-    rpm_limit = StrictIntegerField(required=False, allow_null=True, min_value=0)
-    max_parallel_requests = StrictIntegerField(required=False, allow_null=True, min_value=0)
+    tpm_limit = StrictIntegerField(required=False, allow_null=True, min_value=0, max_value=BIGINT_MAX)
+    rpm_limit = StrictIntegerField(required=False, allow_null=True, min_value=0, max_value=BIGINT_MAX)
+    max_parallel_requests = StrictIntegerField(required=False, allow_null=True, min_value=0, max_value=INT_MAX)
     model_max_budget = json_object(required=False, allow_null=True)
     budget_duration = StrictCharField(required=False, allow_null=True, allow_blank=True)
 

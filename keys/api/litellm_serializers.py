@@ -7,6 +7,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accessctl.litellm import (
+    PAGE_MAX,
     BudgetInput,
     StrictBooleanField,
     StrictCharField,
@@ -100,7 +101,7 @@ class KeyInfoQuery(serializers.Serializer):
 
 
 class KeyListQuery(serializers.Serializer):
-    page = StrictIntegerField(required=False, default=1, min_value=1)
+    page = StrictIntegerField(required=False, default=1, min_value=1, max_value=PAGE_MAX)
     size = StrictIntegerField(required=False, default=10, min_value=1, max_value=100)
     user_id = StrictCharField(required=False)
     team_id = StrictCharField(required=False)

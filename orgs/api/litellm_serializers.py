@@ -7,6 +7,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accessctl.litellm import (
+    PAGE_MAX,
     BudgetInput,
     StrictBooleanField,
     StrictCharField,
@@ -334,7 +335,7 @@ class UserListQuery(serializers.Serializer):
     search = StrictCharField(required=False)
     team = StrictCharField(required=False)
     organization_ids = CsvField(required=False)
-    page = StrictIntegerField(required=False, default=1, min_value=1)
+    page = StrictIntegerField(required=False, default=1, min_value=1, max_value=PAGE_MAX)
     page_size = StrictIntegerField(required=False, default=25, min_value=1, max_value=100)
     sort_by = serializers.ChoiceField(
         choices=("user_id", "user_email", "user_alias", "created_at", "spend", "user_role"), required=False

@@ -209,6 +209,8 @@ def key_level(rows: KeyRows, resource: str) -> Allow:
     if rows.key_groups:
         # Never widened to the team's models (LiteLLM #23850).
         return _union(rows.key_groups, resource)
+    if NO_DEFAULT_MODELS in (key.models or ()):
+        return NOTHING  # "no direct access": only access groups grant; never the team's or owner's models
     if rows.team is not None:
         return EVERYONE  # the team level decides
     user_models = _listed(rows.user.models) if rows.user is not None else []
@@ -239,6 +241,8 @@ def team_level(rows: KeyRows, resource: str) -> Allow:
         return EVERYONE
     if rows.team_groups:
         return _union(rows.team_groups, resource)
+    if NO_DEFAULT_MODELS in (team.models or ()):
+        return NOTHING  # "no direct access": only the team's access groups grant
     return EVERYONE
 
 
@@ -247,7 +251,7 @@ def organization_level(rows: KeyRows, resource: str) -> Allow:
         return EVERYONE
     explicit = _listed(rows.organization.models)
     if not explicit:
-        return EVERYONE
+        return NOTHING if NO_DEFAULT_MODELS in (rows.organization.models or ()) else EVERYONE
     entries, _ = _expand(explicit, rows.groups_by_name, resource)
     return Allow.of(entries)
 
@@ -258,7 +262,8 @@ def user_level(rows: KeyRows, resource: str) -> Allow:
         return EVERYONE
     explicit = _listed(rows.user.models)
     if not explicit:
-        return EVERYONE
+        # "no-default-models": the user reaches models only through teams, never on personal keys.
+        return NOTHING if NO_DEFAULT_MODELS in (rows.user.models or ()) else EVERYONE
     entries, _ = _expand(explicit, rows.groups_by_name, resource)
     return Allow.of(entries)
 

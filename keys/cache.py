@@ -5,6 +5,11 @@ when both are present and the generations are equal; invalidation deletes both. 
 generation *before* it loads from the database, so a reader that loaded rows from before a write cannot
 make its stale value current after that write's invalidation: the invalidation removed (or a later
 reader replaced) the generation it claimed, and generations are random, so they never match again.
+
+Each process also keeps the values it has read, tagged with their generation, and serves one only
+after reading the shared generation and finding it unchanged: a warm read costs one small shared
+read (no transfer or unpickling of the snapshot), and an invalidation anywhere still reaches every
+process on its next request.
 """
 from __future__ import annotations
 
@@ -66,17 +71,34 @@ def _claim_generation(name: str, seen: Any) -> Any:
         return None
 
 
+# name → (generation, value) as this process last read it; only served while the shared generation
+# still equals the tag, so it can never outlive an invalidation. Bounded by clearing when full.
+_local: dict[str, tuple[Any, Any]] = {}
+LOCAL_MAX_ENTRIES = 20_000
+
+
+def _remember(name: str, entry: tuple[Any, Any]) -> None:
+    if len(_local) >= LOCAL_MAX_ENTRIES:
+        _local.clear()
+    _local[name] = entry
+
+
 def _read_through(value_key: str, name: str, loader: Callable[[], T | None], ttl: int) -> T | None:
     """The cached value if its generation is current, else `loader()` (stored when it is not None)."""
     gen_key = generation_key(name)
     try:
-        found = cache.get_many([value_key, gen_key])
+        generation = cache.get(gen_key)
+        if generation is not None:
+            local = _local.get(name)
+            if local is not None and local[0] == generation:
+                return local[1]
+            entry = cache.get(value_key)
+            if entry is not None and entry[0] == generation:
+                _remember(name, entry)
+                return entry[1]
     except Exception:  # noqa: BLE001 - any cache failure falls back to the database
         logger.warning("authorization cache unreachable; answering from the database")
         return loader()
-    entry, generation = found.get(value_key), found.get(gen_key)
-    if entry is not None and generation is not None and entry[0] == generation:
-        return entry[1]
     claimed = _claim_generation(name, generation)
     value = loader()
     try:
@@ -86,6 +108,7 @@ def _read_through(value_key: str, name: str, loader: Callable[[], T | None], ttl
                 cache.delete(gen_key)
         elif claimed is not None:
             cache.set(value_key, (claimed, value), ttl)
+            _remember(name, (claimed, value))
     except Exception:  # noqa: BLE001
         logger.warning("authorization cache unreachable; value not stored")
     return value
@@ -94,7 +117,7 @@ def _read_through(value_key: str, name: str, loader: Callable[[], T | None], ttl
 def get_snapshot(token: str) -> KeySnapshot | None:
     """The key's snapshot from the cache, else from the database (then cached). None for an unknown key.
 
-    A warm read is one cache round trip and no query. With the cache unreachable the database answers,
+    A warm read is one small cache read and no query. With the cache unreachable the database answers,
     so the answer is never more permissive than the database's.
     """
     return _read_through(cache_key(token), token, lambda: load_snapshot(token), SNAPSHOT_TTL_SECONDS)

@@ -11,6 +11,7 @@ import hmac
 import json
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote_plus
 
 from django.conf import settings
 from django.db import DatabaseError
@@ -93,6 +94,16 @@ def _resources(params: Mapping[str, Any]) -> dict[str, str]:
     return found
 
 
+def _query(request: Any) -> dict[str, str]:
+    """The resource parameters of the query string. Parsed by hand: a QueryDict costs more than the check."""
+    found: dict[str, str] = {}
+    for part in request.META.get("QUERY_STRING", "").split("&"):
+        name, _, value = part.partition("=")
+        if name in RESOURCE_PARAMS:
+            found[name] = unquote_plus(value) if ("%" in value or "+" in value) else value
+    return found
+
+
 def _json_body(request: Any) -> dict[str, Any]:
     raw = request.body
     if not raw:
@@ -104,6 +115,23 @@ def _json_body(request: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise _Refusal("The request body must be a JSON object.", "bad_request_error", 400, "body")
     return data
+
+
+# token → (snapshot, encoded 200 body): the body depends on the snapshot alone, so it is encoded once
+# per snapshot object (a reloaded snapshot is a new object and gets a new body).
+_encoded: dict[str, tuple[KeySnapshot, bytes]] = {}
+
+
+def _allowed_response(snapshot: KeySnapshot | object) -> HttpResponse:
+    if snapshot is MASTER:
+        return _json(_allowed_body(snapshot))
+    memo = _encoded.get(snapshot.token)
+    if memo is None or memo[0] is not snapshot:
+        if len(_encoded) >= cache.LOCAL_MAX_ENTRIES:
+            _encoded.clear()
+        memo = (snapshot, json.dumps(_allowed_body(snapshot), separators=(",", ":")).encode())
+        _encoded[snapshot.token] = memo
+    return HttpResponse(memo[1], content_type=_JSON)
 
 
 def _allowed_body(snapshot: KeySnapshot | object) -> dict[str, Any]:
@@ -133,7 +161,7 @@ def check(request: Any, params: Mapping[str, Any] | None) -> HttpResponse:
             decision = authorize(snapshot, now=timezone.now(), **resources)
             if not decision.allowed:
                 raise _Refusal(decision.message, decision.type, 403, decision.param)
-        return _json(_allowed_body(snapshot))
+        return _allowed_response(snapshot)
     except _Refusal as refusal:
         return _json(refusal.body, refusal.status)
 
@@ -177,13 +205,17 @@ class GatewaySchema(AutoSchema):
     def get_auth(self) -> list[dict[str, list]]:
         self.registry.register_on_missing(
             ResolvedComponent(
-                name="gatewayBearerKey",
+                name="bearerKey",
                 type=ResolvedComponent.SECURITY_SCHEMA,
-                object="gatewayBearerKey",
-                schema={"type": "http", "scheme": "bearer", "description": "A virtual key (sk-…) or the master key."},
+                object=BearerKeyAuthentication,  # the same component as accessctl.schema.BearerKeyScheme
+                schema={
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The master key or a virtual key (`sk-…`), as `Authorization: Bearer <key>`.",
+                },
             )
         )
-        return [{"gatewayBearerKey": []}]
+        return [{"bearerKey": []}]
 
 
 _ERROR = inline_serializer(
@@ -249,12 +281,22 @@ _QUERY = [OpenApiParameter(name, str, OpenApiParameter.QUERY, required=False) fo
 
 
 class _FastView(APIView):
-    """A DRF view with nothing to run before the handler: no authenticators, permissions or throttles."""
+    """A DRF class for the OpenAPI description only: requests skip DRF's per-request machinery (request
+    wrapping, content negotiation, authenticators, permissions, throttles), which would cost more than
+    the check itself; the handlers take the Django request and authenticate by hand."""
 
     authentication_classes = ()
     permission_classes = ()
     throttle_classes = ()
     schema = GatewaySchema()
+
+    def dispatch(self, request, *args, **kwargs):
+        allowed = request.method in ("GET", "HEAD", "POST")
+        handler = getattr(self, request.method.lower(), None) if allowed else None
+        if handler is None:
+            body = error_body(f"Method {request.method} not allowed.", "method_not_allowed", None, 405)
+            return _json(body, 405)
+        return handler(request)
 
 
 class AuthzCheckView(_FastView):
@@ -268,7 +310,7 @@ class AuthzCheckView(_FastView):
         tags=["gateway"],
     )
     def get(self, request, *args, **kwargs):
-        return check(request._request, request._request.GET)
+        return check(request, _query(request))
 
     @extend_schema(
         operation_id="authz_check",
@@ -278,7 +320,7 @@ class AuthzCheckView(_FastView):
         tags=["gateway"],
     )
     def post(self, request, *args, **kwargs):
-        return check(request._request, None)
+        return check(request, None)
 
 
 _MODEL_LIST_RESPONSES = {
@@ -311,7 +353,7 @@ class ModelListView(_FastView):
         operation_id="model_list", summary="Models this key may call", responses=_MODEL_LIST_RESPONSES, tags=["gateway"]
     )
     def get(self, request, *args, **kwargs):
-        return model_list(request._request)
+        return model_list(request)
 
 
 class ModelListAliasView(ModelListView):
@@ -324,7 +366,7 @@ class ModelListAliasView(ModelListView):
         tags=["gateway"],
     )
     def get(self, request, *args, **kwargs):
-        return model_list(request._request)
+        return model_list(request)
 
 
 class UsageView(APIView):

@@ -48,14 +48,24 @@ def test_snapshot_loaded_before_a_write_is_not_served_after_its_invalidation(mon
     assert snapshot_cache.get_snapshot(key.token).blocked is True
 
 
-def test_snapshot_stored_after_invalidation_with_an_old_generation_is_a_miss(django_assert_num_queries):
+def test_snapshot_stored_late_with_an_old_generation_is_never_served(committed):
     key = KeyFactory()
     stale = snapshot_cache.get_snapshot(key.token)
     generation = django_cache.get(snapshot_cache.generation_key(key.token))
-    snapshot_cache.invalidate_tokens([key.token])
-    snapshot_cache.get_snapshot(key.token)  # a new reader claims a new generation
+    with committed():
+        key_services.key_block(actor=None, key=key)
 
-    django_cache.set(snapshot_cache.cache_key(key.token), (generation, stale))  # a late writer of the old one
+    django_cache.set(snapshot_cache.cache_key(key.token), (generation, stale))  # a slow reader's late store
+    snapshot_cache._local.clear()  # as another process sees it
+
+    assert snapshot_cache.get_snapshot(key.token).blocked is True
+
+
+def test_local_copy_is_not_served_once_another_process_invalidated(django_assert_num_queries):
+    key = KeyFactory()
+    snapshot_cache.get_snapshot(key.token)
+
+    django_cache.delete(snapshot_cache.generation_key(key.token))  # another process's invalidation
 
     with django_assert_num_queries(1):
         snapshot_cache.get_snapshot(key.token)

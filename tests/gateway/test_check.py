@@ -257,3 +257,34 @@ def test_check_database_unreachable_answers_503(check, monkeypatch):
 
     assert response.status_code == 503
     assert error_type(response) == "no_db_connection"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [pytest.param("model=openai%2Fgpt-4o", id="percent-encoded"), pytest.param("model=openai/gpt-4o&x=1", id="extra")],
+)
+def test_check_query_form_decodes_the_query_string(client, query):
+    key = KeyFactory(models=[GPT])
+
+    response = client.get(f"{CHECK_URL}?{query}", **bearer(key.raw))
+
+    assert response.status_code == 200
+
+
+def test_check_other_method_answers_405_in_the_error_shape(client):
+    key = KeyFactory()
+
+    response = client.put(CHECK_URL, {"model": GPT}, content_type="application/json", **bearer(key.raw))
+
+    assert response.status_code == 405
+    assert error_type(response) == "method_not_allowed"
+
+
+def test_check_answer_follows_a_key_update_on_the_next_request(check, django_capture_on_commit_callbacks):
+    key = KeyFactory(key_alias="before")
+    assert check(key.raw, model=GPT).json()["key"]["key_alias"] == "before"
+
+    with django_capture_on_commit_callbacks(execute=True):
+        key_services.key_update(actor=None, key=key, data={"key_alias": "after"})
+
+    assert check(key.raw, model=GPT).json()["key"]["key_alias"] == "after"

@@ -1,10 +1,14 @@
 """Every write that can change an answer is seen by the very next check (SPEC §6): check → change → check."""
 from __future__ import annotations
 
+import datetime
+
 import pytest
+from django.utils import timezone
 
 from accessgroups import services as access_services
 from keys import services as key_services
+from keys.tasks import key_budget_reset
 from orgs import services as org_services
 from orgs.models import TeamMembership
 from tests.factories import (
@@ -288,3 +292,13 @@ def test_user_models_narrowed_refuses_the_next_check_of_a_personal_key(check, wa
         org_services.user_update(actor=None, user=user, data={"models": ["x/y"]})
 
     assert error_type(check(key.raw, model=GPT)) == "user_model_access_denied"
+
+
+def test_budget_reset_allows_the_next_check_after_budget_exceeded(check, committed):
+    key = KeyFactory(max_budget=1.0, spend=1.0, budget_duration="1h")
+    assert error_type(check(key.raw, model=GPT)) == "budget_exceeded"
+
+    with committed():
+        key_budget_reset(now=timezone.now() + datetime.timedelta(hours=2))
+
+    assert check(key.raw, model=GPT).status_code == 200

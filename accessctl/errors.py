@@ -5,6 +5,7 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DatabaseError, IntegrityError
 from django.http import Http404, JsonResponse
@@ -103,6 +104,9 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         return Response(exc.as_body(), status=exc.status)
     if isinstance(exc, Http404):
         return error_response(str(exc) or "Not found.", "not_found_error", None, 404)
+    if isinstance(exc, SuspiciousOperation):
+        # Too many form fields, too large a body, a malformed multipart body: the client's fault.
+        return error_response(f"Malformed request: {exc}", "bad_request_error", "body", 400)
     if isinstance(exc, DjangoPermissionDenied):
         return error_response(str(exc) or "Permission denied.", "auth_error", None, 403)
     if isinstance(exc, DjangoValidationError):

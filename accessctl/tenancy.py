@@ -21,6 +21,7 @@ from rest_framework.views import APIView
 from accessctl import policy
 from accessctl.authentication import BearerKeyAuthentication, BrowserSessionAuthentication, KeyCredentials
 from accessctl.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from accessctl.schema import TenantAutoSchema
 from orgs.models import Organization
 
 ORG_HEADER = "HTTP_X_ORGANIZATION_ID"
@@ -78,6 +79,15 @@ def parse_org_header(value: str) -> uuid.UUID:
                            param="X-Organization-Id") from exc
 
 
+def _was_member(user: Any, org_id: uuid.UUID) -> bool:
+    """A member of a soft-deleted organization is told it is gone (404), not that they never belonged."""
+    from orgs.models import OrganizationMembership
+
+    return user is not None and OrganizationMembership.objects.filter(
+        user=user, organization_id=org_id, organization__deleted_at__isnull=False
+    ).exists()
+
+
 def resolve(request: Any) -> TenantContext:
     """Resolve the context of an authenticated DRF request."""
     credentials: KeyCredentials | None = request.auth if isinstance(request.auth, KeyCredentials) else None
@@ -96,7 +106,7 @@ def resolve(request: Any) -> TenantContext:
     header = request.META.get(ORG_HEADER)
     if header:
         org_id = parse_org_header(header)
-        if not actor.reads_everything and actor.org_role(str(org_id)) is None:
+        if not actor.reads_everything and actor.org_role(str(org_id)) is None and not _was_member(user, org_id):
             raise Forbidden(f"Not a member of organization {org_id}", param="X-Organization-Id")
         org = Organization.objects.filter(pk=org_id, deleted_at__isnull=True).select_related("budget").first()
         if org is None:
@@ -114,6 +124,7 @@ class TenantAPIView(APIView):
 
     authentication_classes = [BearerKeyAuthentication, BrowserSessionAuthentication]
     permission_classes = [IsAuthenticated]
+    schema = TenantAutoSchema()
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)

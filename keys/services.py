@@ -98,6 +98,13 @@ def _validate_budget(data: dict[str, Any], now: datetime.datetime) -> dict[str, 
                 clean[name] = {}
             elif not isinstance(clean[name], dict):
                 raise InvalidInput(f"{name} must be an object.", param=name)
+    for name in ("model_max_budget", "model_spend"):
+        # Per-model amounts are compared as numbers on the hot path: anything else is refused here.
+        for model, amount in (clean.get(name) or {}).items():
+            if amount is None and name == "model_max_budget":
+                continue
+            if isinstance(amount, bool) or not isinstance(amount, int | float) or not 0 <= amount < float("inf"):
+                raise InvalidInput(f"{name}[{model}] must be a finite number ≥ 0.", param=name)
     if clean.get("budget_duration"):
         try:
             clean["budget_reset_at"] = next_reset_at(clean["budget_duration"], now)

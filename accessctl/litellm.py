@@ -8,6 +8,7 @@ from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 
 from accessctl.errors import InvalidInput
+from accessctl.schema import TenantAutoSchema
 from accessctl.tenancy import TenantAPIView, TenantContext
 from orgs.models import User
 
@@ -123,8 +124,23 @@ def errors(*statuses: int, detail: bool = False) -> dict[int, OpenApiResponse]:
 # --- the base view ----------------------------------------------------------------------------
 
 
+class LiteLLMAutoSchema(TenantAutoSchema):
+    """Also documents the JSON body of a DELETE: LiteLLM's `/organization/delete` and `member_delete` take one."""
+
+    def _get_request_body(self, direction: str = "request") -> dict | None:
+        if self.method != "DELETE":
+            return super()._get_request_body(direction)
+        self.method = "POST"  # drf-spectacular documents bodies of unsafe methods other than DELETE only
+        try:
+            return super()._get_request_body(direction)
+        finally:
+            self.method = "DELETE"
+
+
 class LiteLLMView(TenantAPIView):
     """Base of the LiteLLM-compatible routes: parse with a serializer, ask the policy, call a service."""
+
+    schema = LiteLLMAutoSchema()
 
     @property
     def tenant(self) -> TenantContext:

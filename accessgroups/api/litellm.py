@@ -117,6 +117,7 @@ class AccessGroupDetailView(AccessGroupView):
     @extend_schema(
         tags=TAGS,
         summary="Delete an access group; it is detached from every team and key",
+        request=None,
         responses={204: None, **errors(401, 403, 404, detail=True)},
     )
     def delete(self, request: Request, access_group_id: str) -> Response:

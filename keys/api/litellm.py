@@ -120,8 +120,10 @@ class KeyView(LiteLLMView):
         self.check(action, target)
         if any(f in data for f in BUDGET_CHANGE_FIELDS):
             self.check("key:update_budget", target)
-        if "blocked" in data and data["blocked"] is not None and bool(data["blocked"]) != key.blocked:
-            self.check("key:block" if data["blocked"] else "key:unblock", target)
+        if "blocked" in data:
+            changes["blocked"] = bool(data["blocked"])  # an explicit null unblocks, so it is checked like false
+            if changes["blocked"] != key.blocked:
+                self.check("key:block" if changes["blocked"] else "key:unblock", target)
         if "access_group_ids" in data:
             self.check("key:assign_access_groups", target)
             changes["access_group_ids"] = data["access_group_ids"] or []
@@ -390,7 +392,9 @@ class KeyUnblockView(KeyBlockView):
 
 
 class KeyHealthView(KeyView):
-    @extend_schema(tags=TAGS, summary="Health of the calling key", request=None, responses={200: KeyHealthOut})
+    @extend_schema(
+        tags=TAGS, summary="Health of the calling key", request=None, responses={200: KeyHealthOut, **errors(401)}
+    )
     def post(self, request: Request) -> Response:
         own = getattr(request.auth, "key", None)
         self.check("key:health", policy.key_target(own) if own is not None else None)

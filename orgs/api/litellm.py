@@ -148,7 +148,10 @@ class DirectoryView(LiteLLMView):
 
 def team_data(data: dict[str, Any]) -> dict[str, Any]:
     """A team body in the services' vocabulary."""
-    out = {k: v for k, v in data.items() if k not in ("team_id", "organization_id", "members_with_roles")}
+    out = {
+        k: v for k, v in data.items()
+        if k not in ("team_id", "organization_id", "members_with_roles", "access_group_ids")
+    }
     if "team_member_permissions" in out:
         out["member_permissions"] = out.pop("team_member_permissions")
         if out["member_permissions"] is None:
@@ -210,6 +213,8 @@ class TeamUpdateView(DirectoryView):
         if "team_member_permissions" in data:
             self.check("team:permissions_update", target)
         changes = team_data(data)
+        if "access_group_ids" in data:
+            changes["access_group_ids"] = data["access_group_ids"] or []
         if "organization_id" in data and (data["organization_id"] or None) != _s(team.organization_id):
             organization = (
                 referenced_organization(self.tenant, data["organization_id"]) if data["organization_id"] else None
@@ -281,7 +286,10 @@ class TeamListView(DirectoryView):
         actor = request.actor
         qs = selectors.teams_in_context(self.tenant)
         user_id = query.get("user_id")
-        if actor.reads_everything or actor.is_service_account:
+        if actor.is_service_account:
+            self.check("team:list")
+            qs = qs.filter(pk=actor.key_team_id)  # a team's service-account key sees its own team only
+        elif actor.reads_everything:
             self.check("team:list")
             if user_id:
                 qs = selectors.teams_of_user(qs, user_id)

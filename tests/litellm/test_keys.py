@@ -702,3 +702,35 @@ def test_key_generate_in_foreign_org_header_is_403(api, outsider):
     org = OrganizationFactory()
     response = api.post("/key/generate", {}, key=key_of(outsider), headers={"X-Organization-Id": str(org.pk)})
     assert_error(response, 403, "auth_error")
+
+
+def test_key_generate_personal_key_with_access_groups_by_internal_user_is_403(api, outsider):
+    group = AccessGroupFactory()
+    response = api.post("/key/generate", {"access_group_ids": [str(group.pk)]}, key=key_of(outsider))
+    assert_error(response, 403, "auth_error")
+
+
+def test_key_update_blocked_null_unblocks_only_with_the_unblock_grant(api, team_key, teammate):
+    VirtualKey.objects.filter(pk=team_key.pk).update(blocked=True)
+    response = api.post("/key/update", {"key": team_key.token, "blocked": None}, key=key_of(teammate))
+    assert_error(response, 401, "team_member_permission_error")
+    team_key.refresh_from_db()
+    assert team_key.blocked is True
+
+
+def test_key_update_of_own_key_by_internal_user_viewer_is_403(api):
+    viewer = UserFactory(user_role="internal_user_viewer")
+    key = KeyFactory(user=viewer)
+    assert_error(api.post("/key/update", {"key": key.token, "key_alias": "x"}, key=key.raw), 403, "auth_error")
+
+
+def test_key_info_by_admin_viewer_reads_any_key(api, team_key):
+    viewer = UserFactory(user_role="proxy_admin_viewer")
+    assert api.get("/key/info", {"key": team_key.token}, key=key_of(viewer)).status_code == 200
+
+
+def test_key_info_query_count_is_pinned(api, team_key, member, django_assert_num_queries):
+    own = key_of(member)
+    # caller's key, two for the caller's memberships, the key asked about (with team, org and owner)
+    with django_assert_num_queries(4):
+        assert api.get("/key/info", {"key": team_key.token}, key=own).status_code == 200

@@ -6,6 +6,7 @@ import pytest
 from keys.models import VirtualKey
 from orgs.models import Team, TeamMembership, User
 from tests.factories import (
+    AccessGroupFactory,
     KeyFactory,
     OrganizationFactory,
     OrganizationMembershipFactory,
@@ -465,3 +466,38 @@ def test_team_permissions_update_unknown_permission_is_400(api, team):
 def test_team_permissions_update_unknown_team_is_404(api):
     response = api.post("/team/permissions_update", {"team_id": MISSING_ID, "team_member_permissions": []})
     assert_error(response, 404, "not_found_error")
+
+
+def test_team_new_with_access_groups_assigns_them_on_both_sides(api):
+    group = AccessGroupFactory()
+    body = api.post("/team/new", {"team_alias": "grouped", "access_group_ids": [str(group.pk)]}).json()
+    assert body["access_group_ids"] == [str(group.pk)]
+    group.refresh_from_db()
+    assert group.assigned_team_ids == [body["team_id"]]
+
+
+def test_team_update_access_groups_by_org_admin(api, team, org, org_admin):
+    group = AccessGroupFactory(organization=org)
+    response = api.post("/team/update", {"team_id": str(team.team_id), "access_group_ids": [str(group.pk)]},
+                        key=key_of(org_admin))
+    assert response.json()["data"]["access_group_ids"] == [str(group.pk)]
+
+
+def test_team_update_access_groups_by_team_admin_is_403(api, team, team_admin):
+    group = AccessGroupFactory()
+    response = api.post("/team/update", {"team_id": str(team.team_id), "access_group_ids": [str(group.pk)]},
+                        key=key_of(team_admin))
+    assert_error(response, 403, "auth_error")
+
+
+def test_team_list_by_service_account_key_shows_its_own_team(api, team):
+    TeamFactory(organization=team.organization)
+    service = KeyFactory(user=None, team=team).raw
+    assert [t["team_id"] for t in api.get("/team/list", key=service).json()] == [str(team.team_id)]
+
+
+def test_team_member_add_admin_role_needs_no_licence(api, team, team_admin, outsider):
+    response = api.post("/team/member_add", {"team_id": str(team.team_id),
+                                             "member": {"user_id": outsider.user_id, "role": "admin"}},
+                        key=key_of(team_admin))
+    assert response.json()["updated_team_memberships"][0]["role"] == "admin"

@@ -37,10 +37,32 @@ REDIS_DB = 4
 
 @dataclass
 class Result:
-    requests_per_s: float
+    requests: int
+    seconds: float
     p50_ms: float
     p99_ms: float
     errors: int
+    server_cpu_s: float = 0.0  # CPU time the server's processes spent on these requests
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return self.server_cpu_s / self.requests * 1e6
+
+    @classmethod
+    def combine(cls, parts: list[Result]) -> Result:
+        """Several slices of load as one: total requests over total time, mean of the slices' percentiles."""
+        return cls(
+            requests=sum(p.requests for p in parts),
+            seconds=sum(p.seconds for p in parts),
+            p50_ms=sum(p.p50_ms for p in parts) / len(parts),
+            p99_ms=sum(p.p99_ms for p in parts) / len(parts),
+            errors=sum(p.errors for p in parts),
+            server_cpu_s=sum(p.server_cpu_s for p in parts),
+        )
 
 
 # --- setup, run inside the server's environment (`bench_authz.py setup N`) -------------------
@@ -147,7 +169,8 @@ def wrk(url: str, *, duration: int, connections: int, threads: int, raw: str | N
     if raw:
         command += ["-H", f"Authorization: Bearer {raw}"]
     output = subprocess.run([*command, url], capture_output=True, text=True, check=True, timeout=duration + 30).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    done = re.search(r"(\d+) requests in ([\d.]+)(ms|s)", output)
+    requests, seconds = int(done.group(1)), float(done.group(2)) / (1000.0 if done.group(3) == "ms" else 1.0)
     p50 = _ms(re.search(r"\s50%\s+(\S+)", output).group(1))
     p99 = _ms(re.search(r"\s99%\s+(\S+)", output).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
@@ -155,7 +178,7 @@ def wrk(url: str, *, duration: int, connections: int, threads: int, raw: str | N
     errors = int(non2xx.group(1)) if non2xx else 0
     if socket_errors:  # sync workers close every connection; only connect/timeout errors are failures
         errors += int(socket_errors.group(1)) + int(socket_errors.group(4))
-    return Result(rps, p50, p99, errors)
+    return Result(requests, seconds, p50, p99, errors)
 
 
 class Server:
@@ -186,6 +209,26 @@ class Server:
             time.sleep(0.2)
         raise RuntimeError("make serve did not come up in 120 s")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of every process of the server (make, gunicorn master and workers)."""
+        ticks = 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # exited meanwhile
+            if int(fields[2]) == self.process.pid:  # field 5, the process group: the server's session
+                ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def measure(self, url: str, **load) -> Result:
+        before = self.cpu_seconds()
+        result = wrk(url, **load)
+        result.server_cpu_s = self.cpu_seconds() - before
+        return result
+
     def stop(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -213,10 +256,19 @@ def run_deployment(name: str, env: dict[str, str], args: argparse.Namespace, sta
             status, body = _get(check_url, raw)  # warm: the first check loads and caches the snapshot
             if status != 200:
                 raise RuntimeError(f"the warm-up check answered {status}: {body[:200]!r}")
+            # Slices in ABBA order (healthz, check, check, healthz, …): a drift of the machine's load
+            # during the run weighs on both endpoints alike instead of on whichever ran second.
             load = {"duration": args.duration, "connections": args.connections, "threads": args.threads}
-            health = wrk(f"{base}/healthz", **load)
-            check = wrk(check_url, raw=raw, **load)
-            rows.append((name, int(count), health, check))
+            health_parts: list[Result] = []
+            check_parts: list[Result] = []
+            for round_ in range(args.rounds):
+                order = ("healthz", "check") if round_ % 2 == 0 else ("check", "healthz")
+                for endpoint in order:
+                    if endpoint == "healthz":
+                        health_parts.append(server.measure(f"{base}/healthz", **load))
+                    else:
+                        check_parts.append(server.measure(check_url, raw=raw, **load))
+            rows.append((name, int(count), Result.combine(health_parts), Result.combine(check_parts)))
             _print_row(rows[-1])
     finally:
         server.stop()
@@ -226,11 +278,13 @@ def run_deployment(name: str, env: dict[str, str], args: argparse.Namespace, sta
 def _print_row(row: tuple) -> None:
     name, count, health, check = row
     ratio = check.requests_per_s / health.requests_per_s
+    cpu_ratio = health.cpu_us_per_request / check.cpu_us_per_request
     verdict = "ok" if ratio >= TARGET_RATIO else "BELOW TARGET"
     print(
-        f"{name:<22} {count:>8,} keys | /healthz {health.requests_per_s:8.0f} req/s p50 {health.p50_ms:6.2f} ms "
-        f"p99 {health.p99_ms:6.2f} ms | check {check.requests_per_s:8.0f} req/s p50 {check.p50_ms:6.2f} ms "
-        f"p99 {check.p99_ms:6.2f} ms | ratio {ratio:4.2f} {verdict}"
+        f"{name:<20} {count:>7,} keys | /healthz {health.requests_per_s:6.0f} req/s p50 {health.p50_ms:5.2f} ms "
+        f"p99 {health.p99_ms:6.2f} ms {health.cpu_us_per_request:4.0f} µs CPU/req | check "
+        f"{check.requests_per_s:6.0f} req/s p50 {check.p50_ms:5.2f} ms p99 {check.p99_ms:6.2f} ms "
+        f"{check.cpu_us_per_request:4.0f} µs CPU/req | ratio {ratio:4.2f} {verdict} (by server CPU {cpu_ratio:4.2f})"
         + (f" | errors healthz={health.errors} check={check.errors}" if health.errors or check.errors else ""),
         flush=True,
     )
@@ -238,7 +292,8 @@ def _print_row(row: tuple) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=10, help="seconds of load per endpoint (≥ 10)")
+    parser.add_argument("--duration", type=int, default=10, help="seconds of load per endpoint and round (≥ 10)")
+    parser.add_argument("--rounds", type=int, default=2, help="load slices per endpoint, in ABBA order")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "2")))
@@ -253,7 +308,8 @@ def main() -> int:
     }
     base_env.update({"WEB_CONCURRENCY": str(args.workers), "DEBUG": "0", "LOG_LEVEL": "ERROR"})
     print(
-        f"wrk: {args.threads} thread(s), {args.connections} connections, {args.duration} s per endpoint; "
+        f"wrk: {args.threads} thread(s), {args.connections} connections, {args.rounds} × {args.duration} s per "
+        f"endpoint (ABBA order); "
         f"gunicorn: {args.workers} sync workers; check = GET /api/v1/authz/check?model={MODEL} (warm)",
         flush=True,
     )
@@ -286,12 +342,18 @@ def main() -> int:
             finally:
                 _flush_redis_prefix(prefix)
                 _drop_postgres()
-    print("\nsummary (ratio = check req/s ÷ /healthz req/s on the same server; target ≥ 0.8)")
+    print(
+        "\nsummary (ratio = check req/s ÷ /healthz req/s on the same server, target ≥ 0.8; "
+        "by server CPU = /healthz CPU per request ÷ check CPU per request, which the machine's other load "
+        "does not skew)"
+    )
     for row in rows:
         _print_row(row)
     print(json.dumps([
         {"deployment": n, "keys": c, "healthz_rps": round(h.requests_per_s), "check_rps": round(k.requests_per_s),
-         "ratio": round(k.requests_per_s / h.requests_per_s, 3)} for n, c, h, k in rows
+         "ratio": round(k.requests_per_s / h.requests_per_s, 3),
+         "healthz_cpu_us": round(h.cpu_us_per_request), "check_cpu_us": round(k.cpu_us_per_request),
+         "cpu_ratio": round(h.cpu_us_per_request / k.cpu_us_per_request, 3)} for n, c, h, k in rows
     ]))
     return 0 if all(k.requests_per_s >= TARGET_RATIO * h.requests_per_s for _, _, h, k in rows) else 1
 

@@ -501,3 +501,9 @@ def test_team_member_add_admin_role_needs_no_licence(api, team, team_admin, outs
                                              "member": {"user_id": outsider.user_id, "role": "admin"}},
                         key=key_of(team_admin))
     assert response.json()["updated_team_memberships"][0]["role"] == "admin"
+
+
+def test_team_info_of_another_team_by_service_account_key_is_404(api, team):
+    other = TeamFactory(organization=team.organization)
+    service = KeyFactory(user=None, team=team).raw
+    assert_error(api.get("/team/info", {"team_id": str(other.team_id)}, key=service), 404, "not_found_error")

@@ -68,14 +68,17 @@ def _due(scope: BudgetScope, now: datetime.datetime) -> Q:
     return has_window & (Q(**{f"{w}budget_reset_at__lte": now}) | Q(**{f"{w}budget_reset_at__isnull": True}))
 
 
-def reset_batch(scope: BudgetScope, *, now: datetime.datetime, limit: int = BATCH_SIZE) -> int:
-    """Reset one batch of due rows of one scope in one transaction; returns how many rows it handled.
+def reset_batch(scope: BudgetScope, *, now: datetime.datetime, limit: int = BATCH_SIZE, after: Any = None) -> list[Any]:
+    """Reset one batch of due rows of one scope (primary keys after `after`) in one transaction.
 
-    A row with a duration but no `budget_reset_at` yet is only scheduled (its window has not started).
+    Returns the primary keys handled, in order. A row with a duration but no `budget_reset_at` yet is only
+    scheduled (its window has not started); one whose duration cannot be parsed is left alone.
     """
     w = scope.window
     with transaction.atomic():
         qs = scope.model.objects.filter(_due(scope, now)).order_by("pk")
+        if after is not None:
+            qs = qs.filter(pk__gt=after)
         # Locked in primary-key order before anything is read (an organization's Budget row too, being
         # joined): concurrent usage reports queue behind the reset.
         rows = list(
@@ -83,7 +86,7 @@ def reset_batch(scope: BudgetScope, *, now: datetime.datetime, limit: int = BATC
                           *(("budget_id",) if w else ()))[:limit]
         )
         if not rows:
-            return 0
+            return []
         windows: dict[Any, datetime.datetime | None] = {}
         for row in rows:
             windows[row["pk"]] = _next_window(row[f"{w}budget_duration"], now)
@@ -96,12 +99,14 @@ def reset_batch(scope: BudgetScope, *, now: datetime.datetime, limit: int = BATC
                            default=F("spend"), output_field=FloatField()),
                 model_spend={},
             )
+        scheduled = [r for r in rows if windows[r["pk"]] is not None]
         window_model = Budget if w else scope.model
         window_pk = "budget_id" if w else "pk"
-        window_model.objects.filter(pk__in=[r[window_pk] for r in rows]).update(
-            budget_reset_at=Case(*[When(pk=r[window_pk], then=Value(windows[r["pk"]])) for r in rows],
-                                 default=F("budget_reset_at"))
-        )
+        if scheduled:
+            window_model.objects.filter(pk__in=[r[window_pk] for r in scheduled]).update(
+                budget_reset_at=Case(*[When(pk=r[window_pk], then=Value(windows[r["pk"]])) for r in scheduled],
+                                     default=F("budget_reset_at"))
+            )
         record(
             actor=None,
             action="budget_reset",
@@ -113,7 +118,7 @@ def reset_batch(scope: BudgetScope, *, now: datetime.datetime, limit: int = BATC
                                              "budget_reset_at": _iso(windows[r["pk"]])} for r in rows},
             affects=scope.affects(resets) if resets else None,
         )
-    return len(rows)
+    return [r["pk"] for r in rows]
 
 
 def _iso(value: datetime.datetime | None) -> str | None:
@@ -123,9 +128,13 @@ def _iso(value: datetime.datetime | None) -> str | None:
 def reset_due_budgets(scope: BudgetScope, *, now: datetime.datetime | None = None, limit: int = BATCH_SIZE) -> int:
     """Reset every due row of one scope, batch after batch; returns the rows handled."""
     now = _now(now)
-    total = 0
-    while handled := reset_batch(scope, now=now, limit=limit):
-        total += handled
+    total, after = 0, None
+    # Keyset over the primary key: each due row is visited once per run, even one left due (bad duration).
+    while handled := reset_batch(scope, now=now, limit=limit, after=after):
+        total += len(handled)
+        after = handled[-1]
+        if len(handled) < limit:
+            break
     return total
 
 

@@ -1,0 +1,323 @@
+"""bulk_assign: chosen by ids, CSV or filters; dry run; re-run; unassign; batched queries; the sync invariant."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core.cache import cache
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from accessctl.errors import InvalidInput
+from accessgroups.bulk import Selection, bulk_assign
+from accessgroups.models import KeyAccessGroup, TeamAccessGroup
+from accessgroups.services import sync_all
+from keys.authz import authorize
+from keys.cache import cache_key, get_snapshot
+from keys.models import VirtualKey
+from orgs.models import AuditEntry, Team
+from tests.factories import AccessGroupFactory, KeyFactory, OrganizationFactory, TeamFactory
+
+pytestmark = pytest.mark.django_db
+
+IN_SYNC = {"teams": [], "keys": [], "groups": []}
+# Before the first batch: the group by name, the team filter's existence check, the count of matches.
+SETUP_QUERIES = 3
+# A batch that changes rows: savepoint, lock the groups, lock and read the keys, read their assignments,
+# one INSERT, one UPDATE of the keys' lists, one UPDATE of the groups' lists, one audit entry, release.
+CHANGING_BATCH_QUERIES = 9
+# A batch with nothing to do: savepoint, lock the groups, lock and read the keys, read their assignments, release.
+IDLE_BATCH_QUERIES = 5
+
+
+def assigned(group) -> set[str]:
+    return {str(k) for k in KeyAccessGroup.objects.filter(access_group=group).values_list("key_id", flat=True)}
+
+
+def run(group, selection: Selection, **options):
+    return bulk_assign(actor=None, target=options.pop("target", "keys"), group_refs=[str(group.pk)],
+                       selection=selection, **options)
+
+
+@pytest.fixture
+def group():
+    return AccessGroupFactory(access_group_name="gpt-4o-users", access_model_names=["openai/gpt-4o"])
+
+
+@pytest.fixture
+def team_keys():
+    team = TeamFactory()
+    return team, [KeyFactory(team=team, user=None, key_alias=f"ml-{i}") for i in range(5)]
+
+
+def test_bulk_assign_by_ids_assigns_exactly_those_keys(group):
+    chosen, other = KeyFactory(), KeyFactory()
+    also = KeyFactory()
+    result = run(group, Selection(ids=(chosen.token, str(also.pk))))
+    assert (result.matched, result.changed) == (2, 2)
+    assert assigned(group) == {str(chosen.pk), str(also.pk)}
+    assert str(other.pk) not in assigned(group)
+    assert sync_all(repair=False) == IN_SYNC
+
+
+def test_bulk_assign_by_raw_secret_finds_the_key(group):
+    key = KeyFactory()
+    run(group, Selection(ids=(key.raw,)))
+    key.refresh_from_db()
+    assert key.access_group_ids == [str(group.pk)]
+
+
+def test_bulk_assign_unknown_id_refused_before_any_write(group):
+    key = KeyFactory()
+    with pytest.raises(InvalidInput) as refused:
+        run(group, Selection(ids=(key.token, "sk-not-a-real-key-0000", "0" * 64)))
+    assert refused.value.param == "ids"
+    assert "sk-not-a-real-key" not in refused.value.message  # a secret is never echoed
+    assert assigned(group) == set()
+
+
+def test_bulk_assign_by_csv_assigns_listed_keys(group, tmp_path):
+    listed, unlisted = KeyFactory(), KeyFactory()
+    csv_file = tmp_path / "keys.csv"
+    csv_file.write_text(f"key_alias,token\nfirst,{listed.token}\n")
+    call_command("bulk_assign", "--group", group.access_group_name, "--csv", str(csv_file), "--json")
+    assert assigned(group) == {str(listed.pk)}
+    assert str(unlisted.pk) not in assigned(group)
+    assert sync_all(repair=False) == IN_SYNC
+
+
+def test_bulk_assign_csv_without_header_reads_first_column(group, tmp_path):
+    key = KeyFactory()
+    csv_file = tmp_path / "keys.csv"
+    csv_file.write_text(f"{key.pk},ignored\n")
+    call_command("bulk_assign", "--group", str(group.pk), "--csv", str(csv_file), "--json")
+    assert assigned(group) == {str(key.pk)}
+
+
+def test_bulk_assign_by_team_filter_assigns_all_keys_of_the_team(group, team_keys):
+    team, keys = team_keys
+    outside = KeyFactory()
+    result = run(group, Selection(team_id=str(team.pk)), batch_size=2)
+    assert (result.matched, result.changed, result.batches) == (5, 5, 3)
+    assert assigned(group) == {str(k.pk) for k in keys}
+    assert str(outside.pk) not in assigned(group)
+    assert sync_all(repair=False) == IN_SYNC
+
+
+def test_bulk_assign_by_alias_prefix_assigns_matching_keys(group, team_keys):
+    _, keys = team_keys
+    run(group, Selection(alias_prefix="ml-1"))
+    assert assigned(group) == {str(keys[1].pk)}
+    assert sync_all(repair=False) == IN_SYNC
+
+
+def test_bulk_assign_by_organization_filter_assigns_the_organizations_keys(group):
+    org, elsewhere = OrganizationFactory(), OrganizationFactory()
+    inside = KeyFactory(team=TeamFactory(organization=org), user=None)
+    KeyFactory(team=TeamFactory(organization=elsewhere), user=None)
+    run(group, Selection(organization_id=str(org.pk)))
+    assert assigned(group) == {str(inside.pk)}
+
+
+def test_bulk_assign_teams_by_ids_updates_team_lists(group):
+    team, other = TeamFactory(), TeamFactory()
+    result = run(group, Selection(ids=(str(team.pk),)), target="teams")
+    team.refresh_from_db()
+    group.refresh_from_db()
+    assert result.changed == 1
+    assert team.access_group_ids == [str(group.pk)]
+    assert group.assigned_team_ids == [str(team.pk)]
+    assert not TeamAccessGroup.objects.filter(team=other).exists()
+    assert sync_all(repair=False) == IN_SYNC
+
+
+def test_bulk_assign_without_a_selection_refused(group):
+    with pytest.raises(InvalidInput) as refused:
+        run(group, Selection())
+    assert refused.value.param == "ids"
+
+
+def test_bulk_assign_org_group_skips_keys_of_other_organizations(team_keys):
+    org = OrganizationFactory()
+    org_group = AccessGroupFactory(organization=org)
+    inside = KeyFactory(team=TeamFactory(organization=org), user=None)
+    result = run(org_group, Selection(all=True))
+    assert result.matched == 1
+    assert assigned(org_group) == {str(inside.pk)}
+
+
+def test_bulk_assign_org_group_named_foreign_key_refused(team_keys):
+    org_group = AccessGroupFactory(organization=OrganizationFactory())
+    _, keys = team_keys
+    with pytest.raises(InvalidInput) as refused:
+        run(org_group, Selection(ids=(keys[0].token,)))
+    assert refused.value.param == "ids"
+
+
+def test_bulk_assign_dry_run_changes_nothing(group, team_keys):
+    team, _ = team_keys
+    audit_before = AuditEntry.objects.count()
+    result = run(group, Selection(team_id=str(team.pk)), dry_run=True)
+    assert (result.matched, result.changed, result.rows) == (5, 5, 5)
+    assert assigned(group) == set()
+    assert not VirtualKey.objects.exclude(access_group_ids=[]).exists()
+    assert AuditEntry.objects.count() == audit_before
+
+
+def test_bulk_assign_dry_run_command_prints_each_change(group, team_keys, capsys):
+    team, keys = team_keys
+    call_command("bulk_assign", "-g", group.access_group_name, "--team", str(team.pk), "--dry-run")
+    out = capsys.readouterr().out
+    assert all(f"would assign: key {k.key_alias} ({k.token})" in out for k in keys)
+    assert assigned(group) == set()
+
+
+def test_bulk_assign_rerun_changes_nothing(group, team_keys):
+    team, _ = team_keys
+    run(group, Selection(team_id=str(team.pk)))
+    audit_before = AuditEntry.objects.count()
+    again = run(group, Selection(team_id=str(team.pk)))
+    assert (again.matched, again.changed, again.unchanged, again.rows) == (5, 0, 5, 0)
+    assert AuditEntry.objects.count() == audit_before
+    assert sync_all(repair=False) == IN_SYNC
+
+
+def test_bulk_assign_interrupted_run_completes_on_rerun(group, team_keys):
+    team, keys = team_keys
+
+    def interrupt(report):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(group, Selection(team_id=str(team.pk)), batch_size=2, on_batch=interrupt)
+    assert len(assigned(group)) == 2  # the first batch committed, with its lists in sync
+    assert sync_all(repair=False) == IN_SYNC
+    rest = run(group, Selection(team_id=str(team.pk)), batch_size=2)
+    assert (rest.changed, rest.unchanged) == (3, 2)
+    assert assigned(group) == {str(k.pk) for k in keys}
+    assert sync_all(repair=False) == IN_SYNC
+
+
+def test_bulk_unassign_removes_only_the_named_group(group, team_keys):
+    team, keys = team_keys
+    other = AccessGroupFactory()
+    run(group, Selection(team_id=str(team.pk)))
+    run(other, Selection(ids=(keys[0].token,)))
+    result = run(group, Selection(team_id=str(team.pk)), unassign=True, batch_size=2)
+    keys[0].refresh_from_db()
+    group.refresh_from_db()
+    assert (result.changed, result.rows) == (5, 5)
+    assert assigned(group) == set()
+    assert group.assigned_key_ids == []
+    assert keys[0].access_group_ids == [str(other.pk)]
+    assert sync_all(repair=False) == IN_SYNC
+
+
+def test_bulk_unassign_rerun_changes_nothing(group, team_keys):
+    team, _ = team_keys
+    result = run(group, Selection(team_id=str(team.pk)), unassign=True)
+    assert (result.matched, result.changed) == (5, 0)
+
+
+def test_bulk_assign_heals_a_drifted_list_in_the_batch(group, team_keys):
+    team, keys = team_keys
+    VirtualKey.objects.filter(pk=keys[0].pk).update(access_group_ids=["drifted"])
+    run(group, Selection(team_id=str(team.pk)))
+    assert sync_all(repair=False) == IN_SYNC
+
+
+def test_bulk_assign_writes_one_audit_entry_per_batch(group, team_keys):
+    team, keys = team_keys
+    run(group, Selection(team_id=str(team.pk)), batch_size=2)
+    entries = list(AuditEntry.objects.filter(action="access_group_bulk_assign").order_by("id"))
+    assert len(entries) == 3
+    assert sorted(t for e in entries for t in e.after["key_ids"]) == sorted(k.token for k in keys)
+
+
+@pytest.mark.parametrize("batches", [pytest.param(1, id="one-batch"), pytest.param(3, id="three-batches")])
+def test_bulk_assign_query_count_per_batch_pinned(group, team_keys, django_assert_num_queries, batches):
+    team, _ = team_keys
+    batch_size = {1: 10, 3: 2}[batches]
+    with django_assert_num_queries(SETUP_QUERIES + CHANGING_BATCH_QUERIES * batches):
+        run(group, Selection(team_id=str(team.pk)), batch_size=batch_size)
+
+
+def test_bulk_assign_query_count_does_not_grow_with_rows(group, django_assert_num_queries):
+    small, large = TeamFactory(), TeamFactory()
+    for team, count in ((small, 2), (large, 12)):
+        for _ in range(count):
+            KeyFactory(team=team, user=None)
+    with django_assert_num_queries(SETUP_QUERIES + CHANGING_BATCH_QUERIES):
+        run(group, Selection(team_id=str(small.pk)), batch_size=100)
+    with django_assert_num_queries(SETUP_QUERIES + CHANGING_BATCH_QUERIES):
+        run(group, Selection(team_id=str(large.pk)), batch_size=100)
+
+
+def test_bulk_assign_rerun_query_count_pinned(group, team_keys, django_assert_num_queries):
+    team, _ = team_keys
+    run(group, Selection(team_id=str(team.pk)), batch_size=2)
+    with django_assert_num_queries(SETUP_QUERIES + IDLE_BATCH_QUERIES * 3):
+        run(group, Selection(team_id=str(team.pk)), batch_size=2)
+
+
+def test_bulk_assign_fires_no_per_row_signals(group, team_keys, monkeypatch):
+    team, _ = team_keys
+    calls = []
+    monkeypatch.setattr("accessgroups.services.sync_keys", lambda ids: calls.append(ids))
+    run(group, Selection(team_id=str(team.pk)))
+    run(group, Selection(team_id=str(team.pk)), unassign=True)
+    assert calls == []
+
+
+def test_bulk_assign_restricts_the_next_check_after_commit(group, django_capture_on_commit_callbacks):
+    key = KeyFactory()
+    assert authorize(get_snapshot(key.token), now=timezone.now(), model="anthropic/claude")  # cached: all models
+    with django_capture_on_commit_callbacks(execute=True):
+        run(group, Selection(ids=(key.token,)))
+    assert cache.get(cache_key(key.token)) is None
+    decision = authorize(get_snapshot(key.token), now=timezone.now(), model="anthropic/claude")
+    assert decision.type == "key_model_access_denied"
+    assert authorize(get_snapshot(key.token), now=timezone.now(), model="openai/gpt-4o")
+
+
+def test_bulk_assign_team_snapshots_dropped_after_commit(group, team_keys, django_capture_on_commit_callbacks):
+    team, keys = team_keys
+    for key in keys:
+        get_snapshot(key.token)
+    with django_capture_on_commit_callbacks(execute=True):
+        run(group, Selection(ids=(str(team.pk),)), target="teams")
+    assert all(cache.get(cache_key(k.token)) is None for k in keys)
+
+
+def test_bulk_assign_command_json_prints_the_summary(group, team_keys, capsys):
+    team, _ = team_keys
+    call_command("bulk_assign", "-g", str(group.pk), "--team", str(team.pk), "--json")
+    summary = json.loads(capsys.readouterr().out)
+    assert {k: summary[k] for k in ("matched", "changed", "unchanged", "dry_run")} == {
+        "matched": 5, "changed": 5, "unchanged": 0, "dry_run": False}
+    assert isinstance(summary["seconds"], float)
+
+
+def test_bulk_assign_command_unknown_group_fails_with_the_field(team_keys):
+    with pytest.raises(CommandError, match="access_group: Unknown access group"):
+        call_command("bulk_assign", "-g", "no-such-group", "--all")
+
+
+def test_bulk_assign_command_teams_with_team_filter_refused(group):
+    team = TeamFactory()
+    with pytest.raises(CommandError, match="team_id"):
+        call_command("bulk_assign", "-g", str(group.pk), "--teams", "--team", str(team.pk))
+
+
+def test_bulk_assign_group_names_resolve_case_insensitively(group):
+    key = KeyFactory()
+    run_result = bulk_assign(actor=None, target="keys", group_refs=["GPT-4O-USERS"], selection=Selection(ids=(key.token,)))
+    assert run_result.access_group_ids == [str(group.pk)]
+
+
+def test_bulk_assign_team_list_matches_relation_on_team_side(group):
+    teams = [TeamFactory() for _ in range(3)]
+    run(group, Selection(ids=tuple(str(t.pk) for t in teams)), target="teams", batch_size=2)
+    group.refresh_from_db()
+    assert group.assigned_team_ids == sorted(str(t.pk) for t in teams)
+    assert all(t.access_group_ids == [str(group.pk)] for t in Team.objects.filter(pk__in=[t.pk for t in teams]))

@@ -40,6 +40,16 @@ demo: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py load_demo
 
+.PHONY: worker bench-bulk
+CELERY_BROKER_URL ?= redis://127.0.0.1:6379/0
+
+worker: install services  ## a Celery worker with beat (budget resets, key expiry, bulk jobs) on $(CELERY_BROKER_URL)
+	CELERY_BROKER_URL=$(CELERY_BROKER_URL) $(BIN)/celery -A accessctl worker --beat --loglevel=info \
+		--schedule=/tmp/accessctl-celerybeat-schedule
+
+bench-bulk: install services  ## bulk assignment and key listing at scale, on PostgreSQL
+	$(BIN)/python benchmarks/bench_bulk.py
+
 lint: install
 	$(BIN)/ruff check .
 

@@ -62,16 +62,18 @@ class AccessGroupSyncMachine(RuleBasedStateMachine):
         self._atomic.__exit__(None, None, None)
 
     # --- helpers ------------------------------------------------------------------------------------
+    # Draws pick from lists in creation order, never sorted by (random) UUIDs: the same choices must
+    # replay to the same rows, or hypothesis cannot shrink or replay a failing sequence.
 
     def _in_org(self, row: Team | VirtualKey) -> bool:
         return row.organization_id == self.org.pk
 
     def _groups_for(self, row: Team | VirtualKey) -> list[str]:
         """Groups that may be assigned to this team or key: global ones, plus the org's if it is inside."""
-        return sorted(g for g, group in self.groups.items() if group.organization_id is None or self._in_org(row))
+        return list(g for g, group in self.groups.items() if group.organization_id is None or self._in_org(row))
 
     def _targets_for(self, group: AccessGroup, rows: dict[str, Any]) -> list[str]:
-        return sorted(pk for pk, row in rows.items() if group.organization_id is None or self._in_org(row))
+        return list(pk for pk, row in rows.items() if group.organization_id is None or self._in_org(row))
 
     def _subset(self, data: st.DataObject, items: list[str]) -> set[str]:
         return set(data.draw(st.lists(st.sampled_from(items), unique=True) if items else st.just([])))
@@ -80,8 +82,8 @@ class AccessGroupSyncMachine(RuleBasedStateMachine):
 
     @rule(data=st.data(), models=MODEL_NAMES)
     def create_group(self, data: st.DataObject, models: list[str]) -> None:
-        teams = self._subset(data, sorted(self.teams))
-        keys = self._subset(data, sorted(self.keys))
+        teams = self._subset(data, list(self.teams))
+        keys = self._subset(data, list(self.keys))
         group = access_services.access_group_create(
             actor=self.user,
             access_group_name=f"group-{self.created}",
@@ -99,7 +101,7 @@ class AccessGroupSyncMachine(RuleBasedStateMachine):
 
     @rule(data=st.data(), in_org=st.booleans())
     def create_team(self, data: st.DataObject, in_org: bool) -> None:
-        allowed = sorted(g for g, grp in self.groups.items() if grp.organization_id is None or in_org)
+        allowed = list(g for g, grp in self.groups.items() if grp.organization_id is None or in_org)
         groups = self._subset(data, allowed)
         team = org_services.team_create(
             actor=self.user, organization=self.org if in_org else None, access_group_ids=sorted(groups)
@@ -109,10 +111,10 @@ class AccessGroupSyncMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def create_key(self, data: st.DataObject) -> None:
-        team = self.teams[data.draw(st.sampled_from(sorted(self.teams)))] if self.teams and data.draw(
+        team = self.teams[data.draw(st.sampled_from(list(self.teams)))] if self.teams and data.draw(
             st.booleans()
         ) else None
-        allowed = sorted(
+        allowed = list(
             g for g, grp in self.groups.items()
             if grp.organization_id is None or (team is not None and self._in_org(team))
         )
@@ -128,7 +130,7 @@ class AccessGroupSyncMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.groups)
     @rule(data=st.data())
     def group_sets_its_teams(self, data: st.DataObject) -> None:
-        gid = data.draw(st.sampled_from(sorted(self.groups)))
+        gid = data.draw(st.sampled_from(list(self.groups)))
         wanted = self._subset(data, self._targets_for(self.groups[gid], self.teams))
         access_services.access_group_update(
             actor=self.user, group=self.groups[gid], data={"assigned_team_ids": sorted(wanted)}
@@ -139,7 +141,7 @@ class AccessGroupSyncMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.groups)
     @rule(data=st.data())
     def group_sets_its_keys(self, data: st.DataObject) -> None:
-        gid = data.draw(st.sampled_from(sorted(self.groups)))
+        gid = data.draw(st.sampled_from(list(self.groups)))
         wanted = self._subset(data, self._targets_for(self.groups[gid], self.keys))
         access_services.access_group_update(
             actor=self.user, group=self.groups[gid], data={"assigned_key_ids": [self.keys[k].token for k in wanted]}
@@ -150,7 +152,7 @@ class AccessGroupSyncMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.groups)
     @rule(data=st.data(), models=MODEL_NAMES, servers=st.lists(st.sampled_from(["github", "files"]), unique=True))
     def group_updates_its_lists(self, data: st.DataObject, models: list[str], servers: list[str]) -> None:
-        gid = data.draw(st.sampled_from(sorted(self.groups)))
+        gid = data.draw(st.sampled_from(list(self.groups)))
         self.groups[gid] = access_services.access_group_update(
             actor=self.user, group=self.groups[gid], data={"access_model_names": models, "access_mcp_server_ids": servers}
         )
@@ -158,7 +160,7 @@ class AccessGroupSyncMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.groups)
     @rule(data=st.data(), assign=st.booleans())
     def group_assigns_or_unassigns(self, data: st.DataObject, assign: bool) -> None:
-        gid = data.draw(st.sampled_from(sorted(self.groups)))
+        gid = data.draw(st.sampled_from(list(self.groups)))
         group = self.groups[gid]
         teams = self._subset(data, self._targets_for(group, self.teams))
         keys = self._subset(data, self._targets_for(group, self.keys))
@@ -174,7 +176,7 @@ class AccessGroupSyncMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.teams)
     @rule(data=st.data())
     def team_sets_its_groups(self, data: st.DataObject) -> None:
-        tid = data.draw(st.sampled_from(sorted(self.teams)))
+        tid = data.draw(st.sampled_from(list(self.teams)))
         wanted = self._subset(data, self._groups_for(self.teams[tid]))
         org_services.team_update(actor=self.user, team=self.teams[tid], data={"access_group_ids": sorted(wanted)})
         self.team_groups[tid] = wanted
@@ -182,7 +184,7 @@ class AccessGroupSyncMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.keys)
     @rule(data=st.data())
     def key_sets_its_groups(self, data: st.DataObject) -> None:
-        kid = data.draw(st.sampled_from(sorted(self.keys)))
+        kid = data.draw(st.sampled_from(list(self.keys)))
         wanted = self._subset(data, self._groups_for(self.keys[kid]))
         key_services.key_update(actor=self.user, key=self.keys[kid], data={"access_group_ids": sorted(wanted)})
         self.key_groups[kid] = wanted
@@ -190,13 +192,13 @@ class AccessGroupSyncMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.keys)
     @rule(data=st.data())
     def key_regenerates(self, data: st.DataObject) -> None:
-        kid = data.draw(st.sampled_from(sorted(self.keys)))
+        kid = data.draw(st.sampled_from(list(self.keys)))
         self.keys[kid], _ = key_services.key_regenerate(actor=self.user, key=self.keys[kid])
 
     @precondition(lambda self: [t for t in self.teams.values() if not self._in_org(t)])
     @rule(data=st.data())
     def org_group_to_outside_team_is_refused(self, data: st.DataObject) -> None:
-        outside = sorted(pk for pk, team in self.teams.items() if not self._in_org(team))
+        outside = list(pk for pk, team in self.teams.items() if not self._in_org(team))
         team = self.teams[data.draw(st.sampled_from(outside))]
         with pytest.raises(InvalidInput):
             access_services.access_group_assign(actor=self.user, group=self.org_group, teams=[team])
@@ -210,15 +212,15 @@ class AccessGroupSyncMachine(RuleBasedStateMachine):
     @precondition(lambda self: len(self.groups) > 1)
     @rule(data=st.data())
     def delete_group(self, data: st.DataObject) -> None:
-        self.delete_group_by_id(data.draw(st.sampled_from(sorted(g for g in self.groups if g != str(self.org_group.pk)))))
+        self.delete_group_by_id(data.draw(st.sampled_from(list(g for g in self.groups if g != str(self.org_group.pk)))))
 
     @precondition(lambda self: len(self.groups) > 1 and (self.teams or self.keys))
     @rule(data=st.data())
     def drift_then_delete_group(self, data: st.DataObject) -> None:
         """Lists that drifted to name a group (a bug, a manual SQL edit) are cleaned when the group goes."""
-        gid = data.draw(st.sampled_from(sorted(g for g in self.groups if g != str(self.org_group.pk))))
-        teams = self._subset(data, sorted(self.teams))
-        keys = self._subset(data, sorted(self.keys))
+        gid = data.draw(st.sampled_from(list(g for g in self.groups if g != str(self.org_group.pk))))
+        teams = self._subset(data, list(self.teams))
+        keys = self._subset(data, list(self.keys))
         for tid in teams:
             Team.objects.filter(pk=tid).update(access_group_ids=sorted(self.team_groups[tid] | {gid}))
         for kid in keys:
@@ -234,7 +236,7 @@ class AccessGroupSyncMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.teams)
     @rule(data=st.data())
     def delete_team(self, data: st.DataObject) -> None:
-        tid = data.draw(st.sampled_from(sorted(self.teams)))
+        tid = data.draw(st.sampled_from(list(self.teams)))
         org_services.team_delete(actor=self.user, team=self.teams.pop(tid))
         del self.team_groups[tid]
         for kid in [k for k, key in self.keys.items() if str(key.team_id) == tid]:
@@ -244,7 +246,7 @@ class AccessGroupSyncMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.keys)
     @rule(data=st.data())
     def delete_key(self, data: st.DataObject) -> None:
-        kid = data.draw(st.sampled_from(sorted(self.keys)))
+        kid = data.draw(st.sampled_from(list(self.keys)))
         key_services.key_delete(actor=self.user, key=self.keys.pop(kid))
         del self.key_groups[kid]
 
@@ -285,8 +287,8 @@ def test_access_group_lists_equal_the_relation_after_any_sequence_of_writes():
     run_state_machine_as_test(
         AccessGroupSyncMachine,
         settings=settings(
-            max_examples=25,
-            stateful_step_count=12,
+            max_examples=50,
+            stateful_step_count=15,
             deadline=None,
             database=None,
             print_blob=True,

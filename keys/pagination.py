@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.core.cache import cache
+from django.core.exceptions import EmptyResultSet
 from django.db import connections
 from django.db.models import Model, Q, QuerySet
 from rest_framework.pagination import BasePagination
@@ -125,8 +126,12 @@ def decode_cursor(model: type[Model], ordering: Sequence[str], cursor: str) -> t
 
 
 def _fingerprint(queryset: QuerySet) -> str:
-    sql, params = queryset.order_by().query.sql_with_params()
-    return hashlib.sha256(f"{queryset.db}|{sql}|{params!r}".encode()).hexdigest()[:32]
+    """Identifies the list (its SQL with the tenant's filters), so cached boundaries and counts never mix."""
+    try:
+        sql, params = queryset.order_by().query.sql_with_params()
+    except EmptyResultSet:  # a filter that matches nothing by construction (e.g. `pk__in=[]`)
+        sql, params = "empty", ()
+    return hashlib.sha256(f"{queryset.model._meta.label}|{queryset.db}|{sql}|{params!r}".encode()).hexdigest()[:32]
 
 
 def estimated_count(queryset: QuerySet, *, exact_below: int = EXACT_COUNT_BELOW) -> int:

@@ -16,6 +16,7 @@ from accessctl.tenancy import TenantContext
 from keys import selectors, services
 from keys.crypto import mask
 from keys.models import VirtualKey
+from keys.pagination import page_slice
 from orgs import selectors as org_selectors
 from orgs import services as org_services
 from orgs.models import Organization, Team, User
@@ -333,8 +334,10 @@ class KeyListView(KeyView):
         self.check("key:list")
         qs = selectors.key_list(self.tenant, visible=self.visible(query["include_team_keys"]), filters=query)
         size, page = query["size"], query["page"]
-        total = qs.count()
-        rows = list(qs[(page - 1) * size : page * size])
+        # An index seek from the previous page's boundary and a bounded or estimated total: no OFFSET scan,
+        # no COUNT(*) over the whole table (keys/pagination.py).
+        window = page_slice(qs, page=page, size=size)
+        total, rows = window.total, window.rows
         keys = [key_out(k) for k in rows] if query["return_full_object"] else [k.token for k in rows]
         return Response(
             {"keys": keys, "total_count": total, "current_page": page, "total_pages": page_count(total, size)}

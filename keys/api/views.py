@@ -15,6 +15,7 @@ from accessctl.rest import errors, rendered
 from keys import selectors, services
 from keys.crypto import token_for
 from keys.models import VirtualKey
+from keys.pagination import KeysetPagination
 from orgs import selectors as org_selectors
 from orgs.api.views import OrgsView
 from orgs.models import Organization, Team, User
@@ -77,6 +78,7 @@ class KeysView(OrgsView):
 
 class KeyListView(KeysView):
     filterset_class = KeyFilter
+    pagination_class = KeysetPagination  # cursor over (created_at, id): index-backed at any depth
 
     def visible_rows(self) -> QuerySet:
         return selectors.keys_visible(self.tenant)

@@ -145,9 +145,10 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     # One schema name per role family, whichever serializer uses it.
     "ENUM_NAME_OVERRIDES": {
-        "PlatformRoleEnum": "orgs.roles.PLATFORM_ROLE_CHOICES",
-        "OrgRoleEnum": "orgs.roles.ORG_ROLE_CHOICES",
-        "TeamRoleEnum": "orgs.roles.TEAM_ROLE_CHOICES",
+        "PlatformRoleEnum": "orgs.roles.PLATFORM_ROLE_VALUES",
+        "OrgRoleEnum": "orgs.roles.ORG_ROLE_VALUES",
+        "TeamRoleEnum": "orgs.roles.TEAM_ROLE_VALUES",
+        "KeyStatusEnum": ["active", "blocked", "expired"],
     },
 }
 

@@ -59,6 +59,10 @@ TEAM_ROLES: dict[str, RoleInfo] = {
 PLATFORM_ROLE_CHOICES = [(r.value, r.label) for r in PLATFORM_ROLES.values()]
 ORG_ROLE_CHOICES = [(r.value, r.label) for r in ORG_ROLES.values()]
 TEAM_ROLE_CHOICES = [(r.value, r.label) for r in TEAM_ROLES.values()]
+# The bare values, in the same order: what API serializers offer (one OpenAPI enum per family).
+PLATFORM_ROLE_VALUES = [r.value for r in PLATFORM_ROLES.values()]
+ORG_ROLE_VALUES = [r.value for r in ORG_ROLES.values()]
+TEAM_ROLE_VALUES = [r.value for r in TEAM_ROLES.values()]
 
 # The routes a team member with role `user` may be granted on the team's keys (SPEC §2).
 TEAM_MEMBER_PERMISSIONS: tuple[str, ...] = (

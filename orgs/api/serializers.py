@@ -8,7 +8,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from accessctl.litellm import BUDGET_INPUT_FIELDS, BudgetInput, StrictCharField, json_object, string_list
-from orgs.roles import ORG_ROLE_CHOICES, PLATFORM_ROLE_CHOICES, TEAM_MEMBER_PERMISSIONS, TEAM_ROLE_CHOICES
+from orgs.roles import ORG_ROLE_VALUES, PLATFORM_ROLE_VALUES, TEAM_MEMBER_PERMISSIONS, TEAM_ROLE_VALUES
 
 # --- shared output pieces -----------------------------------------------------------------------
 
@@ -73,7 +73,7 @@ ORGANIZATION_LIMIT_FIELDS = ("models", *BUDGET_INPUT_FIELDS)
 class OrganizationMemberSerializer(serializers.Serializer):
     user_id = serializers.CharField(source="user.user_id")
     user_email = serializers.EmailField(source="user.user_email", allow_null=True)
-    user_role = serializers.ChoiceField(choices=ORG_ROLE_CHOICES)
+    user_role = serializers.ChoiceField(choices=ORG_ROLE_VALUES)
     max_budget_in_organization = serializers.FloatField(source="budget.max_budget", allow_null=True)
     spend = serializers.FloatField()
     created_at = serializers.DateTimeField()
@@ -82,12 +82,12 @@ class OrganizationMemberSerializer(serializers.Serializer):
 
 class OrganizationMemberAddSerializer(serializers.Serializer):
     user_id = StrictCharField(max_length=255)
-    user_role = serializers.ChoiceField(choices=ORG_ROLE_CHOICES, default="internal_user")
+    user_role = serializers.ChoiceField(choices=ORG_ROLE_VALUES, default="internal_user")
     max_budget_in_organization = serializers.FloatField(required=False, allow_null=True, min_value=0)
 
 
 class OrganizationMemberUpdateSerializer(serializers.Serializer):
-    user_role = serializers.ChoiceField(choices=ORG_ROLE_CHOICES, required=False)
+    user_role = serializers.ChoiceField(choices=ORG_ROLE_VALUES, required=False)
     max_budget_in_organization = serializers.FloatField(required=False, allow_null=True, min_value=0)
 
 
@@ -97,7 +97,7 @@ class OrganizationMemberUpdateSerializer(serializers.Serializer):
 class MemberWithRoleSerializer(serializers.Serializer):
     user_id = serializers.CharField(source="user.user_id")
     user_email = serializers.EmailField(source="user.user_email", allow_null=True)
-    role = serializers.ChoiceField(choices=TEAM_ROLE_CHOICES)
+    role = serializers.ChoiceField(choices=TEAM_ROLE_VALUES)
 
 
 class TeamSerializer(BudgetFieldsSerializer, SpendSerializer):
@@ -118,7 +118,7 @@ class TeamSerializer(BudgetFieldsSerializer, SpendSerializer):
 
 class NewMemberSerializer(serializers.Serializer):
     user_id = StrictCharField(max_length=255)
-    role = serializers.ChoiceField(choices=TEAM_ROLE_CHOICES, default="user")
+    role = serializers.ChoiceField(choices=TEAM_ROLE_VALUES, default="user")
 
 
 class TeamFieldsSerializer(BudgetInput):
@@ -149,7 +149,7 @@ TEAM_LIMIT_FIELDS = ("models", "blocked", "access_group_ids", *BUDGET_INPUT_FIEL
 class TeamMemberSerializer(serializers.Serializer):
     user_id = serializers.CharField(source="user.user_id")
     user_email = serializers.EmailField(source="user.user_email", allow_null=True)
-    role = serializers.ChoiceField(choices=TEAM_ROLE_CHOICES)
+    role = serializers.ChoiceField(choices=TEAM_ROLE_VALUES)
     max_budget_in_team = serializers.FloatField(source="budget.max_budget", allow_null=True)
     spend = serializers.FloatField()
     created_at = serializers.DateTimeField()
@@ -157,12 +157,12 @@ class TeamMemberSerializer(serializers.Serializer):
 
 class TeamMemberAddSerializer(serializers.Serializer):
     user_id = StrictCharField(max_length=255)
-    role = serializers.ChoiceField(choices=TEAM_ROLE_CHOICES, default="user")
+    role = serializers.ChoiceField(choices=TEAM_ROLE_VALUES, default="user")
     max_budget_in_team = serializers.FloatField(required=False, allow_null=True, min_value=0)
 
 
 class TeamMemberUpdateSerializer(serializers.Serializer):
-    role = serializers.ChoiceField(choices=TEAM_ROLE_CHOICES, required=False)
+    role = serializers.ChoiceField(choices=TEAM_ROLE_VALUES, required=False)
     max_budget_in_team = serializers.FloatField(required=False, allow_null=True, min_value=0)
 
 
@@ -171,19 +171,19 @@ class TeamMemberUpdateSerializer(serializers.Serializer):
 
 class UserOrganizationSerializer(serializers.Serializer):
     organization_id = serializers.UUIDField()
-    user_role = serializers.ChoiceField(choices=ORG_ROLE_CHOICES)
+    user_role = serializers.ChoiceField(choices=ORG_ROLE_VALUES)
 
 
 class UserTeamSerializer(serializers.Serializer):
     team_id = serializers.UUIDField()
-    role = serializers.ChoiceField(choices=TEAM_ROLE_CHOICES)
+    role = serializers.ChoiceField(choices=TEAM_ROLE_VALUES)
 
 
 class UserSerializer(BudgetFieldsSerializer, SpendSerializer):
     user_id = serializers.CharField()
     user_email = serializers.EmailField(allow_null=True)
     user_alias = serializers.CharField(allow_null=True)
-    user_role = serializers.ChoiceField(choices=PLATFORM_ROLE_CHOICES)
+    user_role = serializers.ChoiceField(choices=PLATFORM_ROLE_VALUES)
     is_system = serializers.BooleanField()
     is_active = serializers.BooleanField()
     models = serializers.ListField(child=serializers.CharField())
@@ -197,7 +197,7 @@ class UserSerializer(BudgetFieldsSerializer, SpendSerializer):
 class UserFieldsSerializer(BudgetInput):
     user_email = serializers.EmailField(required=False, allow_null=True, allow_blank=True)
     user_alias = StrictCharField(max_length=255, required=False, allow_null=True)
-    user_role = serializers.ChoiceField(choices=PLATFORM_ROLE_CHOICES, required=False)
+    user_role = serializers.ChoiceField(choices=PLATFORM_ROLE_VALUES, required=False)
     is_active = serializers.BooleanField(required=False)
     is_system = serializers.BooleanField(required=False)
     models = string_list(required=False)
@@ -208,7 +208,7 @@ class UserFieldsSerializer(BudgetInput):
 class UserCreateSerializer(UserFieldsSerializer):
     user_id = StrictCharField(max_length=255, required=False)
     organization_id = serializers.UUIDField(required=False, allow_null=True)
-    organization_role = serializers.ChoiceField(choices=ORG_ROLE_CHOICES, default="internal_user")
+    organization_role = serializers.ChoiceField(choices=ORG_ROLE_VALUES, default="internal_user")
 
 
 class UserUpdateSerializer(UserFieldsSerializer):

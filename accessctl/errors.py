@@ -7,7 +7,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DatabaseError, IntegrityError
+from django.db import DatabaseError, DataError, IntegrityError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
@@ -125,6 +125,10 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         status = response.status_code if response is not None else exc.status_code
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         return error_response(str(detail), _TYPE_BY_STATUS.get(status, "bad_request_error"), None, status)
+    if isinstance(exc, DataError):
+        # A value the database cannot hold (out of range, bad encoding): the request's fault, not an outage.
+        logger.warning("data error turned into 400: %s", exc)
+        return error_response("A value is out of range or malformed.", "bad_request_error", None, 400)
     if isinstance(exc, IntegrityError):
         logger.warning("integrity error turned into 409: %s", exc)
         return error_response("The change conflicts with an existing row.", "conflict_error", None, 409)

@@ -1,10 +1,13 @@
 """Plumbing of the REST API (`/api/v1/`): pagination, the base view, input parsing and the error schemas."""
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Model, QuerySet
 from django_filters import rest_framework as filters
+from django_filters.fields import IsoDateTimeField
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import generics, serializers
 from rest_framework.pagination import PageNumberPagination
@@ -35,6 +38,24 @@ class UUIDInFilter(filters.BaseInFilter, filters.UUIDFilter):
 
 class CharInFilter(filters.BaseInFilter, filters.CharFilter):
     """`?field=a,b,c` with strings."""
+
+
+class UTCDateTimeField(IsoDateTimeField):
+    """An ISO 8601 instant, turned into UTC: offsets the database cannot store (`+22:39`) and instants
+    that fall off the calendar in UTC are a 400, never a database error."""
+
+    def to_python(self, value: Any) -> datetime.datetime | None:
+        parsed = super().to_python(value)
+        if parsed is None:
+            return None
+        try:
+            return parsed.astimezone(datetime.UTC)
+        except (OverflowError, ValueError) as exc:
+            raise DjangoValidationError("Enter a date and time between years 1 and 9999.", code="invalid") from exc
+
+
+class UTCDateTimeFilter(filters.IsoDateTimeFilter):
+    field_class = UTCDateTimeField
 
 
 class RestView(TenantAPIView, generics.GenericAPIView):

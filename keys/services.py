@@ -89,6 +89,10 @@ def _validate_budget(data: dict[str, Any], now: datetime.datetime) -> dict[str, 
         value = clean.get(name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
             raise InvalidInput(f"{name} must be a whole number ≥ 0.", param=name)
+        # The columns' range (max_parallel_requests is a 32-bit integer, the limits 64-bit).
+        ceiling = 2**31 - 1 if name == "max_parallel_requests" else 2**63 - 1
+        if value is not None and value > ceiling:
+            raise InvalidInput(f"{name} must be at most {ceiling}.", param=name)
     both = clean.get("max_budget") is not None and clean.get("soft_budget") is not None
     if both and clean["soft_budget"] >= clean["max_budget"]:
         raise InvalidInput("soft_budget must be lower than max_budget.", param="soft_budget")

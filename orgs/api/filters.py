@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.db.models import QuerySet
 from django_filters import rest_framework as filters
 
-from accessctl.rest import CharInFilter, UUIDInFilter
+from accessctl.rest import CharInFilter, UTCDateTimeFilter, UUIDInFilter
 from orgs.models import AuditEntry, Organization, OrganizationMembership, Team, TeamMembership, User
 from orgs.roles import ORG_ROLE_CHOICES, PLATFORM_ROLE_CHOICES, TEAM_ROLE_CHOICES
 
@@ -74,8 +74,8 @@ class AuditEntryFilter(filters.FilterSet):
     object_id = filters.CharFilter()
     actor_id = filters.CharFilter()
     organization_id = filters.UUIDFilter()
-    created_after = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = AuditEntry

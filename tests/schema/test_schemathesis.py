@@ -21,7 +21,7 @@ MASTER_KEY = "sk-schemathesis-master-key-0001"
 # A fixed seed keeps the cases (and their count) the same from run to run; the examples per operation
 # bound the run to about a minute on each database.
 CONFIG = schemathesis.config.SchemathesisConfig.from_dict(
-    {"seed": 4, "generation": {"max-examples": 12}, "phases": {"coverage": {"enabled": False}}}
+    {"seed": 4, "generation": {"max-examples": 15}, "phases": {"coverage": {"enabled": False}}}
 )
 DETAIL_SHAPE_PREFIXES = ("/v1/access_group", "/v1/unified_access_group")
 

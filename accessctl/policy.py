@@ -14,6 +14,7 @@ from typing import Any
 from orgs.roles import (
     ORG_ROLES,
     PLATFORM_ROLES,
+    TEAM_ROLES,
     OrgRole,
     PlatformRole,
     TeamRole,
@@ -32,10 +33,13 @@ class Actor:
     is_system: bool = False
     is_master: bool = False
     org_roles: dict[str, str] = field(default_factory=dict)  # organization_id → org role (alive orgs only)
-    team_roles: dict[str, str] = field(default_factory=dict)  # team_id → team role
+    team_roles: dict[str, str] = field(default_factory=dict)  # team_id → team role (grants count as admin)
     key_team_id: str | None = None  # the team of the key used, for service-account keys
     key_token: str | None = None
     user_pk: int | None = None
+    # Teams the user may manage through a django-guardian object permission (`orgs.manage_team`) rather
+    # than a membership; `actor_for` also lists them in `team_roles` as admin, so every rule honours them.
+    granted_team_ids: frozenset[str] = frozenset()
 
     @property
     def is_proxy_admin(self) -> bool:
@@ -61,6 +65,19 @@ class Actor:
     @property
     def admin_org_ids(self) -> set[str]:
         return {org for org, role in self.org_roles.items() if role == OrgRole.ORG_ADMIN}
+
+    @property
+    def admin_team_ids(self) -> set[str]:
+        return {team for team, role in self.team_roles.items() if role == TeamRole.ADMIN}
+
+    @property
+    def uses_admin(self) -> bool:
+        """May log in to the admin: platform admins and viewers, org admins, team admins (role or grant)."""
+        return (
+            self.platform_role in (PlatformRole.PROXY_ADMIN, PlatformRole.PROXY_ADMIN_VIEWER)
+            or bool(self.admin_org_ids)
+            or bool(self.admin_team_ids)
+        )
 
     @property
     def may_create_own_keys(self) -> bool:
@@ -498,8 +515,16 @@ _RULES: dict[str, Any] = {
 
 
 def actor_for(user: Any | None, *, key: Any | None = None, is_master: bool = False) -> Actor:
-    """Load the caller's memberships once (two queries) into an `Actor`."""
-    from orgs.models import OrganizationMembership, TeamMembership
+    """Load the caller's memberships and team grants once (two queries) into an `Actor`."""
+    from django.db.models import CharField, Q, Value
+
+    from orgs.models import (
+        MANAGE_TEAM,
+        OrganizationMembership,
+        TeamGroupObjectPermission,
+        TeamMembership,
+        TeamUserObjectPermission,
+    )
 
     if user is None:
         return Actor(
@@ -515,12 +540,35 @@ def actor_for(user: Any | None, *, key: Any | None = None, is_master: bool = Fal
             user=user, organization__deleted_at__isnull=True
         ).values_list("organization_id", "user_role")
     }
-    team_roles = {
-        str(team_id): role
-        for team_id, role in TeamMembership.objects.filter(user=user)
+    # Memberships and guardian grants (to the user or one of their groups) in one UNION query; a grant
+    # to manage a team confers the team admin's rights. Teams of soft-deleted organizations count for nothing.
+    granted = Value(TeamRole.ADMIN.value, output_field=CharField())
+    memberships = (
+        TeamMembership.objects.filter(user=user)
         .exclude(team__organization__deleted_at__isnull=False)
-        .values_list("team_id", "role")
-    }
+        .annotate(grant=Value("", output_field=CharField()))
+        .order_by()
+        .values_list("team_id", "role", "grant")
+    )
+    grants = [
+        model.objects.filter(who, permission__codename=MANAGE_TEAM)
+        .exclude(content_object__organization__deleted_at__isnull=False)
+        .annotate(team_role=granted, grant=granted)
+        .order_by()
+        .values_list("content_object_id", "team_role", "grant")
+        for model, who in (
+            (TeamUserObjectPermission, Q(user=user)),
+            (TeamGroupObjectPermission, Q(group__user=user)),
+        )
+    ]
+    team_roles: dict[str, str] = {}
+    granted_team_ids: set[str] = set()
+    for team_id, role, grant in memberships.union(*grants, all=True):
+        team_id = str(team_id)
+        if grant:
+            granted_team_ids.add(team_id)
+        if team_id not in team_roles or TEAM_ROLES[role].priority > TEAM_ROLES[team_roles[team_id]].priority:
+            team_roles[team_id] = role
     return Actor(
         user_id=user.user_id,
         platform_role=PlatformRole.PROXY_ADMIN if is_master else user.user_role,
@@ -531,6 +579,7 @@ def actor_for(user: Any | None, *, key: Any | None = None, is_master: bool = Fal
         key_team_id=str(key.team_id) if key is not None and key.team_id else None,
         key_token=key.token if key is not None else None,
         user_pk=user.pk,
+        granted_team_ids=frozenset(granted_team_ids),
     )
 
 

@@ -18,7 +18,7 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 ACCESSCTL_MASTER_KEY = env.str("ACCESSCTL_MASTER_KEY", default="")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "accessctl.admin_site.AccessAdminConfig",  # django.contrib.admin with accessctl's site (admin_site.py)
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

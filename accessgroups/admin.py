@@ -1,22 +1,46 @@
 """Admin for access groups, their team and key assignments, and the catalog of models, MCP servers and agents."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django import forms
-from django.contrib import admin
-from django.db.models import QuerySet
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.db.models import Q, QuerySet
 from django.db.models.functions import Lower
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
 from accessctl import policy
-from accessctl.admin import NameListField, ServiceAdmin, ServiceInline, wanted_related_ids
+from accessctl.admin import (
+    NameListField,
+    ReadOnlyAdmin,
+    ServiceAdmin,
+    ServiceInline,
+    admin_tenant,
+    request_actor,
+    wanted_related_ids,
+)
+from accessctl.errors import ServiceError
 from accessgroups import services
-from accessgroups.models import AccessGroup, Agent, CatalogModel, KeyAccessGroup, MCPServer, TeamAccessGroup
+from accessgroups.bulk import KEYS, TEAMS, Selection, bulk_assign, bulk_assign_start
+from accessgroups.models import (
+    AccessGroup,
+    Agent,
+    BulkJob,
+    CatalogModel,
+    KeyAccessGroup,
+    MCPServer,
+    TeamAccessGroup,
+)
 from keys import services as key_services
 from orgs import services as org_services
+
+# Selections larger than this run as a background bulk job (Celery) whose progress the admin shows.
+BULK_JOB_THRESHOLD = 500
 
 ASSIGN_ACTIONS = {
     "view": "access_group:read",
@@ -24,13 +48,138 @@ ASSIGN_ACTIONS = {
     "delete": "access_group:assign",
 }
 
+# --- access group names and bulk assignment (shared by the key and team admins) -----------------------
+
+
+def group_names(request: HttpRequest, group_ids: Iterable[Any]) -> list[str]:
+    """The names of access groups by id, read in one query per request (for list columns)."""
+    names = getattr(request, "_accessctl_group_names", None)
+    if names is None:
+        names = {str(pk): name for pk, name in AccessGroup.objects.values_list("access_group_id", "access_group_name")}
+        request._accessctl_group_names = names
+    return sorted(names.get(str(pk), str(pk)) for pk in group_ids)
+
+
+def assignable_groups(request: HttpRequest) -> QuerySet:
+    """The access groups the user may assign: visible to them, and `access_group:assign` allowed."""
+    actor = request_actor(request)
+    visible = admin.site._registry[AccessGroup].get_queryset(request)
+    if actor.is_proxy_admin:
+        return visible
+    allowed = [g.pk for g in visible if policy.can(actor, "access_group:assign", policy.access_group_target(g))]
+    return visible.filter(pk__in=allowed)
+
+
+class BulkAssignForm(forms.Form):
+    access_groups = forms.ModelMultipleChoiceField(
+        queryset=AccessGroup.objects.none(),
+        widget=forms.CheckboxSelectMultiple,
+        help_text="The groups to add to (or remove from) every selected row.",
+    )
+
+    def __init__(self, *args: Any, groups: QuerySet, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["access_groups"].queryset = groups
+
+
+# The policy action each selected row needs: a key's access groups, a team's limits.
+_ROW_ACTION = {KEYS: "key:assign_access_groups", TEAMS: "team:update_limits"}
+
+
+def _bulk_action(target: str, unassign: bool):
+    verb = "Remove access groups from" if unassign else "Assign access groups to"
+
+    def action(model_admin: ServiceAdmin, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        return run_bulk_assignment(model_admin, request, queryset, target=target, unassign=unassign)
+
+    action.__name__ = f"{'unassign' if unassign else 'assign'}_access_groups"
+    return admin.action(description=f"{verb} the selected {target}", permissions=["change"])(action)
+
+
+def bulk_assign_actions(target: str) -> tuple[Any, Any]:
+    """The admin actions "assign / remove access groups" for the selected keys or teams."""
+    return (_bulk_action(target, unassign=False), _bulk_action(target, unassign=True))
+
+
+def run_bulk_assignment(
+    model_admin: ServiceAdmin, request: HttpRequest, queryset: QuerySet, *, target: str, unassign: bool
+) -> HttpResponse | None:
+    """First an intermediate page choosing the groups; then the assignment, through the bulk service.
+
+    Each selected row must allow the change (the policy, per row) and each group its assignment. Small
+    selections run at once; larger ones start a background job and open its progress page.
+    """
+    groups = assignable_groups(request)
+    form = BulkAssignForm(request.POST if "apply" in request.POST else None, groups=groups)
+    if form.is_bound and form.is_valid():
+        actor = request_actor(request)
+        action = _ROW_ACTION[target]
+        rows = list(queryset)
+        allowed = [row for row in rows if policy.can(actor, action, model_admin.policy_target(row))]
+        for row in rows[:20]:
+            if row not in allowed:
+                verdict = policy.can(actor, action, model_admin.policy_target(row))
+                model_admin.message_user(request, f"{row}: {verdict.message}", messages.ERROR)
+        if not allowed:
+            return None
+        chosen = list(form.cleaned_data["access_groups"])
+        refs = [str(g.pk) for g in chosen]
+        selection = Selection(ids=tuple(str(row.pk) for row in allowed))
+        try:
+            if len(allowed) > BULK_JOB_THRESHOLD:
+                job = bulk_assign_start(actor=request.user, target=target, group_refs=refs, selection=selection,
+                                        unassign=unassign)
+                model_admin.message_user(
+                    request, f"Started a background job for {len(allowed)} {target}.", messages.SUCCESS
+                )
+                return HttpResponseRedirect(reverse("admin:accessgroups_bulkjob_change", args=[job.pk]))
+            result = bulk_assign(actor=request.user, target=target, group_refs=refs, selection=selection,
+                                 unassign=unassign)
+        except ServiceError as exc:
+            model_admin.message_user(request, exc.message, messages.ERROR)
+            return None
+        names = ", ".join(g.access_group_name for g in chosen)
+        done = "Removed" if unassign else "Assigned"
+        model_admin.message_user(
+            request,
+            f"{done} {names}: {result.changed} {target} changed, {result.unchanged} already were so.",
+            messages.SUCCESS,
+        )
+        return None
+    selected = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": ("Remove access groups from" if unassign else "Assign access groups to") + f" {target}",
+        "opts": model_admin.opts,
+        "form": form,
+        "count": len(selected) if request.POST.get("select_across") != "1" else queryset.count(),
+        "target": target,
+        "selected": selected,
+        "select_across": request.POST.get("select_across", "0"),
+        "action": request.POST.get("action"),
+        "threshold": BULK_JOB_THRESHOLD,
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        "no_groups": not groups.exists(),
+    }
+    return TemplateResponse(request, "admin/accessgroups/bulk_assign.html", context)
+
+
 # --- assignment inlines (on the team, key and group pages) --------------------------------------------
 
 
-class TeamAccessGroupInline(ServiceInline):
+class GroupChoosingInline(ServiceInline):
+    """An inline that chooses access groups: editable only by who may also see the groups to choose."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any | None = None) -> bool:
+        groups_admin = self.admin_site._registry[AccessGroup]
+        return super().has_add_permission(request, obj) and groups_admin.has_view_permission(request)
+
+
+class TeamAccessGroupInline(GroupChoosingInline):
     """A team's access groups, on the team's page; saved as one `team_update(access_group_ids=...)`."""
 
     model = TeamAccessGroup
+    write_action = "team:update_limits"
     fields = ("access_group",)
     autocomplete_fields = ("access_group",)
     verbose_name = "access group"
@@ -41,15 +190,17 @@ class TeamAccessGroupInline(ServiceInline):
     def save_with_services(self, request: HttpRequest, formset: Any) -> None:
         current, wanted = wanted_related_ids(formset, "access_group")
         if wanted != current:
+            self.require_parent(request, formset)
             org_services.team_update(
                 actor=request.user, team=formset.instance, data={"access_group_ids": sorted(map(str, wanted))}
             )
 
 
-class KeyAccessGroupInline(ServiceInline):
+class KeyAccessGroupInline(GroupChoosingInline):
     """A key's access groups, on the key's page; saved as one `key_update(access_group_ids=...)`."""
 
     model = KeyAccessGroup
+    write_action = "key:assign_access_groups"
     fields = ("access_group",)
     autocomplete_fields = ("access_group",)
     verbose_name = "access group"
@@ -60,6 +211,7 @@ class KeyAccessGroupInline(ServiceInline):
     def save_with_services(self, request: HttpRequest, formset: Any) -> None:
         current, wanted = wanted_related_ids(formset, "access_group")
         if wanted != current:
+            self.require_parent(request, formset)
             key_services.key_update(
                 actor=request.user, key=formset.instance, data={"access_group_ids": sorted(map(str, wanted))}
             )
@@ -72,6 +224,7 @@ class GroupTeamInline(ServiceInline):
     fields = ("team",)
     autocomplete_fields = ("team",)
     verbose_name = "assigned team"
+    write_action = "access_group:assign"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).select_related("team")
@@ -79,6 +232,7 @@ class GroupTeamInline(ServiceInline):
     def save_with_services(self, request: HttpRequest, formset: Any) -> None:
         current, wanted = wanted_related_ids(formset, "team")
         if wanted != current:
+            self.require_parent(request, formset)
             services.access_group_update(
                 actor=request.user, group=formset.instance, data={"assigned_team_ids": sorted(map(str, wanted))}
             )
@@ -134,6 +288,7 @@ class AccessGroupAdmin(ServiceAdmin):
         "change": "access_group:update",
         "delete": "access_group:delete",
     }
+    tenant_fields = {"org_field": "organization"}
     list_display = ("access_group_name", "owner", "model_count", "team_count", "key_count", "created_at")
     list_select_related = ("organization",)
     list_filter = (OwnerFilter, ("organization", admin.RelatedOnlyFieldListFilter))
@@ -147,7 +302,17 @@ class AccessGroupAdmin(ServiceAdmin):
         ("More", {"classes": ("collapse",), "fields": ("created_at", "created_by", "updated_at", "updated_by")}),
     )
 
-    def get_readonly_fields(self, request: HttpRequest, obj: AccessGroup | None = None) -> tuple[str, ...]:
+    def scope_queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        # An org admin sees their organizations' groups, and the global ones (read-only, by the policy).
+        tenant = admin_tenant(request)
+        if tenant.bypass:
+            return queryset
+        own = tenant.scope(queryset, org_field="organization")
+        if tenant.actor.admin_org_ids:
+            return queryset.filter(Q(pk__in=own.values("pk")) | Q(organization__isnull=True))
+        return own
+
+    def fixed_readonly_fields(self, request: HttpRequest, obj: AccessGroup | None = None) -> tuple[str, ...]:
         fixed = ("access_group_id", "assigned_team_ids", "assigned_keys", "created_at", "created_by",
                  "updated_at", "updated_by")
         # The owner is fixed at creation: moving a group between tenants would leak its assignments.
@@ -155,6 +320,12 @@ class AccessGroupAdmin(ServiceAdmin):
 
     def policy_target(self, obj: AccessGroup | None) -> policy.Target | None:
         return policy.access_group_target(obj) if obj is not None else None
+
+    def create_target(self, request: HttpRequest, form: forms.BaseForm) -> policy.Target:
+        organization = form.cleaned_data.get("organization")
+        if organization is None:
+            return policy.Target(is_global=True)
+        return policy.Target(organization_id=str(organization.pk))
 
     @admin.display(description="owner", ordering="organization__organization_alias")
     def owner(self, obj: AccessGroup) -> str:
@@ -210,12 +381,17 @@ class AssignmentAdmin(ServiceAdmin):
     def policy_target(self, obj: Any | None) -> policy.Target | None:
         return policy.access_group_target(obj.access_group) if obj is not None else None
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Any | None = None) -> tuple[str, ...]:
+    def create_target(self, request: HttpRequest, form: forms.BaseForm) -> policy.Target | None:
+        group = form.cleaned_data.get("access_group")
+        return policy.access_group_target(group) if group is not None else None
+
+    def fixed_readonly_fields(self, request: HttpRequest, obj: Any | None = None) -> tuple[str, ...]:
         return tuple(self.fields) if obj is not None else ()
 
 
 @admin.register(TeamAccessGroup)
 class TeamAccessGroupAdmin(AssignmentAdmin):
+    tenant_fields = {"org_field": "team__organization", "team_field": "team"}
     list_display = ("access_group", "team", "organization", "created_at")
     list_filter = (("access_group", admin.RelatedOnlyFieldListFilter),)
     search_fields = ("access_group__access_group_name", "team__team_alias", "team__team_id")
@@ -241,6 +417,7 @@ class TeamAccessGroupAdmin(AssignmentAdmin):
 
 @admin.register(KeyAccessGroup)
 class KeyAccessGroupAdmin(AssignmentAdmin):
+    tenant_fields = {"org_field": "key__organization", "team_field": "key__team"}
     list_display = ("access_group", "key", "key_team", "created_at")
     list_filter = (("access_group", admin.RelatedOnlyFieldListFilter),)
     search_fields = ("access_group__access_group_name", "key__key_alias", "key__key_name", "key__token")
@@ -277,7 +454,7 @@ class CatalogAdmin(ServiceAdmin):
     list_filter = ("active",)
     actions = ("activate", "deactivate")
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Any | None = None) -> tuple[str, ...]:
+    def fixed_readonly_fields(self, request: HttpRequest, obj: Any | None = None) -> tuple[str, ...]:
         return (self.natural, "created_at") if obj is not None else ("created_at",)
 
     def create(self, request: HttpRequest, form: forms.BaseForm) -> Any:
@@ -295,6 +472,7 @@ class CatalogAdmin(ServiceAdmin):
         self.each_through_service(
             request,
             queryset.exclude(active=active),
+            "catalog:write",
             lambda row: self.update(request, row, {"active": active}),
             ("Activated" if active else "Deactivated") + " {count} entries.",
         )
@@ -332,3 +510,47 @@ class AgentAdmin(CatalogAdmin):
     search_fields = ("agent_id", "name", "description")
     fields = ("agent_id", "name", "description", "active", "created_at")
 
+
+
+# --- bulk assignment jobs -------------------------------------------------------------------------------
+
+
+@admin.register(BulkJob)
+class BulkJobAdmin(ReadOnlyAdmin):
+    """Background bulk assignments (started here or by the API): their progress, then their result."""
+
+    policy_actions = {"view": "access_group:read"}
+    tenant_fields = {"org_field": "organization"}
+    list_display = ("created_at", "operation", "target", "status", "progress", "matched", "changed",
+                    "requested_by", "organization")
+    list_select_related = ("organization",)
+    list_filter = ("status", "operation", "target")
+    search_fields = ("requested_by",)
+    fields = ("job_id", "status", "progress", "operation", "target", "access_group_ids", "selection_summary",
+              "dry_run", "organization", "requested_by", "matched", "processed", "changed", "result", "error",
+              "created_at", "started_at", "finished_at")
+    readonly_fields = fields
+    show_full_result_count = False
+
+    def policy_target(self, obj: BulkJob | None) -> policy.Target | None:
+        if obj is None:
+            return None
+        return policy.Target(organization_id=str(obj.organization_id) if obj.organization_id else None,
+                             is_global=obj.organization_id is None)
+
+    @admin.display(description="progress")
+    def progress(self, obj: BulkJob) -> str:
+        share = 1.0 if obj.status == BulkJob.SUCCEEDED else (obj.processed / obj.matched if obj.matched else 0.0)
+        percent = round(100 * share)
+        return format_html('<progress max="100" value="{}"></progress> {} %', percent, percent)
+
+    @admin.display(description="selection")
+    def selection_summary(self, obj: BulkJob) -> str:
+        ids = obj.selection.get("ids") or []
+        rest = {k: v for k, v in obj.selection.items() if k != "ids"}
+        return f"{len(ids)} ids" + (f", {rest}" if rest else "") if ids else str(rest)
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        # The page reloads itself while the job runs, so its progress is seen moving.
+        context["refresh_seconds"] = 2 if obj is not None and obj.status in (BulkJob.QUEUED, BulkJob.RUNNING) else 0
+        return super().render_change_form(request, context, add, change, form_url, obj)

@@ -1,21 +1,29 @@
 """Admin for virtual keys: minted by `key_generate`, the secret shown once on the page after creation."""
 from __future__ import annotations
 
+import csv
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.html import format_html_join
 
 from accessctl import policy
-from accessctl.admin import NameListField, ServiceAdmin
-from accessgroups.admin import KeyAccessGroupInline
+from accessctl.admin import NameListField, ServiceAdmin, refuse, request_actor
+from accessctl.errors import ServiceError
+from accessgroups.admin import KeyAccessGroupInline, bulk_assign_actions, group_names
 from keys import services
+from keys.api.views import model_ceilings
 from keys.models import VirtualKey
+from orgs.models import TeamMembership
+
+KEY_LIMIT_FIELDS = ("spend",)
 
 BUDGET_FORM_FIELDS = (
     "max_budget",
@@ -89,6 +97,12 @@ class VirtualKeyAdmin(ServiceAdmin):
     form = KeyChangeForm
     add_form = KeyAddForm
     policy_actions = {"view": "key:info", "add": "key:generate", "change": "key:update", "delete": "key:delete"}
+    tenant_fields = {"org_field": "organization", "team_field": "team"}
+    field_actions = {
+        "key:update_budget": (*BUDGET_FORM_FIELDS, "spend"),
+        "key:reassign": ("user", "team", "organization"),
+    }
+    # get_list_display adds an "access groups" column after the status.
     list_display = ("__str__", "key_name", "user", "team", "organization", "status", "spend", "max_budget",
                     "expires", "created_at")
     list_filter = (StatusFilter, ("organization", admin.RelatedOnlyFieldListFilter),
@@ -96,7 +110,7 @@ class VirtualKeyAdmin(ServiceAdmin):
     search_fields = ("key_alias", "key_name", "token", "user__user_id", "team__team_alias")
     autocomplete_fields = ("user", "team", "organization")
     inlines = (KeyAccessGroupInline,)
-    actions = ("block_keys", "unblock_keys")
+    actions = ("block_keys", "unblock_keys", "export_csv", *bulk_assign_actions("keys"))
     add_fieldsets = (
         (None, {"fields": ("key_alias", "user", "team", "organization", "duration", "blocked")}),
         ("Access", {"fields": ("models",)}),
@@ -128,14 +142,67 @@ class VirtualKeyAdmin(ServiceAdmin):
     def policy_target(self, obj: VirtualKey | None) -> policy.Target | None:
         return policy.key_target(obj) if obj is not None else None
 
+    def create_target(self, request: HttpRequest, form: forms.BaseForm) -> policy.Target:
+        data = form.cleaned_data
+        user, team, organization = data.get("user"), data.get("team"), data.get("organization")
+        in_team = None
+        if team is not None and user is not None:
+            in_team = TeamMembership.objects.filter(team=team, user=user).exists()
+        return policy.new_key_target(
+            owner_user_id=user.user_id if user is not None else None,
+            team=team,
+            organization_id=organization.pk if organization is not None else None,
+            owner_in_team=in_team,
+        )
+
+    def update_checks(self, request: HttpRequest, stored: VirtualKey, data: dict[str, Any]):
+        checks = super().update_checks(request, stored, data)
+        if "blocked" in data:
+            checks.append(("key:block" if data["blocked"] else "key:unblock", self.policy_target(stored)))
+        if {"user", "team", "organization"} & set(data):
+            # Moving a key is re-owning it here (checked above) and creating it there.
+            user = data.get("user", stored.user)
+            team = data.get("team", stored.team)
+            checks.append(("key:generate", policy.new_key_target(
+                owner_user_id=user.user_id if user is not None else None,
+                team=team,
+                organization_id=stored.organization_id if team is None else None,
+                owner_in_team=TeamMembership.objects.filter(team=team, user=user).exists()
+                if team is not None and user is not None else None,
+            )))
+        return checks
+
+    def _check_models(self, request: HttpRequest, data: dict[str, Any], stored: VirtualKey | None = None) -> None:
+        """Nobody grants a key more models than its team, organization (or owner) allow."""
+        if not data.get("models"):
+            return
+        team = data.get("team", stored.team if stored is not None else None)
+        organization = team.organization if team is not None else data.get(
+            "organization", stored.organization if stored is not None else None)
+        owner = data.get("user", stored.user if stored is not None else None)
+        refuse(policy.can_grant_models(request_actor(request), data["models"],
+                                       model_ceilings(team, organization, owner)))
+
     @admin.display(description="status")
     def status(self, obj: VirtualKey) -> str:
         return obj.status
+
+    def get_list_display(self, request: HttpRequest):
+        # The access-groups column names the groups: read once per request, and only if a row has any.
+        @admin.display(description="access groups")
+        def access_groups(obj: VirtualKey) -> str:
+            names = group_names(request, obj.access_group_ids) if obj.access_group_ids else []
+            return format_html_join(", ", "{}", ((n,) for n in names)) or "-"
+
+        columns = list(super().get_list_display(request))
+        columns.insert(columns.index("status") + 1, access_groups)
+        return tuple(columns)
 
     # --- writes -----------------------------------------------------------------------------------
 
     def create(self, request: HttpRequest, form: forms.BaseForm) -> VirtualKey:
         data = form.cleaned_data
+        self._check_models(request, data)
         budget = {name: data[name] for name in BUDGET_FORM_FIELDS if data.get(name) not in (None, "")}
         key, raw = services.key_generate(
             actor=request.user,
@@ -153,6 +220,8 @@ class VirtualKeyAdmin(ServiceAdmin):
         return key
 
     def update(self, request: HttpRequest, obj: VirtualKey, data: dict[str, Any]) -> VirtualKey:
+        if data.get("models"):
+            self._check_models(request, data, self.get_queryset(request).get(pk=obj.pk))
         return services.key_update(actor=request.user, key=obj, data=data)
 
     def remove(self, request: HttpRequest, obj: VirtualKey) -> None:
@@ -164,10 +233,14 @@ class VirtualKeyAdmin(ServiceAdmin):
         raw = request.__dict__.pop(_NEW_SECRET, None)
         if raw is None:
             return super().response_add(request, obj, post_url_continue)
+        return self.secret_once(request, obj, raw, "Copy the new key now")
+
+    def secret_once(self, request: HttpRequest, obj: VirtualKey, raw: str, title: str) -> HttpResponse:
+        """The one page that shows a secret: rendered in the response to the write, never stored."""
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
-            "title": "Copy the new key now",
+            "title": title,
             "key": obj,
             "raw_key": raw,
             "change_url": reverse("admin:keys_virtualkey_change", args=[obj.pk]),
@@ -178,6 +251,45 @@ class VirtualKeyAdmin(ServiceAdmin):
         response["Cache-Control"] = "no-store"
         return response
 
+    # --- regenerate -------------------------------------------------------------------------------
+
+    def get_urls(self):
+        regenerate = path(
+            "<path:object_id>/regenerate/",
+            self.admin_site.admin_view(self.regenerate_view),
+            name="keys_virtualkey_regenerate",
+        )
+        return [regenerate, *super().get_urls()]
+
+    def regenerate_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Confirm, then give the key a new secret and show it once; the old secret stops working at once."""
+        key = self.get_object(request, object_id)
+        if key is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        verdict = policy.can(request_actor(request), "key:regenerate", self.policy_target(key))
+        if not verdict:
+            raise PermissionDenied(verdict.message)
+        if request.method == "POST":
+            try:
+                key, raw = services.key_regenerate(actor=request.user, key=key)
+            except ServiceError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+                return HttpResponseRedirect(reverse("admin:keys_virtualkey_change", args=[key.pk]))
+            return self.secret_once(request, key, raw, "Copy the regenerated key now")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Regenerate the key's secret?",
+            "key": key,
+            "change_url": reverse("admin:keys_virtualkey_change", args=[key.pk]),
+        }
+        return TemplateResponse(request, "admin/keys/virtualkey/regenerate_confirm.html", context)
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            context["may_regenerate"] = self.allowed_action(request, "key:regenerate", obj)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
     # --- actions ----------------------------------------------------------------------------------
 
     @admin.action(description="Block the selected keys", permissions=["change"])
@@ -185,6 +297,7 @@ class VirtualKeyAdmin(ServiceAdmin):
         self.each_through_service(
             request,
             queryset.filter(blocked=False),
+            "key:block",
             lambda key: services.key_block(actor=request.user, key=key),
             "Blocked {count} keys.",
         )
@@ -194,6 +307,30 @@ class VirtualKeyAdmin(ServiceAdmin):
         self.each_through_service(
             request,
             queryset.filter(blocked=True),
+            "key:unblock",
             lambda key: services.key_unblock(actor=request.user, key=key),
             "Unblocked {count} keys.",
         )
+
+    @admin.action(description="Export the selected keys as CSV (masked secrets)", permissions=["view"])
+    def export_csv(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse:
+        """One row per key; the secret appears only in its masked form (`sk-...abcd`), as everywhere."""
+        response = HttpResponse(content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="keys.csv"'
+        response["Cache-Control"] = "no-store"
+        writer = csv.writer(response)
+        writer.writerow(EXPORT_COLUMNS)
+        for key in queryset.order_by("created_at", "id").iterator(chunk_size=2000):
+            writer.writerow([
+                key.key_name, key.key_alias or "", key.token,
+                key.user.user_id if key.user_id else "", str(key.team_id or ""),
+                key.team.team_alias if key.team_id else "", str(key.organization_id or ""), key.status,
+                " ".join(key.models or []), " ".join(key.access_group_ids or []), key.spend,
+                "" if key.max_budget is None else key.max_budget,
+                key.expires.isoformat() if key.expires else "", key.created_at.isoformat(),
+            ])
+        return response
+
+
+EXPORT_COLUMNS = ("key_name", "key_alias", "token", "user_id", "team_id", "team_alias", "organization_id", "status",
+                  "models", "access_group_ids", "spend", "max_budget", "expires", "created_at")

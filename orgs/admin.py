@@ -17,16 +17,30 @@ from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters
 
 from accessctl import policy
-from accessctl.admin import NameListField, ReadOnlyAdmin, ServiceAdmin, ServiceInline
-from accessgroups.admin import TeamAccessGroupInline
+from accessctl.admin import (
+    NameListField,
+    ReadOnlyAdmin,
+    ServiceAdmin,
+    ServiceInline,
+    UserIdField,
+    admin_tenant,
+    request_actor,
+)
+from accessgroups.admin import TeamAccessGroupInline, bulk_assign_actions
 from keys.models import VirtualKey
 from orgs import services
-from orgs.models import AuditEntry, Budget, Organization, OrganizationMembership, Team, TeamMembership, User
+from orgs.models import (
+    MANAGE_TEAM,
+    AuditEntry,
+    Budget,
+    Organization,
+    OrganizationMembership,
+    Team,
+    TeamMembership,
+    TeamUserObjectPermission,
+    User,
+)
 from orgs.roles import DEFAULT_TEAM_MEMBER_PERMISSIONS, TEAM_MEMBER_PERMISSIONS
-
-admin.site.site_header = "accessctl"
-admin.site.site_title = "accessctl admin"
-admin.site.index_title = "Access control"
 
 # Roles are data on users and memberships (orgs/roles.py); Django's groups would grant nothing here.
 if admin.site.is_registered(Group):
@@ -60,8 +74,10 @@ def _cleaned(form: forms.BaseForm, names: tuple[str, ...]) -> dict[str, Any]:
 
 class OrganizationMembershipInlineBase(ServiceInline):
     model = OrganizationMembership
+    write_action = "organization:member_manage"
 
     def save_with_services(self, request: HttpRequest, formset: Any) -> None:
+        self.require_parent(request, formset)
         actor = request.user
         for obj in formset.deleted_objects:
             services.organization_member_delete(actor=actor, membership=_stored_org_membership(obj.pk))
@@ -109,8 +125,10 @@ class UserOrganizationInline(OrganizationMembershipInlineBase):
 
 class TeamMembershipInlineBase(ServiceInline):
     model = TeamMembership
+    write_action = "team:member_manage"
 
     def save_with_services(self, request: HttpRequest, formset: Any) -> None:
+        self.require_parent(request, formset)
         actor = request.user
         for obj in formset.deleted_objects:
             services.team_member_delete(actor=actor, membership=_stored_team_membership(obj.pk))
@@ -173,6 +191,11 @@ class UserForm(forms.ModelForm):
         strip=False,
         widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
     )
+    organization = forms.ModelChoiceField(
+        queryset=Organization.objects.none(),
+        required=False,
+        help_text="Make the new user a member of this organization (organization admins must choose one).",
+    )
 
     class Meta:
         model = User
@@ -193,10 +216,15 @@ class UserForm(forms.ModelForm):
         return cleaned
 
 
+USER_ROLE_FIELDS = ("user_role", "is_system", "is_active")
+USER_LIMIT_FIELDS = ("models", "spend", *BUDGET_FORM_FIELDS)
+
+
 @admin.register(User)
 class UserAdmin(ServiceAdmin):
     form = UserForm
     policy_actions = {"view": "user:info", "add": "user:create", "change": "user:update", "delete": "user:delete"}
+    field_actions = {"user:update_role": USER_ROLE_FIELDS, "user:update_budget": USER_LIMIT_FIELDS}
     list_display = ("user_id", "user_alias", "user_email", "user_role", "is_system", "is_active", "spend",
                     "max_budget", "created_at")
     list_filter = ("user_role", "is_system", "is_active")
@@ -212,6 +240,22 @@ class UserAdmin(ServiceAdmin):
         ("More", {"classes": ("collapse",), "fields": ("metadata", "sso_user_id", "created_at", "updated_at")}),
     )
 
+    def scope_queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        # Users of the organizations the caller administers (a subquery: no duplicate rows per membership).
+        tenant = admin_tenant(request)
+        if tenant.bypass:
+            return queryset
+        members = tenant.scope(OrganizationMembership.objects.all(), org_field="organization")
+        return queryset.filter(pk__in=members.values("user_id"))
+
+    def probe_target(self, organization_id: str | None, team_id: str | None) -> policy.Target:
+        return policy.Target(
+            organization_id=organization_id,
+            owner_user_id="",
+            user_org_ids=(organization_id,) if organization_id else (),
+            user_team_ids=(team_id,) if team_id else (),
+        )
+
     def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> User | None:
         user = super().get_object(request, object_id, from_field)
         if user is not None:
@@ -219,12 +263,42 @@ class UserAdmin(ServiceAdmin):
             prefetch_related_objects([user], "organization_memberships", "team_memberships")
         return user
 
-    def get_readonly_fields(self, request: HttpRequest, obj: User | None = None) -> tuple[str, ...]:
+    def get_fieldsets(self, request: HttpRequest, obj: User | None = None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None:
+            first = (None, {"fields": ("user_id", "user_alias", "user_email", "organization")})
+            return (first, *fieldsets[1:])
+        return fieldsets
+
+    def get_form(self, request: HttpRequest, obj: User | None = None, change: bool = False, **kwargs: Any):
+        form_class = super().get_form(request, obj, change=change, **kwargs)
+        if "organization" in form_class.base_fields:
+            field = form_class.base_fields["organization"]
+            field.queryset = self.admin_site._registry[Organization].get_queryset(request)
+            field.required = not request_actor(request).is_proxy_admin
+        return form_class
+
+    def fixed_readonly_fields(self, request: HttpRequest, obj: User | None = None) -> tuple[str, ...]:
         fixed = ("budget_reset_at", "last_login", "created_at", "updated_at")
         return (*fixed, "user_id") if obj is not None else fixed
 
     def policy_target(self, obj: User | None) -> policy.Target | None:
         return policy.user_target(obj) if obj is not None else None
+
+    def create_target(self, request: HttpRequest, form: forms.BaseForm) -> policy.Target:
+        organization = form.cleaned_data.get("organization")
+        return policy.Target(
+            organization_id=str(organization.pk) if organization is not None else None,
+            new_platform_role=form.cleaned_data.get("user_role"),
+        )
+
+    def update_checks(self, request: HttpRequest, stored: User, data: dict[str, Any]):
+        checks = super().update_checks(request, stored, data)
+        if "user_role" in data:
+            # Judged with the role asked for: only a proxy admin grants an admin role.
+            target = policy.user_target(stored, new_platform_role=data["user_role"])
+            checks = [(a, target if a == "user:update_role" else t) for a, t in checks]
+        return checks
 
     @method_decorator(sensitive_post_parameters("new_password1", "new_password2"))
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
@@ -232,16 +306,23 @@ class UserAdmin(ServiceAdmin):
 
     def create(self, request: HttpRequest, form: forms.BaseForm) -> User:
         data = _cleaned(form, services.USER_FIELDS)
-        return services.user_create(
+        user = services.user_create(
             actor=request.user,
             user_id=form.cleaned_data["user_id"],
             password=form.cleaned_data.get("new_password1") or None,
             **data,
         )
+        organization = form.cleaned_data.get("organization")
+        if organization is not None:
+            services.organization_member_add(
+                actor=request.user, organization=organization, user=user, user_role="internal_user"
+            )
+        return user
 
     def update(self, request: HttpRequest, obj: User, data: dict[str, Any]) -> User:
         password = data.pop("new_password1", None)
         data.pop("new_password2", None)
+        data.pop("organization", None)
         if password:
             data["password"] = password  # set by the service, never audited in clear
         return services.user_update(actor=request.user, user=obj, data=data)
@@ -258,6 +339,7 @@ class BudgetAdmin(ReadOnlyAdmin):
     """Budget rows are edited on their organization (or membership); shown here for reference."""
 
     policy_actions = {"view": "organization:info"}
+    tenant_fields = {"org_field": "organization"}
     list_display = ("budget_id", "owner", "max_budget", "soft_budget", "tpm_limit", "rpm_limit",
                     "budget_duration", "budget_reset_at")
     list_select_related = ("organization",)
@@ -327,6 +409,8 @@ class OrganizationAdmin(ServiceAdmin):
         "change": "organization:update",
         "delete": "organization:delete",
     }
+    tenant_fields = {"org_field": "pk"}
+    field_actions = {"organization:update_limits": ("models", *BUDGET_FORM_FIELDS, "spend")}
     list_display = ("organization_alias", "organization_id", "team_count", "member_count", "max_budget", "spend",
                     "created_at", "deleted_at")
     list_filter = (DeletedFilter,)
@@ -369,6 +453,12 @@ class OrganizationAdmin(ServiceAdmin):
     def budget_reset_at(self, obj: Organization) -> Any:
         return obj.budget.budget_reset_at
 
+    def __getattr__(self, name: str) -> Any:
+        # A budget field shown read-only (to an org admin) is read from the organization's budget row.
+        if name in BUDGET_FORM_FIELDS:
+            return admin.display(description=name.replace("_", " "))(lambda obj: getattr(obj.budget, name))
+        raise AttributeError(name)
+
     def create(self, request: HttpRequest, form: forms.BaseForm) -> Organization:
         data = _cleaned(form, ("models", "metadata", "spend", *BUDGET_FORM_FIELDS))
         return services.organization_create(
@@ -394,6 +484,7 @@ class OrganizationMembershipAdmin(ServiceAdmin):
         "change": "organization:member_manage",
         "delete": "organization:member_manage",
     }
+    tenant_fields = {"org_field": "organization"}
     list_display = ("user", "organization", "user_role", "created_at")
     list_select_related = ("user", "organization")
     list_filter = ("user_role", ("organization", admin.RelatedOnlyFieldListFilter))
@@ -401,11 +492,15 @@ class OrganizationMembershipAdmin(ServiceAdmin):
     autocomplete_fields = ("user", "organization")
     fields = ("user", "organization", "user_role")
 
-    def get_readonly_fields(self, request: HttpRequest, obj: OrganizationMembership | None = None):
+    def fixed_readonly_fields(self, request: HttpRequest, obj: OrganizationMembership | None = None):
         return ("user", "organization") if obj is not None else ()
 
     def policy_target(self, obj: OrganizationMembership | None) -> policy.Target | None:
         return policy.Target(organization_id=str(obj.organization_id)) if obj is not None else None
+
+    def create_target(self, request: HttpRequest, form: forms.BaseForm) -> policy.Target:
+        organization = form.cleaned_data.get("organization")
+        return policy.Target(organization_id=str(organization.pk) if organization is not None else None)
 
     def create(self, request: HttpRequest, form: forms.BaseForm) -> OrganizationMembership:
         data = form.cleaned_data
@@ -423,6 +518,37 @@ class OrganizationMembershipAdmin(ServiceAdmin):
 
 
 # --- teams ----------------------------------------------------------------------------------------
+
+
+class TeamManagerInline(ServiceInline):
+    """Users granted the right to manage the team without a membership (a guardian object permission)."""
+
+    model = TeamUserObjectPermission
+    fields = ("user",)
+    verbose_name = "manager (granted)"
+    verbose_name_plural = "managers (granted without membership)"
+    write_action = "team:member_manage"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).filter(permission__codename=MANAGE_TEAM).select_related("user")
+
+    def formfield_for_foreignkey(self, db_field, request: HttpRequest, **kwargs: Any):
+        if db_field.name == "user":
+            return UserIdField(label="user")
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def save_with_services(self, request: HttpRequest, formset: Any) -> None:
+        self.require_parent(request, formset)
+        team = formset.instance
+        for obj in formset.deleted_objects:
+            stored = TeamUserObjectPermission.objects.select_related("user").get(pk=obj.pk)
+            services.team_revoke_manage(actor=request.user, team=team, user=stored.user)
+        for obj, _changed in formset.changed_objects:
+            stored = TeamUserObjectPermission.objects.select_related("user").get(pk=obj.pk)
+            services.team_revoke_manage(actor=request.user, team=team, user=stored.user)
+            services.team_grant_manage(actor=request.user, team=team, user=obj.user)
+        for obj in formset.new_objects:
+            services.team_grant_manage(actor=request.user, team=team, user=obj.user)
 
 
 class TeamForm(forms.ModelForm):
@@ -447,6 +573,12 @@ class TeamForm(forms.ModelForm):
 class TeamAdmin(ServiceAdmin):
     form = TeamForm
     policy_actions = {"view": "team:info", "add": "team:create", "change": "team:update", "delete": "team:delete"}
+    tenant_fields = {"org_field": "organization", "team_field": "pk"}
+    field_actions = {
+        "team:update_limits": ("organization", "models", "blocked", *BUDGET_FORM_FIELDS, "spend"),
+        "team:permissions_update": ("member_permissions",),
+    }
+    actions = bulk_assign_actions("teams")
     list_display = ("team_alias", "team_id", "organization", "member_count", "key_count", "blocked", "max_budget",
                     "spend", "created_at")
     list_filter = ("blocked", ("organization", admin.RelatedOnlyFieldListFilter))
@@ -454,7 +586,7 @@ class TeamAdmin(ServiceAdmin):
     autocomplete_fields = ("organization",)
     readonly_fields = ("team_id", "access_group_ids", "budget_reset_at", "created_at", "created_by", "updated_at",
                        "updated_by")
-    inlines = (TeamMemberInline, TeamAccessGroupInline)
+    inlines = (TeamMemberInline, TeamManagerInline, TeamAccessGroupInline)
     fieldsets = (
         (None, {"fields": ("team_alias", "team_id", "organization", "blocked")}),
         ("Access", {"fields": ("models", "member_permissions", "access_group_ids")}),
@@ -473,6 +605,10 @@ class TeamAdmin(ServiceAdmin):
 
     def policy_target(self, obj: Team | None) -> policy.Target | None:
         return policy.team_target(obj) if obj is not None else None
+
+    def create_target(self, request: HttpRequest, form: forms.BaseForm) -> policy.Target:
+        organization = form.cleaned_data.get("organization")
+        return policy.Target(organization_id=str(organization.pk) if organization is not None else None)
 
     @admin.display(description="members", ordering="member_count")
     def member_count(self, obj: Team) -> int:
@@ -501,6 +637,7 @@ class TeamMembershipAdmin(ServiceAdmin):
         "change": "team:member_manage",
         "delete": "team:member_manage",
     }
+    tenant_fields = {"org_field": "team__organization", "team_field": "team"}
     list_display = ("user", "team", "role", "organization", "created_at")
     list_filter = ("role", ("team", admin.RelatedOnlyFieldListFilter))
     search_fields = ("user__user_id", "user__user_email", "team__team_alias")
@@ -512,11 +649,15 @@ class TeamMembershipAdmin(ServiceAdmin):
         # (A queryset that already selects related rows makes the changelist ignore list_select_related.)
         return super().get_queryset(request).select_related("user", "team", "team__organization")
 
-    def get_readonly_fields(self, request: HttpRequest, obj: TeamMembership | None = None):
+    def fixed_readonly_fields(self, request: HttpRequest, obj: TeamMembership | None = None):
         return ("user", "team") if obj is not None else ()
 
     def policy_target(self, obj: TeamMembership | None) -> policy.Target | None:
         return policy.team_target(obj.team) if obj is not None else None
+
+    def create_target(self, request: HttpRequest, form: forms.BaseForm) -> policy.Target | None:
+        team = form.cleaned_data.get("team")
+        return policy.team_target(team) if team is not None else None
 
     @admin.display(description="organization", ordering="team__organization__organization_alias")
     def organization(self, obj: TeamMembership) -> Organization | None:
@@ -541,6 +682,7 @@ class AuditEntryAdmin(ReadOnlyAdmin):
     """Every management write, as recorded by the services. Never added, changed or deleted here."""
 
     policy_actions = {"view": "audit:read"}
+    tenant_fields = {"org_field": "organization_id"}
     list_display = ("created_at", "actor_id", "action", "object_type", "object_id", "organization_id")
     list_filter = ("action", "object_type", "created_at")
     search_fields = ("actor_id", "action", "object_id")

@@ -7,6 +7,8 @@ from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.contrib.auth.models import PermissionsMixin
 from django.db import models as db
 from django.utils import timezone
+from django.utils.functional import cached_property
+from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
 from .roles import (
     DEFAULT_TEAM_MEMBER_PERMISSIONS,
@@ -17,6 +19,9 @@ from .roles import (
     PlatformRole,
     TeamRole,
 )
+
+# The object permission that lets a user manage one team without being its admin (django-guardian).
+MANAGE_TEAM = "manage_team"
 
 
 def default_team_member_permissions() -> list[str]:
@@ -141,26 +146,25 @@ class User(AbstractBaseUser, PermissionsMixin, BudgetFields, SpendFields):
     def is_superuser(self) -> bool:  # noqa: F811 - replaces the inherited column on purpose
         return self.is_active and self.user_role == PlatformRole.PROXY_ADMIN
 
+    @cached_property
+    def policy_actor(self):
+        """The policy's view of this user (memberships and grants), loaded once per instance.
+
+        Each request loads its user afresh (session → user), so this is cached per request and never
+        across requests: a removed role, membership or grant counts from the next request on.
+        """
+        from accessctl.policy import actor_for
+
+        return actor_for(self)
+
     @property
     def is_staff(self) -> bool:
-        """Who may open the admin: platform admins and viewers, org admins, team admins."""
+        """Who may open the admin: platform admins and viewers, org admins, team admins (by role or by grant)."""
         if not self.is_active or not self.pk:
             return False
         if self.user_role in (PlatformRole.PROXY_ADMIN, PlatformRole.PROXY_ADMIN_VIEWER):
             return True
-        if not hasattr(self, "_admin_membership"):
-            self._admin_membership = (
-                OrganizationMembership.objects.filter(
-                    user=self, user_role=OrgRole.ORG_ADMIN, organization__deleted_at__isnull=True
-                ).exists()
-                or TeamMembership.objects.filter(
-                    user=self, role=TeamRole.ADMIN, team__organization__deleted_at__isnull=True
-                ).exists()
-                or TeamMembership.objects.filter(
-                    user=self, role=TeamRole.ADMIN, team__organization__isnull=True
-                ).exists()
-            )
-        return self._admin_membership
+        return self.policy_actor.uses_admin
 
 
 class OrganizationQuerySet(db.QuerySet):
@@ -260,9 +264,38 @@ class Team(BudgetFields, SpendFields):
 
     class Meta:
         ordering = ["team_alias", "team_id"]
+        # Granted per team with django-guardian (`team_grant_manage`): the rights of the team's admins.
+        permissions = [(MANAGE_TEAM, "Can manage the team's members and keys")]
 
     def __str__(self) -> str:
         return self.team_alias or str(self.team_id)
+
+
+MANAGE_TEAM_PERMISSION = f"orgs.{MANAGE_TEAM}"
+
+
+class TeamUserObjectPermission(UserObjectPermissionBase):
+    """A guardian object permission of a user on one team (a direct foreign key: deleted with the team)."""
+
+    content_object = db.ForeignKey(Team, on_delete=db.CASCADE, related_name="user_grants")
+
+    class Meta(UserObjectPermissionBase.Meta):
+        verbose_name = "team grant to a user"
+
+    def __str__(self) -> str:
+        return f"{self.user_id} may {self.permission_id} on {self.content_object_id}"
+
+
+class TeamGroupObjectPermission(GroupObjectPermissionBase):
+    """A guardian object permission of a group of users on one team (deleted with the team)."""
+
+    content_object = db.ForeignKey(Team, on_delete=db.CASCADE, related_name="group_grants")
+
+    class Meta(GroupObjectPermissionBase.Meta):
+        verbose_name = "team grant to a group"
+
+    def __str__(self) -> str:
+        return f"group {self.group_id} may {self.permission_id} on {self.content_object_id}"
 
 
 class TeamMembership(db.Model):

@@ -574,3 +574,60 @@ def team_member_delete(*, actor: User | None, membership: TeamMembership) -> Non
 def team_permissions_update(*, actor: User | None, team: Team, permissions: list[str]) -> Team:
     """Overwrite what members with role `user` may do on the team's keys."""
     return team_update(actor=actor, team=team, data={"member_permissions": permissions})
+
+
+# --- object-level grants (django-guardian) ---------------------------------------------------------
+
+
+@transaction.atomic
+def team_grant_manage(*, actor: User | None, team: Team, user: User) -> bool:
+    """Let `user` manage `team` (its members and keys, as its admins may) without a membership.
+
+    Stored as a guardian object permission on the team's direct foreign-key table, so deleting the team
+    deletes the grant. Returns False (and records nothing) when the grant already exists.
+    """
+    from guardian.shortcuts import assign_perm
+
+    from .models import MANAGE_TEAM, TeamUserObjectPermission
+
+    team = Team.objects.select_for_update().get(pk=team.pk)
+    if TeamUserObjectPermission.objects.filter(
+        content_object=team, user=user, permission__codename=MANAGE_TEAM
+    ).exists():
+        return False
+    assign_perm(f"orgs.{MANAGE_TEAM}", user, team)
+    record(
+        actor=actor,
+        action="team_grant_manage",
+        object_type="team_grant",
+        object_id=f"{team.pk}:{user.user_id}",
+        organization_id=team.organization_id,
+        after={"user_id": user.user_id, "permission": MANAGE_TEAM},
+        affects=Affects(user_pks={user.pk}),
+    )
+    return True
+
+
+@transaction.atomic
+def team_revoke_manage(*, actor: User | None, team: Team, user: User) -> bool:
+    """Withdraw a grant made by `team_grant_manage`; the user's rights end on their next request.
+
+    Returns False (and records nothing) when there was no such grant.
+    """
+    from .models import MANAGE_TEAM, TeamUserObjectPermission
+
+    deleted, _ = TeamUserObjectPermission.objects.filter(
+        content_object=team, user=user, permission__codename=MANAGE_TEAM
+    ).delete()
+    if not deleted:
+        return False
+    record(
+        actor=actor,
+        action="team_revoke_manage",
+        object_type="team_grant",
+        object_id=f"{team.pk}:{user.user_id}",
+        organization_id=team.organization_id,
+        before={"user_id": user.user_id, "permission": MANAGE_TEAM},
+        affects=Affects(user_pks={user.pk}),
+    )
+    return True

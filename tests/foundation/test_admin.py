@@ -61,6 +61,14 @@ def _audit_entries(n: int) -> None:
         record(actor=None, action="test_entry", object_type="test", object_id=i)
 
 
+def _bulk_jobs(n: int) -> None:
+    from accessgroups.bulk import Selection, bulk_assign_start
+
+    group, key = AccessGroupFactory(), KeyFactory()
+    for _ in range(n):
+        bulk_assign_start(actor=None, target="keys", group_refs=[str(group.pk)], selection=Selection(ids=(str(key.pk),)))
+
+
 def _many(factory: Callable[..., object], **kwargs: object) -> Callable[[int], None]:
     def build(n: int) -> None:
         for _ in range(n):
@@ -84,8 +92,9 @@ BUILDERS: dict[str, Callable[[int], None]] = {
     "accessgroups.catalogmodel": _many(CatalogModelFactory),
     "accessgroups.mcpserver": _many(MCPServerFactory),
     "accessgroups.agent": _many(AgentFactory),
+    "accessgroups.bulkjob": _bulk_jobs,
 }
-READ_ONLY = {"orgs.budget", "orgs.auditentry"}
+READ_ONLY = {"orgs.budget", "orgs.auditentry", "accessgroups.bulkjob"}
 
 # Queries of one changelist page, whatever the number of rows: session, user, the caller's memberships (2),
 # counts, the page, and one per related-only filter's choices.
@@ -104,6 +113,7 @@ CHANGELIST_QUERIES = {
     "accessgroups.catalogmodel": 8,
     "accessgroups.mcpserver": 7,
     "accessgroups.agent": 7,
+    "accessgroups.bulkjob": 6,
 }
 
 
@@ -144,7 +154,15 @@ def world(admin_user: User) -> dict[str, object]:
         "accessgroups.catalogmodel": CatalogModelFactory(),
         "accessgroups.mcpserver": MCPServerFactory(),
         "accessgroups.agent": AgentFactory(),
+        "accessgroups.bulkjob": _first_bulk_job(),
     }
+
+
+def _first_bulk_job() -> object:
+    from accessgroups.models import BulkJob
+
+    _bulk_jobs(1)
+    return BulkJob.objects.first()
 
 
 def test_admin_tables_cover_every_registered_model():

@@ -1,0 +1,113 @@
+"""The admin site: who may log in follows from roles, and the index is a dashboard of the user's tenants."""
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from django.contrib.admin import AdminSite
+from django.contrib.admin.apps import AdminConfig
+from django.db.models import F, Q, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+
+DASHBOARD_ROWS = 10
+EXPIRY_WINDOW = datetime.timedelta(days=7)
+BUDGET_ALERT = 0.8  # spend at or above this share of max_budget is shown as an alert
+
+
+class AccessAdminSite(AdminSite):
+    site_header = "accessctl"
+    site_title = "accessctl admin"
+    index_title = "Access control"
+    index_template = "admin/index.html"
+
+    def has_permission(self, request: HttpRequest) -> bool:
+        """Platform admins and viewers, org admins and team admins (by role or grant), while active.
+
+        Computed from the user's roles on every request (`User.is_staff`), never from a stored flag.
+        """
+        user = request.user
+        return bool(user.is_active and user.is_authenticated and user.policy_actor.uses_admin)
+
+    def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        context = {"dashboard": Dashboard(self, request), **(extra_context or {})}
+        return super().index(request, context)
+
+
+class Dashboard:
+    """What the index page shows, each part scoped by the model admin that lists those rows.
+
+    Parts are evaluated lazily by the template, and only for models the user may view.
+    """
+
+    def __init__(self, site: AdminSite, request: HttpRequest) -> None:
+        self.site = site
+        self.request = request
+        self.now = timezone.now()
+
+    def _visible(self, model: Any) -> QuerySet | None:
+        model_admin = self.site._registry.get(model)
+        if model_admin is None or not model_admin.has_view_permission(self.request):
+            return None
+        return model_admin.get_queryset(self.request)
+
+    def counts(self) -> list[dict[str, Any]]:
+        from accessgroups.models import AccessGroup
+        from keys.models import VirtualKey
+        from orgs.models import Organization, Team, User
+
+        rows = []
+        for model in (Organization, Team, User, VirtualKey, AccessGroup):
+            queryset = self._visible(model)
+            if queryset is not None:
+                rows.append({"label": model._meta.verbose_name_plural, "count": queryset.order_by().count(),
+                             "url": f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist"})
+        return rows
+
+    def expiring_keys(self) -> list[Any]:
+        from keys.models import VirtualKey
+
+        keys = self._visible(VirtualKey)
+        if keys is None:
+            return []
+        soon = keys.filter(expires__gt=self.now, expires__lte=self.now + EXPIRY_WINDOW, blocked=False)
+        return list(soon.order_by("expires")[:DASHBOARD_ROWS])
+
+    def budget_alerts(self) -> list[dict[str, Any]]:
+        from keys.models import VirtualKey
+        from orgs.models import Organization, Team, User
+
+        rows: list[dict[str, Any]] = []
+        over = Q(max_budget__gt=0, spend__gte=F("max_budget") * BUDGET_ALERT)
+        for model, cap in ((VirtualKey, "max_budget"), (Team, "max_budget"), (User, "max_budget"),
+                           (Organization, "budget__max_budget")):
+            queryset = self._visible(model)
+            if queryset is None:
+                continue
+            if cap != "max_budget":
+                over_here = Q(**{f"{cap}__gt": 0, "spend__gte": F(cap) * BUDGET_ALERT})
+            else:
+                over_here = over
+            for obj in queryset.filter(over_here).order_by("-spend")[:DASHBOARD_ROWS]:
+                limit = obj.budget.max_budget if model is Organization else obj.max_budget
+                rows.append({
+                    "kind": model._meta.verbose_name,
+                    "object": obj,
+                    "spend": obj.spend,
+                    "max_budget": limit,
+                    "share": round(100 * obj.spend / limit) if limit else None,
+                    "url": f"admin:{model._meta.app_label}_{model._meta.model_name}_change",
+                })
+        return sorted(rows, key=lambda r: -(r["share"] or 0))[:DASHBOARD_ROWS]
+
+    def latest_audit(self) -> list[Any]:
+        from orgs.models import AuditEntry
+
+        entries = self._visible(AuditEntry)
+        return [] if entries is None else list(entries[:DASHBOARD_ROWS])
+
+
+class AccessAdminConfig(AdminConfig):
+    """`django.contrib.admin` with accessctl's site as the default `admin.site`."""
+
+    default_site = "accessctl.admin_site.AccessAdminSite"

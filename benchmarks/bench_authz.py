@@ -200,7 +200,9 @@ class Server:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"make serve exited; see {self.log.name}")
+                self.log.flush()
+                tail = "".join(Path(self.log.name).read_text().splitlines(keepends=True)[-30:])
+                raise RuntimeError(f"make serve exited with {self.process.returncode}:\n{tail}")
             try:
                 if _get(f"http://127.0.0.1:{self.port}/healthz")[0] == 200:
                     return
@@ -292,8 +294,10 @@ def _print_row(row: tuple) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=10, help="seconds of load per endpoint and round (≥ 10)")
-    parser.add_argument("--rounds", type=int, default=2, help="load slices per endpoint, in ABBA order")
+    parser.add_argument("--duration", type=int, default=5, help="seconds of load per endpoint and round")
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="load slices per endpoint, in ABBA order (default: 4 × 5 s = 20 s each)"
+    )
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "2")))

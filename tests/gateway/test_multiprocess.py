@@ -100,7 +100,8 @@ def deployment(request, tmp_path) -> Iterator[tuple[dict[str, str], list[int]]]:
     ports = [_free_port(), _free_port()]
     servers = [
         subprocess.Popen(
-            [str(GUNICORN), "accessctl.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
+            [str(GUNICORN), "accessctl.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+             "--no-control-socket"],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,

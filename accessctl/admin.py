@@ -203,6 +203,19 @@ class ServiceAdmin(TenantForeignKeys, admin.ModelAdmin):
             return queryset
         return admin_tenant(request).scope(queryset, **self.tenant_fields)
 
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any | None:
+        obj = super().get_object(request, object_id, from_field)
+        if obj is not None:
+            self.prepare_object(obj)
+        # A row in the user's tenants that the policy still hides (e.g. a team's assignment of another
+        # organization's group) is as absent as a foreign one: not found, rather than forbidden.
+        if obj is not None and not self.has_view_permission(request, obj):
+            return None
+        return obj
+
+    def prepare_object(self, obj: Any) -> None:
+        """Load what `policy_target(obj)` reads, once, when one row is fetched for its page."""
+
     def _get_obj_does_not_exist_redirect(self, request: HttpRequest, opts: Any, object_id: str) -> HttpResponse:
         # Django's hook for a change/delete/history URL whose row get_queryset() cannot find. Another
         # tenant's row and a missing row answer the same 404 (SPEC §3), never a redirect that hints.
@@ -333,9 +346,14 @@ class ServiceAdmin(TenantForeignKeys, admin.ModelAdmin):
         )
 
     def save_formset(self, request: HttpRequest, form: forms.BaseForm, formset: Any, change: bool) -> None:
+        inline = formset.service_inline
+        if not inline.has_change_permission(request, form.instance):
+            # A view-only inline: Django "validates" its forms from their initial values; nothing to save.
+            formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+            return
         # commit=False fills new/changed/deleted_objects (the admin's change message) without writing.
         formset.save(commit=False)
-        formset.service_inline.save_with_services(request, formset)
+        inline.save_with_services(request, formset)
 
     def get_form(self, request: HttpRequest, obj: Any | None = None, change: bool = False, **kwargs: Any):
         form_class = with_user_ids(super().get_form(request, obj, change=change, **kwargs))

@@ -256,12 +256,9 @@ class UserAdmin(ServiceAdmin):
             user_team_ids=(team_id,) if team_id else (),
         )
 
-    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> User | None:
-        user = super().get_object(request, object_id, from_field)
-        if user is not None:
-            # The policy's user target reads the memberships: loaded once with the row, not per check.
-            prefetch_related_objects([user], "organization_memberships", "team_memberships")
-        return user
+    def prepare_object(self, obj: User) -> None:
+        # The policy's user target reads the memberships: loaded once with the row, not per check.
+        prefetch_related_objects([obj], "organization_memberships", "team_memberships")
 
     def get_fieldsets(self, request: HttpRequest, obj: User | None = None):
         fieldsets = super().get_fieldsets(request, obj)
@@ -342,9 +339,15 @@ class BudgetAdmin(ReadOnlyAdmin):
     tenant_fields = {"org_field": "organization"}
     list_display = ("budget_id", "owner", "max_budget", "soft_budget", "tpm_limit", "rpm_limit",
                     "budget_duration", "budget_reset_at")
-    list_select_related = ("organization",)
     search_fields = ("budget_id", "organization__organization_alias")
     list_filter = ("budget_duration",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).select_related("organization")
+
+    def policy_target(self, obj: Budget | None) -> policy.Target | None:
+        owner = getattr(obj, "organization", None) if obj is not None else None
+        return policy.organization_target(owner) if owner is not None else None
 
     @admin.display(description="organization")
     def owner(self, obj: Budget) -> Organization | None:

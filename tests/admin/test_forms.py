@@ -1,0 +1,161 @@
+"""Forms refuse what the policy refuses, with its message; fields a role may not change are read-only;
+an admin viewer gets no write control at all and its POSTs are refused."""
+from __future__ import annotations
+
+import pytest
+
+from accessgroups.models import AccessGroup
+from keys.models import VirtualKey
+from orgs.models import OrganizationMembership, Team
+from orgs.roles import PlatformRole
+from tests.admin.conftest import admin_url, logged_in
+from tests.factories import UserFactory
+from tests.foundation.html_forms import form_data
+
+pytestmark = pytest.mark.django_db
+
+
+def _submit(client, label: str, view: str, *args, form_id: str, **fields):
+    url = admin_url(label, view, *args)
+    data = form_data(client.get(url).content.decode(), form_id)
+    data.update(fields)
+    return client.post(url, data)
+
+
+def _errors(response) -> str:
+    return str(response.context["adminform"].form.errors)
+
+
+def test_admin_team_add_by_org_admin_without_organization_shows_the_policy_refusal(world):
+    client = logged_in(world.users["org_admin"])
+    response = _submit(client, "orgs.team", "add", form_id="team_form", team_alias="orphan", organization="")
+    assert response.status_code == 200 and "organization admins may create teams" in _errors(response)
+    assert not Team.objects.filter(team_alias="orphan").exists()
+
+
+def test_admin_team_add_by_org_admin_in_own_organization_creates_it(world):
+    client = logged_in(world.users["org_admin"])
+    response = _submit(client, "orgs.team", "add", form_id="team_form", team_alias="new team",
+                       organization=str(world.own.organization.pk))
+    assert response.status_code == 302
+    assert Team.objects.get(team_alias="new team").organization == world.own.organization
+
+
+def test_admin_team_add_by_org_admin_in_other_organization_is_an_invalid_choice(world):
+    client = logged_in(world.users["org_admin"])
+    response = _submit(client, "orgs.team", "add", form_id="team_form", team_alias="intruder",
+                       organization=str(world.other.organization.pk))
+    assert "organization" in response.context["adminform"].form.errors
+    assert not Team.objects.filter(team_alias="intruder").exists()
+
+
+def test_admin_organization_form_for_org_admin_shows_models_and_budget_read_only(world):
+    client = logged_in(world.users["org_admin"])
+    response = client.get(admin_url("orgs.organization", "change", world.own.organization.pk))
+    fields = response.context["adminform"].form.fields
+    assert "organization_alias" in fields and not {"models", "max_budget", "spend"} & set(fields)
+
+
+def test_admin_team_form_for_team_admin_shows_limits_read_only(world):
+    client = logged_in(world.users["team_admin"])
+    response = client.get(admin_url("orgs.team", "change", world.own.rows["orgs.team"].pk))
+    fields = response.context["adminform"].form.fields
+    assert "team_alias" in fields and not {"models", "blocked", "max_budget", "organization"} & set(fields)
+
+
+def test_admin_team_rename_by_team_admin_is_saved(world):
+    team = world.own.rows["orgs.team"]
+    client = logged_in(world.users["team_admin"])
+    response = _submit(client, "orgs.team", "change", team.pk, form_id="team_form", team_alias="renamed")
+    assert response.status_code == 302 and Team.objects.get(pk=team.pk).team_alias == "renamed"
+
+
+def test_admin_key_add_by_team_admin_for_user_outside_the_team_shows_the_refusal(world):
+    outsider = UserFactory(user_id="outsider@example.test")
+    client = logged_in(world.users["team_admin"])
+    response = _submit(client, "keys.virtualkey", "add", form_id="virtualkey_form", key_alias="for-outsider",
+                       user=outsider.user_id, team=str(world.own.rows["orgs.team"].pk))
+    assert "not assigned to team" in _errors(response)
+    assert not VirtualKey.objects.filter(key_alias="for-outsider").exists()
+
+
+def test_admin_key_add_by_team_admin_for_a_member_creates_a_team_key(world):
+    member = world.own.rows["orgs.user"]
+    client = logged_in(world.users["team_admin"])
+    response = _submit(client, "keys.virtualkey", "add", form_id="virtualkey_form", key_alias="member-key",
+                       user=member.user_id, team=str(world.own.rows["orgs.team"].pk))
+    assert response.status_code == 200 and "new-key-secret" in response.content.decode()
+    assert VirtualKey.objects.get(key_alias="member-key").organization == world.own.organization
+
+
+def test_admin_key_add_with_unknown_user_id_names_the_field(world):
+    client = logged_in(world.users["org_admin"])
+    response = _submit(client, "keys.virtualkey", "add", form_id="virtualkey_form", key_alias="nobody",
+                       user="nobody@example.test", team=str(world.own.rows["orgs.team"].pk))
+    assert "No active user has this user_id." in str(response.context["adminform"].form.errors["user"])
+
+
+def test_admin_user_add_by_org_admin_makes_the_user_a_member(world):
+    client = logged_in(world.users["org_admin"])
+    response = _submit(client, "orgs.user", "add", form_id="user_form", user_id="hire@example.test",
+                       organization=str(world.own.organization.pk))
+    assert response.status_code == 302
+    assert OrganizationMembership.objects.filter(user__user_id="hire@example.test",
+                                                 organization=world.own.organization).exists()
+
+
+def test_admin_user_add_by_org_admin_without_organization_is_refused(world):
+    client = logged_in(world.users["org_admin"])
+    response = _submit(client, "orgs.user", "add", form_id="user_form", user_id="stray@example.test",
+                       organization="")
+    assert "organization" in response.context["adminform"].form.errors
+
+
+def test_admin_user_form_for_org_admin_shows_the_platform_role_read_only(world):
+    client = logged_in(world.users["org_admin"])
+    response = client.get(admin_url("orgs.user", "change", world.own.rows["orgs.user"].pk))
+    assert "user_role" not in response.context["adminform"].form.fields
+
+
+def test_admin_access_group_add_by_org_admin_without_organization_shows_the_refusal(world):
+    client = logged_in(world.users["org_admin"])
+    response = _submit(client, "accessgroups.accessgroup", "add", form_id="accessgroup_form",
+                       access_group_name="global-attempt", organization="")
+    assert "Only platform admins manage global access groups." in _errors(response)
+    assert not AccessGroup.objects.filter(access_group_name="global-attempt").exists()
+
+
+# --- the admin viewer: read-only everywhere ------------------------------------------------------------
+
+
+def test_admin_changelist_for_admin_viewer_has_no_add_link_and_only_the_export_action(world):
+    response = logged_in(world.users["admin_viewer"]).get(admin_url("keys.virtualkey", "changelist"))
+    actions = [name for name, _ in response.context["action_form"].fields["action"].choices if name]
+    assert response.context["has_add_permission"] is False and actions == ["export_csv"]
+    assert "addlink" not in response.content.decode()
+
+
+def test_admin_change_page_for_admin_viewer_has_no_save_or_delete_button(world):
+    response = logged_in(world.users["admin_viewer"]).get(
+        admin_url("orgs.team", "change", world.own.rows["orgs.team"].pk))
+    page = response.content.decode()
+    assert 'name="_save"' not in page and "deletelink" not in page
+
+
+def test_admin_change_post_by_admin_viewer_is_refused(world):
+    team = world.own.rows["orgs.team"]
+    response = logged_in(world.users["admin_viewer"]).post(
+        admin_url("orgs.team", "change", team.pk), {"team_alias": "hijacked"})
+    assert response.status_code == 403 and Team.objects.get(pk=team.pk).team_alias != "hijacked"
+
+
+def test_admin_delete_post_by_admin_viewer_is_refused(world):
+    key = world.own.rows["keys.virtualkey"]
+    response = logged_in(world.users["admin_viewer"]).post(admin_url("keys.virtualkey", "delete", key.pk),
+                                                           {"post": "yes"})
+    assert response.status_code == 403 and VirtualKey.objects.filter(pk=key.pk).exists()
+
+
+def test_admin_user_role_of_viewer_is_not_a_hand_set_staff_flag():
+    viewer = UserFactory(user_role=PlatformRole.PROXY_ADMIN_VIEWER)
+    assert viewer.is_staff and not viewer.is_superuser

@@ -27,6 +27,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served from here, not from a CDN
     "guardian",
     "orgs",
     "keys",
@@ -143,6 +144,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Access-control plane for LLM gateways.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     # One schema name per role family, whichever serializer uses it.
     "ENUM_NAME_OVERRIDES": {
         "PlatformRoleEnum": "orgs.roles.PLATFORM_ROLE_VALUES",

@@ -65,7 +65,15 @@ test-sqlite: install
 test-postgres: install services
 	DATABASE_URL=$(PG_URL) $(BIN)/pytest $(PYTEST_ARGS)
 
-test: install lint migrations-check services test-sqlite test-postgres  ## the whole suite, on SQLite then PostgreSQL
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: chromium
+chromium:  ## Debian's chromium for the browser tests (Playwright drives it; it never downloads a browser)
+	@test -x $(CHROMIUM) || apt-get install -y chromium || { apt-get update && apt-get install -y chromium; } \
+		|| { echo "make: cannot install chromium ($(CHROMIUM)); the browser tests need it" >&2; exit 1; }
+	@test -x $(CHROMIUM) || { echo "make: $(CHROMIUM) is still missing after installing chromium" >&2; exit 1; }
+
+test: install lint migrations-check services chromium test-sqlite test-postgres  ## the whole suite, on SQLite then PostgreSQL
 
 clean:
 	rm -rf $(VENV) db.sqlite3 staticfiles

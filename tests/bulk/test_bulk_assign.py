@@ -321,3 +321,16 @@ def test_bulk_assign_team_list_matches_relation_on_team_side(group):
     group.refresh_from_db()
     assert group.assigned_team_ids == sorted(str(t.pk) for t in teams)
     assert all(t.access_group_ids == [str(group.pk)] for t in Team.objects.filter(pk__in=[t.pk for t in teams]))
+
+
+def test_bulk_unassign_heals_the_group_list_for_every_key_of_the_batch(group, team_keys):
+    from accessgroups.models import AccessGroup
+
+    team, keys = team_keys
+    run(group, Selection(ids=(keys[1].token,)))
+    drifted = sorted([keys[0].token, keys[1].token])  # keys[0] listed without an assignment row
+    AccessGroup.objects.filter(pk=group.pk).update(assigned_key_ids=drifted)
+    run(group, Selection(ids=(keys[0].token, keys[1].token)), unassign=True)
+    group.refresh_from_db()
+    assert group.assigned_key_ids == []
+    assert sync_all(repair=False) == IN_SYNC

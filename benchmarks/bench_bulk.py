@@ -1,0 +1,264 @@
+"""Bulk assignment and key listing at scale, on PostgreSQL (`make bench-bulk`).
+
+On a fresh database it measures:
+1. `/key/list` (page 1 and the next page, 50 keys) and `/api/v1/keys/` with 100 keys in the table, then
+   with 1,000,000 (inserted with COPY): p50 over repeated requests and the queries per request, which
+   must not change with the table's size (target: p50 ≤ 50 ms).
+2. `bulk_assign` of one access group to the 100,000 keys of one team: seconds and queries (target:
+   ≤ 10 s, queries proportional to batches), then `check_access_sync` over the whole table.
+3. The naive per-row ORM path (one `access_group_assign` per key, as a client looping over single
+   updates causes) on 2,000 keys, and the per-row ratio naive/bulk (goal ≥ 20×).
+
+Only its own database (`accessctl_bench_bulk`, dropped and recreated) is touched.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+BENCH_DB = "accessctl_bench_bulk"
+MASTER_KEY = "sk-bench-bulk-master-key-0001"
+TARGETS = {"bulk_seconds": 10.0, "ratio": 20.0, "list_p50_ms": 50.0}
+
+
+def fresh_database() -> str:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL.replace("postgres://", "postgresql://"), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{BENCH_DB}"')
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{BENCH_DB}"
+
+
+def setup_django(database_url: str) -> None:
+    os.environ["DATABASE_URL"] = database_url
+    os.environ["CACHE_URL"] = "locmemcache://accessctl-bench"
+    os.environ["ACCESSCTL_MASTER_KEY"] = MASTER_KEY
+    os.environ.pop("CELERY_BROKER_URL", None)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "accessctl.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+@contextmanager
+def counted() -> Iterator[list[int]]:
+    """Count the statements sent to the database (cheaper than capturing their SQL)."""
+    from django.db import connection
+
+    box = [0]
+
+    def wrapper(execute, sql, params, many, context):
+        box[0] += 1
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(wrapper):
+        yield box
+
+
+def copy_keys(count: int, *, start: int, team_id, organization_id) -> None:
+    """Insert `count` keys straight into the table with COPY (setup only: no services, no audit)."""
+    from django.db import connection
+
+    from keys.models import VirtualKey
+
+    fields = [f for f in VirtualKey._meta.concrete_fields]
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    base = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
+    now = datetime.datetime.now(datetime.UTC)
+
+    def value(field, i: int):
+        token = hashlib.sha256(f"bench-{i}".encode()).hexdigest()
+        special = {
+            "id": uuid.uuid4(),
+            "token": token,
+            "key_name": f"sk-...{token[-4:]}",
+            "key_alias": f"bench-{i}",
+            "team_id": team_id,
+            "organization_id": organization_id,
+            "created_at": base + datetime.timedelta(microseconds=37 * i),
+            "updated_at": now,
+            "created_by": "bench",
+            "updated_by": "bench",
+        }
+        if field.column in special:
+            return special[field.column]
+        if field.null:
+            return None
+        default = field.get_default()
+        if field.get_internal_type() == "JSONField":
+            return json.dumps(default if default is not None else {})
+        return default
+
+    sql = f"COPY {VirtualKey._meta.db_table} ({columns}) FROM STDIN"
+    with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
+        for i in range(start, start + count):
+            copy.write_row([value(f, i) for f in fields])
+
+
+def analyze() -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+
+
+def timed(fn: Callable[[], object], runs: int) -> list[float]:
+    fn()  # warm: connections, caches, plans
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def bench_lists(label: str, runs: int) -> dict[str, tuple[float, int]]:
+    """p50 (ms) and queries per request of the key lists, as a gateway operator's dashboard calls them."""
+    from django.test import Client
+
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {MASTER_KEY}")
+
+    def call(url: str, params: dict) -> dict:
+        response = client.get(url, params)
+        assert response.status_code == 200, response.content[:300]
+        return response.json()
+
+    first = call("/api/v1/keys/", {"page_size": 50})
+    cursor_page = first["next"].split("?", 1)[1]
+    cases = {
+        "/key/list page 1": lambda: call("/key/list", {"page": 1, "size": 50}),
+        "/key/list page 2": lambda: call("/key/list", {"page": 2, "size": 50}),
+        "/key/list page 1 full objects": lambda: call("/key/list", {"page": 1, "size": 50,
+                                                                    "return_full_object": "true"}),
+        "/api/v1/keys/ first page": lambda: call("/api/v1/keys/", {"page_size": 50}),
+        "/api/v1/keys/ next page": lambda: client.get(f"/api/v1/keys/?{cursor_page}"),
+    }
+    results = {}
+    for name, fn in cases.items():
+        samples = timed(fn, runs)
+        with counted() as queries:
+            fn()
+        results[name] = (statistics.median(samples), queries[0])
+        print(f"  [{label}] {name:32s} p50 {statistics.median(samples):7.2f} ms   {queries[0]} queries")
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bulk-keys", type=int, default=100_000)
+    parser.add_argument("--naive-keys", type=int, default=2_000)
+    parser.add_argument("--table-keys", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=30, help="requests per list measurement")
+    parser.add_argument("--batch-size", type=int, default=None, help="bulk_assign batch size (default: its own)")
+    args = parser.parse_args()
+
+    setup_django(fresh_database())
+    from django.db import connection
+
+    from accessgroups.bulk import DEFAULT_BATCH_SIZE, Selection, bulk_assign
+    from accessgroups.models import KeyAccessGroup
+    from accessgroups.services import access_group_assign, access_group_create, sync_all
+    from keys.models import VirtualKey
+    from orgs.services import organization_create, team_create
+
+    print(f"PostgreSQL {connection.pg_version // 10000}, database {BENCH_DB}")
+    org = organization_create(actor=None, organization_alias="bench")
+    small_team = team_create(actor=None, team_alias="small", organization=org)
+    bulk_team = team_create(actor=None, team_alias="bulk", organization=org)
+    naive_team = team_create(actor=None, team_alias="naive", organization=org)
+    filler_team = team_create(actor=None, team_alias="filler", organization=org)
+
+    print("\n1. Key listing: page of 50")
+    copy_keys(100, start=0, team_id=small_team.pk, organization_id=org.pk)
+    analyze()
+    small = bench_lists("100 keys", args.runs)
+    started = time.perf_counter()
+    copy_keys(args.bulk_keys, start=100, team_id=bulk_team.pk, organization_id=org.pk)
+    copy_keys(args.naive_keys, start=100 + args.bulk_keys, team_id=naive_team.pk, organization_id=org.pk)
+    rest = args.table_keys - 100 - args.bulk_keys - args.naive_keys
+    copy_keys(max(rest, 0), start=100 + args.bulk_keys + args.naive_keys, team_id=filler_team.pk,
+              organization_id=org.pk)
+    analyze()
+    total = VirtualKey.objects.count()
+    print(f"  (inserted up to {total:,} keys with COPY in {time.perf_counter() - started:.1f} s)")
+    large = bench_lists(f"{total:,} keys", args.runs)
+
+    print(f"\n2. bulk_assign: one group to the {args.bulk_keys:,} keys of one team", flush=True)
+    group = access_group_create(actor=None, access_group_name="bench-bulk", access_model_names=["openai/gpt-4o"])
+    batch_size = args.batch_size or DEFAULT_BATCH_SIZE
+    with counted() as queries:
+        result = bulk_assign(actor=None, target="keys", group_refs=[str(group.pk)],
+                             selection=Selection(team_id=str(bulk_team.pk)), batch_size=batch_size)
+    bulk_queries = queries[0]
+    print(f"  {result.changed:,} keys changed in {result.seconds:.2f} s, {result.batches} batches of {batch_size}, "
+          f"{bulk_queries} queries ({bulk_queries / max(result.batches, 1):.1f} per batch, "
+          f"{bulk_queries / max(result.changed, 1):.4f} per key)")
+    with counted() as queries:
+        again = bulk_assign(actor=None, target="keys", group_refs=[str(group.pk)],
+                            selection=Selection(team_id=str(bulk_team.pk)), batch_size=batch_size)
+    print(f"  re-run: {again.changed} changed, {again.unchanged:,} unchanged in {again.seconds:.2f} s, "
+          f"{queries[0]} queries")
+    group.refresh_from_db()
+    assigned = KeyAccessGroup.objects.filter(access_group=group).count()
+    started = time.perf_counter()
+    drift = sync_all(repair=False)
+    in_sync = not any(drift.values())
+    print(f"  check_access_sync over {total:,} keys: {'in sync' if in_sync else drift} "
+          f"({time.perf_counter() - started:.1f} s); group lists {len(group.assigned_key_ids):,} keys, "
+          f"relation {assigned:,} rows")
+
+    print(f"\n3. Naive per-row ORM loop: access_group_assign() once per key, {args.naive_keys:,} keys")
+    naive_group = access_group_create(actor=None, access_group_name="bench-naive",
+                                      access_model_names=["openai/gpt-4o"])
+    keys = list(VirtualKey.objects.filter(team=naive_team).order_by("pk"))
+    with counted() as queries:
+        started = time.perf_counter()
+        for key in keys:
+            access_group_assign(actor=None, group=naive_group, keys=[key])
+        naive_seconds = time.perf_counter() - started
+    naive_per_row = naive_seconds / len(keys)
+    bulk_per_row = result.seconds / result.changed
+    ratio = naive_per_row / bulk_per_row
+    print(f"  {len(keys):,} keys in {naive_seconds:.2f} s, {queries[0]:,} queries "
+          f"({queries[0] / len(keys):.1f} per key)")
+    print(f"  per key: naive {naive_per_row * 1e3:.3f} ms, bulk {bulk_per_row * 1e3:.4f} ms → bulk is {ratio:.0f}× faster")
+
+    print("\nSummary")
+    checks = [
+        (f"bulk_assign {result.changed:,} keys ≤ {TARGETS['bulk_seconds']:.0f} s", result.seconds,
+         result.seconds <= TARGETS["bulk_seconds"]),
+        (f"queries proportional to batches ({result.batches} batches)", bulk_queries,
+         bulk_queries <= 12 * result.batches + 10),
+        (f"per-row ratio ≥ {TARGETS['ratio']:.0f}×", round(ratio, 1), ratio >= TARGETS["ratio"]),
+        ("check_access_sync clean", in_sync, in_sync),
+    ]
+    for name, (p50, count) in large.items():
+        checks.append((f"{name} p50 ≤ {TARGETS['list_p50_ms']:.0f} ms at {total:,} keys", round(p50, 2),
+                       p50 <= TARGETS["list_p50_ms"]))
+        checks.append((f"{name} queries: {small[name][1]} at 100 keys, {count} at {total:,}", count,
+                       count == small[name][1]))
+    for name, value, ok in checks:
+        print(f"  {'PASS' if ok else 'FAIL'}  {name}: {value}")
+    return 0 if all(ok for _, _, ok in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -338,7 +338,8 @@ class KeyListView(KeyView):
         # no COUNT(*) over the whole table (keys/pagination.py).
         window = page_slice(qs, page=page, size=size)
         total, rows = window.total, window.rows
-        keys = [key_out(k) for k in rows] if query["return_full_object"] else [k.token for k in rows]
+        # One serializer for the page (its fields are built once, not once per key).
+        keys = KeyOut(rows, many=True).data if query["return_full_object"] else [k.token for k in rows]
         return Response(
             {"keys": keys, "total_count": total, "current_page": page, "total_pages": page_count(total, size)}
         )

@@ -347,10 +347,23 @@ def organization_member_update(
 
 @transaction.atomic
 def organization_member_delete(*, actor: User | None, membership: OrganizationMembership) -> None:
-    """Remove a member: their rights in the organization end at once."""
+    """Remove a member: their rights in the organization end at once.
+
+    They also leave the organization's teams, and their keys in the organization are deleted (each
+    audited), so no key of theirs keeps acting in a tenant they no longer belong to.
+    """
+    from keys.models import VirtualKey
+    from keys.services import key_delete
+
     user = membership.user
     org_id = membership.organization_id
     before = {"user_id": user.user_id, "user_role": membership.user_role}
+    for team_membership in TeamMembership.objects.filter(user=user, team__organization_id=org_id).select_related(
+        "team", "user"
+    ):
+        team_member_delete(actor=actor, membership=team_membership)
+    for key in VirtualKey.objects.filter(user=user, organization_id=org_id):
+        key_delete(actor=actor, key=key)
     membership.delete()
     record(
         actor=actor,

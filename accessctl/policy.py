@@ -98,6 +98,7 @@ class Target:
     is_global: bool = False  # a global access group, or a team outside any organization
     new_platform_role: str | None = None  # for user creates/updates that set a role
     owner_in_team: bool | None = None  # for team-key creates: is the key's owner a member of the team?
+    owner_platform_role: str | None = None  # for user rows: the user's own platform role
 
 
 @dataclass(frozen=True)
@@ -386,6 +387,10 @@ def _teams(actor: Actor, action: str, target: Target) -> Verdict:
 # --- users ------------------------------------------------------------------------------------
 
 
+_USER_WRITES = frozenset({"user:update", "user:update_role", "user:update_budget", "user:delete"})
+_PLATFORM_ADMIN_ROLES = frozenset({PlatformRole.PROXY_ADMIN, PlatformRole.PROXY_ADMIN_VIEWER})
+
+
 def _users(actor: Actor, action: str, target: Target) -> Verdict:
     is_self = target.owner_user_id is not None and target.owner_user_id == actor.user_id
     admin_of_user = bool(target.user_org_ids) and set(target.user_org_ids) <= actor.admin_org_ids
@@ -409,6 +414,11 @@ def _users(actor: Actor, action: str, target: Target) -> Verdict:
             return deny(
                 403, f"key not allowed to access this user's info. user_id={target.owner_user_id}, key's user_id={actor.user_id}"
             )
+        return NOT_FOUND
+    if not is_self and action in _USER_WRITES and target.owner_platform_role in _PLATFORM_ADMIN_ROLES:
+        # An org admin never takes over a platform admin's account (password, role, budget) by sharing an org.
+        if admin_of_any or _sees_tenant(actor, target):
+            return deny(403, "Only a proxy admin may change a platform admin's account.")
         return NOT_FOUND
     if action == "user:update_role":
         if not is_self and not admin_of_any and not _sees_tenant(actor, target):
@@ -632,7 +642,8 @@ def user_target(user: Any, *, new_platform_role: str | None = None) -> Target:
     org_ids = tuple(str(m.organization_id) for m in user.organization_memberships.all())
     team_ids = tuple(str(m.team_id) for m in user.team_memberships.all())
     return Target(
-        owner_user_id=user.user_id, user_org_ids=org_ids, user_team_ids=team_ids, new_platform_role=new_platform_role
+        owner_user_id=user.user_id, user_org_ids=org_ids, user_team_ids=team_ids, new_platform_role=new_platform_role,
+        owner_platform_role=user.user_role,
     )
 
 

@@ -1,4 +1,5 @@
-"""Admin for virtual keys: minted by `key_generate`, the secret shown once on the page after creation."""
+"""Admin for virtual keys: minted by `key_generate`, the secret shown once (after creation or regeneration);
+blocked, exported (masked) and given access groups in bulk, each row as the policy allows."""
 from __future__ import annotations
 
 import csv
@@ -22,8 +23,6 @@ from keys import services
 from keys.api.views import model_ceilings
 from keys.models import VirtualKey
 from orgs.models import TeamMembership
-
-KEY_LIMIT_FIELDS = ("spend",)
 
 BUDGET_FORM_FIELDS = (
     "max_budget",

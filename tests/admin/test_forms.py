@@ -159,3 +159,28 @@ def test_admin_delete_post_by_admin_viewer_is_refused(world):
 def test_admin_user_role_of_viewer_is_not_a_hand_set_staff_flag():
     viewer = UserFactory(user_role=PlatformRole.PROXY_ADMIN_VIEWER)
     assert viewer.is_staff and not viewer.is_superuser
+
+
+def test_admin_user_page_of_a_platform_admin_in_own_org_is_read_only_for_org_admin(world):
+    from orgs.roles import OrgRole
+    from tests.factories import OrganizationMembershipFactory
+
+    boss = OrganizationMembershipFactory(organization=world.own.organization,
+                                         user=UserFactory(user_role=PlatformRole.PROXY_ADMIN),
+                                         user_role=OrgRole.INTERNAL_USER).user
+    response = logged_in(world.users["org_admin"]).get(admin_url("orgs.user", "change", boss.pk))
+    assert response.status_code == 200 and response.context["has_change_permission"] is False
+
+
+def test_admin_user_password_post_for_a_platform_admin_by_org_admin_is_refused(world):
+    from orgs.roles import OrgRole
+    from tests.factories import OrganizationMembershipFactory
+
+    boss = OrganizationMembershipFactory(organization=world.own.organization,
+                                         user=UserFactory(user_role=PlatformRole.PROXY_ADMIN),
+                                         user_role=OrgRole.INTERNAL_USER).user
+    response = logged_in(world.users["org_admin"]).post(
+        admin_url("orgs.user", "change", boss.pk), {"new_password1": "taken-over-1", "new_password2": "taken-over-1"})
+    assert response.status_code == 403
+    boss.refresh_from_db()
+    assert not boss.check_password("taken-over-1")

@@ -1,12 +1,13 @@
 """Bulk assignment of access groups to many keys or teams: set-based SQL in batches (SPEC §4, §7).
 
-Each batch is one transaction that (1) locks the groups, then the batch's keys or teams, in a stable
-order — the order the per-row signal path uses, so the two never deadlock; (2) reads the batch's
-assignment rows once; (3) inserts (`INSERT … ON CONFLICT DO NOTHING`) or deletes the assignment rows
-in one statement, without the per-row signals; (4) rewrites the batch's `access_group_ids` in one
-`UPDATE … FROM (VALUES …)`; (5) brings the groups' `assigned_*_ids` up to date for the batch in one
-database-side `UPDATE`; (6) writes one audit entry, whose `affects` drops the batch's snapshots after commit.
-The number of queries grows with the number of batches, never with the number of rows.
+Each batch is one transaction: (1) read the next keys or teams in creation order; (2) insert (`INSERT …
+ON CONFLICT DO NOTHING RETURNING`) or delete the assignment rows in one statement, without the per-row
+signals; (3) lock the groups; (4) read the batch's assignment rows once; (5) compare-and-set the batch's
+`access_group_ids` in one `UPDATE` (a list a concurrent writer synced meanwhile is read again); (6) bring
+the groups' `assigned_*_ids` up to date for the batch in one database-side `UPDATE`; (7) write one audit
+entry, whose `affects` drops the batch's snapshots after commit. This is the order of the per-row signal
+path (assignment row, group, key), so the two never deadlock. The number of queries grows with the
+number of batches, never with the number of rows.
 
 Re-running is safe: rows already in the wanted state are skipped, so a run interrupted after some
 batches committed simply finishes the rest (a job also resumes after its `cursor`).
@@ -27,7 +28,7 @@ from django.db.models import F, Q, QuerySet, TextField
 from django.db.models.functions import Cast, Lower
 from django.utils import timezone
 
-from accessctl.errors import InvalidInput, NotFound
+from accessctl.errors import Conflict, InvalidInput, NotFound
 from keys import crypto
 from orgs.audit import Affects, record
 from orgs.models import Organization, Team, User
@@ -40,6 +41,7 @@ from .bulk_sql import (
     assignments_of,
     delete_assignments,
     insert_assignments,
+    lists_of,
     write_group_lists,
     write_target_lists,
 )
@@ -242,7 +244,7 @@ def batch_limit(requested: int, groups: int) -> int:
     """Targets per batch such that the batch's INSERT and UPDATE are each a single statement."""
     max_params = connection.features.max_query_params or _PG_MAX_PARAMS
     by_insert = max_params // (_INSERT_PARAMS_PER_ROW * max(groups, 1))
-    by_update = max_params // 3  # bulk_update: pk and value in the CASE, pk in the WHERE
+    by_update = max_params // 4  # SQLite's compare-and-set: pk, new and old list in VALUES, pk in the IN
     return max(1, min(requested, by_insert, by_update))
 
 
@@ -303,17 +305,15 @@ def decode_position(cursor: str) -> Position | None:
         return None
 
 
-def _fetch(p: _Plan, after: Position | None, limit: int, lock: bool, index: int) -> list[tuple]:
-    """The next batch of targets in (created_at, id) order, locked unless dry-running.
+def _fetch(p: _Plan, after: Position | None, limit: int, index: int) -> list[tuple]:
+    """The next batch of targets in (created_at, id) order, with their lists as JSON text.
 
     Creation order follows the table's physical order, so a batch touches a few neighbouring pages
     (and index leaves) rather than one random page per row: far less I/O and WAL than id order.
+    No row lock: the lists are written with a compare-and-set (`write_target_lists`).
     """
     kind = p.kind
-    # FOR NO KEY UPDATE: excludes the per-row sync (FOR UPDATE) without blocking foreign-key inserts.
-    qs = p.queryset.select_for_update(no_key=True) if lock else p.queryset
-    # The list as JSON text: compared with the expected list's JSON, no decoding per row.
-    qs = qs.annotate(lists_text=Cast("access_group_ids", TextField()))
+    qs = p.queryset.annotate(lists_text=Cast("access_group_ids", TextField()))
     fields = (kind.pk, "created_at", *kind.label_fields, "lists_text")
     if p.positions is not None:
         chunk = p.positions[index * limit : (index + 1) * limit]
@@ -336,37 +336,59 @@ def _label(kind: Kind, row: tuple) -> str:
     return row[2] or str(row[0])
 
 
-def _run_batch(
-    p: _Plan, rows: list[tuple], operation: str, dry_run: bool, actor: User | None, job: BulkJob | None
-) -> tuple[list[tuple], int]:
-    """Apply one batch; returns (changed rows, assignment rows added or removed)."""
-    kind = p.kind
-    group_ids = [str(g.pk) for g in p.groups]
-    target_ids = [row[0] for row in rows]
+_CAS_ATTEMPTS = 5
+
+
+def _truth(kind: Kind, target_ids: Sequence[Any]) -> dict[Any, set[str]]:
+    """The groups of each target, from the assignment rows (the truth the lists must equal)."""
     truth: dict[Any, set[str]] = defaultdict(set)
     for target_id, group_id in assignments_of(kind, target_ids):
         truth[target_id].add(group_id)
-    if operation == ASSIGN:
-        pairs = [(t, g) for t in target_ids for g in group_ids if g not in truth[t]]
-    else:
-        pairs = [(t, g) for t in target_ids for g in group_ids if g in truth[t]]
-    changed_ids = {t for t, _ in pairs}
-    changed = [row for row in rows if row[0] in changed_ids]
+    return truth
+
+
+def _run_batch(
+    p: _Plan, rows: list[tuple], operation: str, dry_run: bool, actor: User | None, job: BulkJob | None
+) -> tuple[list[tuple], int]:
+    """Apply one batch; returns (changed rows, assignment rows added or removed).
+
+    Order, the per-row signal path's (assignment row, then group, then key), so the two cannot deadlock:
+    insert or delete the assignment rows (which says exactly what changed), lock the groups, read the
+    batch's assignments, compare-and-set the batch's lists (again for any a concurrent writer synced in
+    between), then update the groups' lists under their locks.
+    """
+    kind = p.kind
+    group_ids = [str(g.pk) for g in p.groups]
+    target_ids = [row[0] for row in rows]
     if dry_run:
-        return changed, len(pairs)
-    if pairs and operation == ASSIGN:
-        insert_assignments(kind, pairs)
-        for t, g in pairs:
-            truth[t].add(g)
-    elif pairs:
-        delete_assignments(kind, sorted(changed_ids), group_ids)
-        for t, g in pairs:
-            truth[t].discard(g)
+        truth = _truth(kind, target_ids)
+        want = (lambda t, g: g not in truth[t]) if operation == ASSIGN else (lambda t, g: g in truth[t])
+        done = [(t, g) for t in target_ids for g in group_ids if want(t, g)]
+        changed_ids = {t for t, _ in done}
+        return [row for row in rows if row[0] in changed_ids], len(done)
+    write = insert_assignments if operation == ASSIGN else delete_assignments
+    done = write(kind, target_ids, group_ids)
+    changed_ids = {t for t, _ in done}
+    changed = [row for row in rows if row[0] in changed_ids]
+    _lock_groups(p.groups)
     # Rewrite every list of the batch that differs from the relation: the changed ones, and any that drifted.
-    lists = {row[0]: sorted(truth[row[0]]) for row in rows}
-    stale = [row for row in rows if row[-1] != json.dumps(lists[row[0]])]
-    write_target_lists(kind, {row[0]: lists[row[0]] for row in stale})
-    if pairs:
+    truth = _truth(kind, target_ids)
+    read = {row[0]: row[-1] for row in rows}
+    rewritten: set[Any] = set()
+    for _attempt in range(_CAS_ATTEMPTS):
+        updates = {pk: (text, sorted(truth[pk])) for pk, text in read.items() if text != json.dumps(sorted(truth[pk]))}
+        written = write_target_lists(kind, updates)
+        rewritten |= written
+        missed = set(updates) - written
+        if not missed:
+            break
+        # A concurrent writer synced these lists after they were read: read them and their rows again.
+        read = lists_of(kind, sorted(missed))
+        truth.update(_truth(kind, sorted(missed)))
+    else:
+        raise Conflict("The keys or teams kept changing during the assignment; run it again.", param="ids")
+    stale = [row for row in rows if row[0] in rewritten]
+    if done:
         write_group_lists(
             kind,
             [_public_id(kind, row) for row in rows],
@@ -387,12 +409,12 @@ def _run_batch(
                 "target": kind.name,
                 f"{kind.name[:-1]}_ids": sorted(_public_id(kind, row) for row in changed),
                 "repaired_ids": sorted(_public_id(kind, row) for row in stale if row[0] not in changed_ids),
-                "rows": len(pairs),
+                "rows": len(done),
                 "job_id": str(job.pk) if job is not None else None,
             },
             affects=affects,
         )
-    return changed, len(pairs)
+    return changed, len(done)
 
 
 def bulk_assign(
@@ -442,9 +464,7 @@ def _batches(
     index = 0
     while True:
         with transaction.atomic():
-            if not dry_run:
-                _lock_groups(p.groups)
-            rows = _fetch(p, after, limit, lock=not dry_run, index=index)
+            rows = _fetch(p, after, limit, index=index)
             if not rows:
                 break
             changed, count = _run_batch(p, rows, operation, dry_run, actor, job)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection
-from django.db.models import Model
+from django.db.models import Model, TextField
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from keys.models import VirtualKey
@@ -75,72 +77,130 @@ def assignments_of(kind: Kind, target_ids: Sequence[Any]) -> list[tuple[Any, str
     return [(target_id, str(group_id)) for target_id, group_id in rows]
 
 
-def insert_assignments(kind: Kind, pairs: Sequence[tuple[Any, str]]) -> None:
-    """Insert (target, group) assignment rows in one statement; rows that already exist are skipped
-    (a concurrent writer may have added one): `bulk_create(ignore_conflicts=True)` without a model
-    instance per row."""
-    if not pairs:
-        return
+def _target_pk(value: Any) -> Any:
+    """A target's primary key as the ORM returns it (SQLite's raw rows hold UUIDs as hex)."""
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+def insert_assignments(kind: Kind, target_ids: Sequence[Any], group_ids: Sequence[str]) -> list[tuple[Any, str]]:
+    """Assign every group to every target in one INSERT; returns the (target, group) rows it added.
+
+    Rows that exist are skipped (filtered out first, and ON CONFLICT / OR IGNORE for a concurrent writer's),
+    so the returned rows are exactly what changed: `bulk_create(ignore_conflicts=True)` with an answer.
+    """
+    if not target_ids or not group_ids:
+        return []
     meta = kind.relation._meta
     if not _native():
+        existing = set(assignments_of(kind, target_ids))
+        pairs = [(t, g) for t in target_ids for g in group_ids if (t, g) not in existing]
         now = timezone.now()
         kind.relation.objects.bulk_create(
             [kind.relation(**{kind.fk: t, "access_group_id": g, "created_at": now}) for t, g in pairs],
             ignore_conflicts=True,
         )
-        return
+        return pairs
     qn = connection.ops.quote_name
     now = meta.get_field("created_at").get_db_prep_value(timezone.now(), connection)
-    table, columns = qn(meta.db_table), f"{qn(kind.fk)}, {qn('access_group_id')}, {qn('created_at')}"
+    table, fk = qn(meta.db_table), qn(kind.fk)
+    columns = f"{fk}, access_group_id, created_at"
     if connection.vendor == "postgresql":
-        sql = (f"INSERT INTO {table} ({columns}) SELECT v.t, v.g, %s FROM unnest(%s::uuid[], %s::uuid[]) "
-               f"AS v(t, g) ON CONFLICT DO NOTHING")
-        params: list[Any] = [now, pg_array(t for t, _ in pairs), pg_array(g for _, g in pairs)]
+        # The NOT EXISTS keeps existing rows from even drawing an id from the sequence.
+        sql = (f"INSERT INTO {table} ({columns}) SELECT t.t, g.g, %s FROM unnest(%s::uuid[]) AS t(t) "
+               f"CROSS JOIN unnest(%s::uuid[]) AS g(g) WHERE NOT EXISTS (SELECT 1 FROM {table} r "
+               f"WHERE r.{fk} = t.t AND r.access_group_id = g.g) "
+               f"ON CONFLICT DO NOTHING RETURNING {fk}, access_group_id::text")
+        params: list[Any] = [now, pg_array(target_ids), pg_array(group_ids)]
     else:
         target_field, group_field = meta.get_field(kind.fk.removesuffix("_id")), meta.get_field("access_group")
-        sql = f"INSERT OR IGNORE INTO {table} ({columns}) VALUES {', '.join(['(%s, %s, %s)'] * len(pairs))}"
+        pairs = [(t, g) for t in target_ids for g in group_ids]
+        sql = (f"INSERT OR IGNORE INTO {table} ({columns}) VALUES {', '.join(['(%s, %s, %s)'] * len(pairs))} "
+               f"RETURNING {fk}, access_group_id")
         params = []
         for target_id, group_id in pairs:
             params += [target_field.get_db_prep_value(target_id, connection),
                        group_field.get_db_prep_value(group_id, connection), now]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+        return [(_target_pk(t), str(_target_pk(g))) for t, g in cursor.fetchall()]
 
 
-def delete_assignments(kind: Kind, target_ids: Sequence[Any], group_ids: Sequence[str]) -> None:
-    """Delete the assignments of these groups to these targets in one DELETE, without the per-row
-    `post_delete` signals that `QuerySet.delete()` would fire."""
+def delete_assignments(kind: Kind, target_ids: Sequence[Any], group_ids: Sequence[str]) -> list[tuple[Any, str]]:
+    """Remove the groups from the targets in one DELETE; returns the (target, group) rows it removed.
+
+    No per-row `post_delete` signal (which `QuerySet.delete()` would fire): the caller syncs the lists.
+    """
+    if not target_ids or not group_ids:
+        return []
     rows = kind.relation.objects.filter(**{f"{kind.fk}__in": list(target_ids), "access_group_id__in": group_ids})
-    rows._raw_delete(kind.relation.objects.db)
+    if not _native():
+        removed = [(t, str(g)) for t, g in rows.values_list(kind.fk, "access_group_id")]
+        rows._raw_delete(kind.relation.objects.db)
+        return removed
+    qn = connection.ops.quote_name
+    table, fk = qn(kind.relation._meta.db_table), qn(kind.fk)
+    if connection.vendor == "postgresql":
+        sql = (f"DELETE FROM {table} WHERE {fk} = ANY(%s::uuid[]) AND access_group_id = ANY(%s::uuid[]) "
+               f"RETURNING {fk}, access_group_id::text")
+        params: list[Any] = [pg_array(target_ids), pg_array(group_ids)]
+    else:
+        pk_field, group_pk = kind.model._meta.pk, AccessGroup._meta.pk
+        sql = (f"DELETE FROM {table} WHERE {fk} IN ({', '.join(['%s'] * len(target_ids))}) "
+               f"AND access_group_id IN ({', '.join(['%s'] * len(group_ids))}) RETURNING {fk}, access_group_id")
+        params = [pk_field.get_db_prep_value(t, connection) for t in target_ids]
+        params += [group_pk.get_db_prep_value(g, connection) for g in group_ids]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [(_target_pk(t), str(_target_pk(g))) for t, g in cursor.fetchall()]
 
 
-def write_target_lists(kind: Kind, lists: dict[Any, list[str]]) -> None:
-    """Set the `access_group_ids` of these keys or teams (primary key → list) in one UPDATE: a join with
-    the new values (not Django's `bulk_update`, whose CASE has a branch per row that Python builds and the
-    database walks for every row), reaching the rows through the primary key."""
-    if not lists:
-        return
+def write_target_lists(kind: Kind, updates: dict[Any, tuple[str, list[str]]]) -> set[Any]:
+    """Compare-and-set the `access_group_ids` of these keys or teams in one UPDATE; returns those written.
+
+    `updates` maps a primary key to (the list as read, as JSON text; the new list). A row whose list
+    changed since it was read — a concurrent writer synced it — is left alone and not returned, for the
+    caller to read again: no row lock is needed between the read and the write. One join with the new
+    values, reaching the rows through the primary key (not `bulk_update`'s CASE with a branch per row).
+    """
+    if not updates:
+        return set()
     if not _native():
         kind.model.objects.bulk_update(
-            [kind.model(**{kind.pk: pk, "access_group_ids": value}) for pk, value in lists.items()],
+            [kind.model(**{kind.pk: pk, "access_group_ids": new}) for pk, (_, new) in updates.items()],
             ["access_group_ids"],
         )
-        return
+        return set(updates)
     qn = connection.ops.quote_name
     table, pk_column = qn(kind.model._meta.db_table), qn(kind.model._meta.pk.column)
     if connection.vendor == "postgresql":
-        sql = (f"UPDATE {table} AS t SET access_group_ids = v.value FROM jsonb_each(%s::jsonb) AS v(key, value) "
-               f"WHERE t.{pk_column} = v.key::uuid AND t.{pk_column} = ANY(%s::uuid[])")
-        params: list[Any] = [json.dumps({str(pk): value for pk, value in lists.items()}), pg_array(lists)]
+        sql = (f"UPDATE {table} AS t SET access_group_ids = v.value->'new' "
+               f"FROM jsonb_each(%s::jsonb) AS v(key, value) "
+               f"WHERE t.{pk_column} = v.key::uuid AND t.{pk_column} = ANY(%s::uuid[]) "
+               f"AND t.access_group_ids = v.value->'old' RETURNING t.{pk_column}")
+        payload = {str(pk): {"old": json.loads(old), "new": new} for pk, (old, new) in updates.items()}
+        params: list[Any] = [json.dumps(payload), pg_array(updates)]
     else:
         pk_field = kind.model._meta.pk
-        pks = [pk_field.get_db_prep_value(pk, connection) for pk in lists]
-        rows = ", ".join(["(%s, %s)"] * len(lists))
+        pks = [pk_field.get_db_prep_value(pk, connection) for pk in updates]
+        rows = ", ".join(["(%s, %s, %s)"] * len(updates))
         sql = (f"UPDATE {table} SET access_group_ids = v.column2 FROM (VALUES {rows}) AS v "
-               f"WHERE {table}.{pk_column} = v.column1 AND {table}.{pk_column} IN ({', '.join(['%s'] * len(pks))})")
-        params = [x for pk, value in zip(pks, lists.values(), strict=True) for x in (pk, json.dumps(value))] + pks
+               f"WHERE {table}.{pk_column} = v.column1 AND {table}.{pk_column} IN ({', '.join(['%s'] * len(pks))}) "
+               f"AND {table}.access_group_ids = v.column3 RETURNING {table}.{pk_column}")
+        params = []
+        for pk, (old, new) in zip(pks, updates.values(), strict=True):
+            params += [pk, json.dumps(new), old]
+        params += pks
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+        return {_target_pk(row[0]) for row in cursor.fetchall()}
+
+
+def lists_of(kind: Kind, target_ids: Sequence[Any]) -> dict[Any, str]:
+    """The current `access_group_ids` of these targets as JSON text (to compare, without decoding)."""
+    rows = kind.model.objects.filter(pk__in=list(target_ids)).annotate(
+        lists_text=Cast("access_group_ids", TextField())
+    ).values_list("pk", "lists_text")
+    return dict(rows)
 
 
 def write_group_lists(kind: Kind, batch_ids: Sequence[str], members: dict[str, list[str]]) -> None:

@@ -73,6 +73,32 @@ def counted() -> Iterator[list[int]]:
         yield box
 
 
+@contextmanager
+def cpu_time() -> Iterator[list[float]]:
+    """CPU seconds spent by this process and by its PostgreSQL backend (local server) inside the block.
+
+    On a shared machine wall time includes waiting for a CPU; this is the work itself, i.e. about the
+    wall time the same run takes on an idle machine of the same speed.
+    """
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+
+    def backend_cpu() -> float:
+        try:
+            fields = Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the server is not on this machine
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    box = [0.0, 0.0]
+    own, server = time.process_time(), backend_cpu()
+    yield box
+    box[0], box[1] = time.process_time() - own, backend_cpu() - server
+
+
 def copy_keys(count: int, *, start: int, team_id, organization_id) -> None:
     """Insert `count` keys straight into the table with COPY (setup only: no services, no audit)."""
     from django.db import connection
@@ -84,22 +110,7 @@ def copy_keys(count: int, *, start: int, team_id, organization_id) -> None:
     base = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
     now = datetime.datetime.now(datetime.UTC)
 
-    def value(field, i: int):
-        token = hashlib.sha256(f"bench-{i}".encode()).hexdigest()
-        special = {
-            "id": uuid.uuid4(),
-            "token": token,
-            "key_name": f"sk-...{token[-4:]}",
-            "key_alias": f"bench-{i}",
-            "team_id": team_id,
-            "organization_id": organization_id,
-            "created_at": base + datetime.timedelta(microseconds=37 * i),
-            "updated_at": now,
-            "created_by": "bench",
-            "updated_by": "bench",
-        }
-        if field.column in special:
-            return special[field.column]
+    def constant(field):
         if field.null:
             return None
         default = field.get_default()
@@ -107,10 +118,22 @@ def copy_keys(count: int, *, start: int, team_id, organization_id) -> None:
             return json.dumps(default if default is not None else {})
         return default
 
+    template = [constant(f) for f in fields]
+    index = {f.column: n for n, f in enumerate(fields)}
+    for column, fixed in (("team_id", team_id), ("organization_id", organization_id), ("updated_at", now),
+                          ("created_by", "bench"), ("updated_by", "bench")):
+        template[index[column]] = fixed
     sql = f"COPY {VirtualKey._meta.db_table} ({columns}) FROM STDIN"
     with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
         for i in range(start, start + count):
-            copy.write_row([value(f, i) for f in fields])
+            token = hashlib.sha256(f"bench-{i}".encode()).hexdigest()
+            row = list(template)
+            row[index["id"]] = uuid.uuid4()
+            row[index["token"]] = token
+            row[index["key_name"]] = f"sk-...{token[-4:]}"
+            row[index["key_alias"]] = f"bench-{i}"
+            row[index["created_at"]] = base + datetime.timedelta(microseconds=37 * i)
+            copy.write_row(row)
 
 
 def analyze() -> None:
@@ -179,7 +202,8 @@ def main() -> int:
     from keys.models import VirtualKey
     from orgs.services import organization_create, team_create
 
-    print(f"PostgreSQL {connection.pg_version // 10000}, database {BENCH_DB}")
+    print(f"PostgreSQL {connection.pg_version // 10000}, database {BENCH_DB}, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.2f} (the machine is shared)")
     org = organization_create(actor=None, organization_alias="bench")
     small_team = team_create(actor=None, team_alias="small", organization=org)
     bulk_team = team_create(actor=None, team_alias="bulk", organization=org)
@@ -204,13 +228,16 @@ def main() -> int:
     print(f"\n2. bulk_assign: one group to the {args.bulk_keys:,} keys of one team", flush=True)
     group = access_group_create(actor=None, access_group_name="bench-bulk", access_model_names=["openai/gpt-4o"])
     batch_size = args.batch_size or DEFAULT_BATCH_SIZE
-    with counted() as queries:
+    with cpu_time() as cpu, counted() as queries:
         result = bulk_assign(actor=None, target="keys", group_refs=[str(group.pk)],
                              selection=Selection(team_id=str(bulk_team.pk)), batch_size=batch_size)
     bulk_queries = queries[0]
+    bulk_cpu = sum(cpu)
     print(f"  {result.changed:,} keys changed in {result.seconds:.2f} s, {result.batches} batches of {batch_size}, "
           f"{bulk_queries} queries ({bulk_queries / max(result.batches, 1):.1f} per batch, "
           f"{bulk_queries / max(result.changed, 1):.4f} per key)")
+    print(f"  CPU: {cpu[0]:.2f} s Python + {cpu[1]:.2f} s PostgreSQL backend = {bulk_cpu:.2f} s "
+          f"(wall time minus waiting for a CPU)")
     with counted() as queries:
         again = bulk_assign(actor=None, target="keys", group_refs=[str(group.pk)],
                             selection=Selection(team_id=str(bulk_team.pk)), batch_size=batch_size)
@@ -229,22 +256,28 @@ def main() -> int:
     naive_group = access_group_create(actor=None, access_group_name="bench-naive",
                                       access_model_names=["openai/gpt-4o"])
     keys = list(VirtualKey.objects.filter(team=naive_team).order_by("pk"))
-    with counted() as queries:
+    with cpu_time() as cpu, counted() as queries:
         started = time.perf_counter()
         for key in keys:
             access_group_assign(actor=None, group=naive_group, keys=[key])
         naive_seconds = time.perf_counter() - started
+    naive_cpu = sum(cpu)
     naive_per_row = naive_seconds / len(keys)
     bulk_per_row = result.seconds / result.changed
     ratio = naive_per_row / bulk_per_row
     print(f"  {len(keys):,} keys in {naive_seconds:.2f} s, {queries[0]:,} queries "
           f"({queries[0] / len(keys):.1f} per key)")
     print(f"  per key: naive {naive_per_row * 1e3:.3f} ms, bulk {bulk_per_row * 1e3:.4f} ms → bulk is {ratio:.0f}× faster")
+    cpu_ratio = (naive_cpu / len(keys)) / (bulk_cpu / max(result.changed, 1)) if bulk_cpu else 0.0
+    print(f"  CPU per key: naive {naive_cpu / len(keys) * 1e3:.3f} ms, bulk {bulk_cpu / max(result.changed, 1) * 1e3:.4f} ms "
+          f"→ {cpu_ratio:.0f}×")
 
     print("\nSummary")
     checks = [
-        (f"bulk_assign {result.changed:,} keys ≤ {TARGETS['bulk_seconds']:.0f} s", result.seconds,
+        (f"bulk_assign {result.changed:,} keys ≤ {TARGETS['bulk_seconds']:.0f} s (wall)", result.seconds,
          result.seconds <= TARGETS["bulk_seconds"]),
+        (f"bulk_assign {result.changed:,} keys ≤ {TARGETS['bulk_seconds']:.0f} s (CPU, Python + PostgreSQL)",
+         round(bulk_cpu, 2), bulk_cpu <= TARGETS["bulk_seconds"]),
         (f"queries proportional to batches ({result.batches} batches)", bulk_queries,
          bulk_queries <= 12 * result.batches + 10),
         (f"per-row ratio ≥ {TARGETS['ratio']:.0f}×", round(ratio, 1), ratio >= TARGETS["ratio"]),

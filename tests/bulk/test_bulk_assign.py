@@ -23,11 +23,13 @@ pytestmark = pytest.mark.django_db
 IN_SYNC = {"teams": [], "keys": [], "groups": []}
 # Before the first batch: the group by name, the team filter's existence check, the count of matches.
 SETUP_QUERIES = 3
-# A batch that changes rows: savepoint, lock the groups, lock and read the keys, read their assignments,
-# one INSERT, one UPDATE of the keys' lists, one UPDATE of the groups' lists, one audit entry, release.
+# A batch that changes rows: savepoint, read the keys, one INSERT (which returns what it added), lock the
+# groups, read the keys' assignments, one UPDATE of the keys' lists, one UPDATE of the groups' lists, one
+# audit entry, release.
 CHANGING_BATCH_QUERIES = 9
-# A batch with nothing to do: savepoint, lock the groups, lock and read the keys, read their assignments, release.
-IDLE_BATCH_QUERIES = 5
+# A batch with nothing to do: savepoint, read the keys, the INSERT (adding nothing), lock the groups, read
+# the keys' assignments, release.
+IDLE_BATCH_QUERIES = 6
 
 
 def assigned(group) -> set[str]:
@@ -333,4 +335,25 @@ def test_bulk_unassign_heals_the_group_list_for_every_key_of_the_batch(group, te
     run(group, Selection(ids=(keys[0].token, keys[1].token)), unassign=True)
     group.refresh_from_db()
     assert group.assigned_key_ids == []
+    assert sync_all(repair=False) == IN_SYNC
+
+
+def test_bulk_assign_list_synced_meanwhile_is_read_again_not_overwritten(group, team_keys, monkeypatch):
+    from accessgroups import bulk
+    from accessgroups.services import access_group_assign
+
+    team, keys = team_keys
+    other = AccessGroupFactory()
+    real_write = bulk.write_target_lists
+
+    def write_after_a_concurrent_assignment(kind, updates):
+        # Between the batch's read of keys[0] and its write, another writer assigns a group and syncs it.
+        if not KeyAccessGroup.objects.filter(access_group=other).exists():
+            access_group_assign(actor=None, group=other, keys=[keys[0]])
+        return real_write(kind, updates)
+
+    monkeypatch.setattr(bulk, "write_target_lists", write_after_a_concurrent_assignment)
+    run(group, Selection(team_id=str(team.pk)))
+    keys[0].refresh_from_db()
+    assert keys[0].access_group_ids == sorted([str(group.pk), str(other.pk)])
     assert sync_all(repair=False) == IN_SYNC

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 
 import pytest
 from celery.contrib.testing.worker import start_worker
+from celery.signals import task_prerun
 from django.db import OperationalError
 
 from accessctl.celery import app
@@ -77,6 +79,21 @@ def wait_for(job_id: str, timeout: float = 30.0) -> BulkJob:
 @pytest.mark.skipif(not _redis_reachable(), reason=f"no Redis broker at {BROKER_URL} (make services starts it)")
 @pytest.mark.django_db(transaction=True)
 def test_bulk_job_runs_on_a_real_worker(client, worker_queue):
+    ran_in: list[str] = []
+    main_thread = threading.current_thread()
+
+    def note_thread(sender=None, **kwargs):
+        if sender is not None and sender.name == "accessgroups.run_bulk_job":
+            ran_in.append("request" if threading.current_thread() is main_thread else "worker")
+
+    task_prerun.connect(note_thread, weak=False)
+    try:
+        _run_a_job_through_the_worker(client, ran_in)
+    finally:
+        task_prerun.disconnect(note_thread)
+
+
+def _run_a_job_through_the_worker(client, ran_in: list[str]) -> None:
     admin_key = KeyFactory(user=AdminFactory())
     team = TeamFactory()
     keys = [KeyFactory(team=team, user=None) for _ in range(4)]
@@ -88,8 +105,8 @@ def test_bulk_job_runs_on_a_real_worker(client, worker_queue):
         HTTP_AUTHORIZATION=f"Bearer {admin_key.raw}",
     )
     assert response.status_code == 202
-    assert response.json()["status"] == "queued"  # the worker, not the request, runs it
     job = wait_for(response.json()["job_id"])
+    assert ran_in == ["worker"]  # consumed from the broker by the worker, not run eagerly by the request
     assert (job.status, job.result["changed"], job.error) == ("succeeded", 4, "")
     assert KeyAccessGroup.objects.filter(access_group=group).count() == len(keys)
     assert sync_all(repair=False) == {"teams": [], "keys": [], "groups": []}

@@ -48,7 +48,7 @@ from .bulk_sql import (
 from .models import AccessGroup, BulkJob
 
 ASSIGN, UNASSIGN = "assign", "unassign"
-DEFAULT_BATCH_SIZE = 5000  # keys or teams per transaction (SQLite's parameter limit caps it lower)
+DEFAULT_BATCH_SIZE = 10_000  # keys or teams per transaction (SQLite's parameter limit caps it lower)
 # SQLite's Django backend assumes 999 parameters per statement; PostgreSQL takes 65,535 (and gets arrays).
 _PG_MAX_PARAMS = 65_535
 _INSERT_PARAMS_PER_ROW = 3  # target id, group id, created_at
@@ -86,7 +86,7 @@ class BatchReport:
     """What one batch did (or, in a dry run, would do): handed to the progress callback after commit."""
 
     matched: int
-    changed: list[tuple[str, str]]  # (public id, label) of the keys or teams whose groups changed
+    changed: list[tuple[str, str]]  # dry run: (public id, label) of the keys or teams that would change
     cursor: str
     total: int  # what the whole run matched
 
@@ -305,8 +305,9 @@ def decode_position(cursor: str) -> Position | None:
         return None
 
 
-def _fetch(p: _Plan, after: Position | None, limit: int, index: int) -> list[tuple]:
-    """The next batch of targets in (created_at, id) order, with their lists as JSON text.
+def _fetch(p: _Plan, after: Position | None, limit: int, index: int, labels: bool) -> list[tuple]:
+    """The next batch of targets in (created_at, id) order: (id as text, created_at, list as JSON text,
+    public id[, labels]).
 
     Creation order follows the table's physical order, so a batch touches a few neighbouring pages
     (and index leaves) rather than one random page per row: far less I/O and WAL than id order.
@@ -314,34 +315,39 @@ def _fetch(p: _Plan, after: Position | None, limit: int, index: int) -> list[tup
     """
     kind = p.kind
     qs = p.queryset.annotate(lists_text=Cast("access_group_ids", TextField()))
-    fields = (kind.pk, "created_at", *kind.label_fields, "lists_text")
+    public = ("token",) if kind.name == KEYS else ()
+    fields = (kind.pk, "created_at", "lists_text", *public, *(kind.label_fields if labels else ()))
     if p.positions is not None:
         chunk = p.positions[index * limit : (index + 1) * limit]
         if not chunk:
             return []
-        return list(qs.filter(pk__in=[pk for _, pk in chunk]).order_by("created_at", kind.pk).values_list(*fields))
-    if after is not None:
+        qs = qs.filter(pk__in=[pk for _, pk in chunk])
+    elif after is not None:
         created_at, pk = after
         qs = qs.filter(Q(created_at__gt=created_at) | Q(created_at=created_at, pk__gt=pk))
-    return list(qs.order_by("created_at", kind.pk).values_list(*fields)[:limit])
+    qs = qs.order_by("created_at", kind.pk).values_list(*fields)
+    if p.positions is None:
+        qs = qs[:limit]
+    # Ids as text from here on: cheap to hash and compare, and what the SQL of `bulk_sql` speaks.
+    return [(str(row[0]), *row[1:]) for row in qs]
 
 
 def _public_id(kind: Kind, row: tuple) -> str:
-    return row[2] if kind.name == KEYS else str(row[0])  # a key's public id is its token
+    return row[3] if kind.name == KEYS else row[0]  # a key's public id is its token
 
 
 def _label(kind: Kind, row: tuple) -> str:
     if kind.name == KEYS:
-        return row[3] or row[4]  # alias, else the masked secret
-    return row[2] or str(row[0])
+        return row[5] or row[6]  # alias, else the masked secret (fetched for dry runs)
+    return row[3] or row[0]
 
 
 _CAS_ATTEMPTS = 5
 
 
-def _truth(kind: Kind, target_ids: Sequence[Any]) -> dict[Any, set[str]]:
-    """The groups of each target, from the assignment rows (the truth the lists must equal)."""
-    truth: dict[Any, set[str]] = defaultdict(set)
+def _truth(kind: Kind, target_ids: Sequence[str]) -> dict[str, set[str]]:
+    """The groups of each target (by id as text), from the assignment rows: the truth the lists must equal."""
+    truth: dict[str, set[str]] = defaultdict(set)
     for target_id, group_id in assignments_of(kind, target_ids):
         truth[target_id].add(group_id)
     return truth
@@ -373,10 +379,17 @@ def _run_batch(
     _lock_groups(p.groups)
     # Rewrite every list of the batch that differs from the relation: the changed ones, and any that drifted.
     truth = _truth(kind, target_ids)
-    read = {row[0]: row[-1] for row in rows}
+    read = {row[0]: row[2] for row in rows}
     rewritten: set[Any] = set()
+    encoded: dict[tuple[str, ...], str] = {}  # most keys of a batch end with the same list: encode it once
     for _attempt in range(_CAS_ATTEMPTS):
-        updates = {pk: (text, sorted(truth[pk])) for pk, text in read.items() if text != json.dumps(sorted(truth[pk]))}
+        updates = {}
+        for pk, text in read.items():
+            wanted = tuple(sorted(truth[pk]))
+            if wanted not in encoded:
+                encoded[wanted] = json.dumps(list(wanted))
+            if text != encoded[wanted]:
+                updates[pk] = (text, list(wanted))
         written = write_target_lists(kind, updates)
         rewritten |= written
         missed = set(updates) - written
@@ -464,7 +477,7 @@ def _batches(
     index = 0
     while True:
         with transaction.atomic():
-            rows = _fetch(p, after, limit, index=index)
+            rows = _fetch(p, after, limit, index=index, labels=dry_run)
             if not rows:
                 break
             changed, count = _run_batch(p, rows, operation, dry_run, actor, job)
@@ -480,9 +493,9 @@ def _batches(
         result.rows += count
         result.cursor = encode_position(after)
         index += 1
-        yield BatchReport(
-            len(rows), [(_public_id(p.kind, r), _label(p.kind, r)) for r in changed], result.cursor, result.matched
-        )
+        # Labels only for a dry run, which prints them; a real run reports counts.
+        labels = [(_public_id(p.kind, r), _label(p.kind, r)) for r in changed] if dry_run else []
+        yield BatchReport(len(rows), labels, result.cursor, result.matched)
         if p.positions is None and len(rows) < limit:
             break
 

@@ -62,30 +62,30 @@ def pg_array(values: Iterable[Any]) -> str | list[str]:
     return "{" + joined + "}" if _ARRAY_SAFE.fullmatch(joined) else items
 
 
-def assignments_of(kind: Kind, target_ids: Sequence[Any]) -> list[tuple[Any, str]]:
-    """(target primary key, group id as text) of every assignment row of these keys or teams."""
+def assignments_of(kind: Kind, target_ids: Sequence[Any]) -> list[tuple[str, str]]:
+    """(target id, group id), as text, of every assignment row of these keys or teams."""
     if connection.vendor == "postgresql":
         qn = connection.ops.quote_name
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT {qn(kind.fk)}, access_group_id::text FROM {qn(kind.relation._meta.db_table)} "
+                f"SELECT {qn(kind.fk)}::text, access_group_id::text FROM {qn(kind.relation._meta.db_table)} "
                 f"WHERE {qn(kind.fk)} = ANY(%s::uuid[])",
                 [pg_array(target_ids)],
             )
             return cursor.fetchall()
     rows = kind.relation.objects.filter(**{f"{kind.fk}__in": target_ids}).values_list(kind.fk, "access_group_id")
-    return [(target_id, str(group_id)) for target_id, group_id in rows]
+    return [(str(target_id), str(group_id)) for target_id, group_id in rows]
 
 
-def _target_pk(value: Any) -> Any:
-    """A target's primary key as the ORM returns it (SQLite's raw rows hold UUIDs as hex)."""
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+def _text_id(value: Any) -> str:
+    """An id as text, hyphenated (SQLite's raw rows hold UUIDs as 32 hex digits)."""
+    return str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
 
 
 def insert_assignments(kind: Kind, target_ids: Sequence[Any], group_ids: Sequence[str]) -> list[tuple[Any, str]]:
     """Assign every group to every target in one INSERT; returns the (target, group) rows it added.
 
-    Rows that exist are skipped (filtered out first, and ON CONFLICT / OR IGNORE for a concurrent writer's),
+    Rows that exist are skipped (ON CONFLICT DO NOTHING / OR IGNORE, which also covers a concurrent writer's),
     so the returned rows are exactly what changed: `bulk_create(ignore_conflicts=True)` with an answer.
     """
     if not target_ids or not group_ids:
@@ -93,7 +93,7 @@ def insert_assignments(kind: Kind, target_ids: Sequence[Any], group_ids: Sequenc
     meta = kind.relation._meta
     if not _native():
         existing = set(assignments_of(kind, target_ids))
-        pairs = [(t, g) for t in target_ids for g in group_ids if (t, g) not in existing]
+        pairs = [(str(t), g) for t in target_ids for g in group_ids if (str(t), g) not in existing]
         now = timezone.now()
         kind.relation.objects.bulk_create(
             [kind.relation(**{kind.fk: t, "access_group_id": g, "created_at": now}) for t, g in pairs],
@@ -105,11 +105,9 @@ def insert_assignments(kind: Kind, target_ids: Sequence[Any], group_ids: Sequenc
     table, fk = qn(meta.db_table), qn(kind.fk)
     columns = f"{fk}, access_group_id, created_at"
     if connection.vendor == "postgresql":
-        # The NOT EXISTS keeps existing rows from even drawing an id from the sequence.
         sql = (f"INSERT INTO {table} ({columns}) SELECT t.t, g.g, %s FROM unnest(%s::uuid[]) AS t(t) "
-               f"CROSS JOIN unnest(%s::uuid[]) AS g(g) WHERE NOT EXISTS (SELECT 1 FROM {table} r "
-               f"WHERE r.{fk} = t.t AND r.access_group_id = g.g) "
-               f"ON CONFLICT DO NOTHING RETURNING {fk}, access_group_id::text")
+               f"CROSS JOIN unnest(%s::uuid[]) AS g(g) "
+               f"ON CONFLICT DO NOTHING RETURNING {fk}::text, access_group_id::text")
         params: list[Any] = [now, pg_array(target_ids), pg_array(group_ids)]
     else:
         target_field, group_field = meta.get_field(kind.fk.removesuffix("_id")), meta.get_field("access_group")
@@ -122,7 +120,9 @@ def insert_assignments(kind: Kind, target_ids: Sequence[Any], group_ids: Sequenc
                        group_field.get_db_prep_value(group_id, connection), now]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return [(_target_pk(t), str(_target_pk(g))) for t, g in cursor.fetchall()]
+        if connection.vendor == "postgresql":
+            return cursor.fetchall()
+        return [(_text_id(t), _text_id(g)) for t, g in cursor.fetchall()]
 
 
 def delete_assignments(kind: Kind, target_ids: Sequence[Any], group_ids: Sequence[str]) -> list[tuple[Any, str]]:
@@ -134,14 +134,14 @@ def delete_assignments(kind: Kind, target_ids: Sequence[Any], group_ids: Sequenc
         return []
     rows = kind.relation.objects.filter(**{f"{kind.fk}__in": list(target_ids), "access_group_id__in": group_ids})
     if not _native():
-        removed = [(t, str(g)) for t, g in rows.values_list(kind.fk, "access_group_id")]
+        removed = [(str(t), str(g)) for t, g in rows.values_list(kind.fk, "access_group_id")]
         rows._raw_delete(kind.relation.objects.db)
         return removed
     qn = connection.ops.quote_name
     table, fk = qn(kind.relation._meta.db_table), qn(kind.fk)
     if connection.vendor == "postgresql":
         sql = (f"DELETE FROM {table} WHERE {fk} = ANY(%s::uuid[]) AND access_group_id = ANY(%s::uuid[]) "
-               f"RETURNING {fk}, access_group_id::text")
+               f"RETURNING {fk}::text, access_group_id::text")
         params: list[Any] = [pg_array(target_ids), pg_array(group_ids)]
     else:
         pk_field, group_pk = kind.model._meta.pk, AccessGroup._meta.pk
@@ -151,7 +151,9 @@ def delete_assignments(kind: Kind, target_ids: Sequence[Any], group_ids: Sequenc
         params += [group_pk.get_db_prep_value(g, connection) for g in group_ids]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return [(_target_pk(t), str(_target_pk(g))) for t, g in cursor.fetchall()]
+        if connection.vendor == "postgresql":
+            return cursor.fetchall()
+        return [(_text_id(t), _text_id(g)) for t, g in cursor.fetchall()]
 
 
 def write_target_lists(kind: Kind, updates: dict[Any, tuple[str, list[str]]]) -> set[Any]:
@@ -169,15 +171,15 @@ def write_target_lists(kind: Kind, updates: dict[Any, tuple[str, list[str]]]) ->
             [kind.model(**{kind.pk: pk, "access_group_ids": new}) for pk, (_, new) in updates.items()],
             ["access_group_ids"],
         )
-        return set(updates)
+        return {str(pk) for pk in updates}
     qn = connection.ops.quote_name
     table, pk_column = qn(kind.model._meta.db_table), qn(kind.model._meta.pk.column)
     if connection.vendor == "postgresql":
         sql = (f"UPDATE {table} AS t SET access_group_ids = v.value->'new' "
                f"FROM jsonb_each(%s::jsonb) AS v(key, value) "
                f"WHERE t.{pk_column} = v.key::uuid AND t.{pk_column} = ANY(%s::uuid[]) "
-               f"AND t.access_group_ids = v.value->'old' RETURNING t.{pk_column}")
-        payload = {str(pk): {"old": json.loads(old), "new": new} for pk, (old, new) in updates.items()}
+               f"AND t.access_group_ids = (v.value->>'old')::jsonb RETURNING t.{pk_column}::text")
+        payload = {str(pk): {"old": old, "new": new} for pk, (old, new) in updates.items()}
         params: list[Any] = [json.dumps(payload), pg_array(updates)]
     else:
         pk_field = kind.model._meta.pk
@@ -192,7 +194,8 @@ def write_target_lists(kind: Kind, updates: dict[Any, tuple[str, list[str]]]) ->
         params += pks
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return {_target_pk(row[0]) for row in cursor.fetchall()}
+        written = [row[0] for row in cursor.fetchall()]
+    return set(written) if connection.vendor == "postgresql" else {_text_id(pk) for pk in written}
 
 
 def lists_of(kind: Kind, target_ids: Sequence[Any]) -> dict[Any, str]:
@@ -200,7 +203,7 @@ def lists_of(kind: Kind, target_ids: Sequence[Any]) -> dict[Any, str]:
     rows = kind.model.objects.filter(pk__in=list(target_ids)).annotate(
         lists_text=Cast("access_group_ids", TextField())
     ).values_list("pk", "lists_text")
-    return dict(rows)
+    return {str(pk): text for pk, text in rows}
 
 
 def write_group_lists(kind: Kind, batch_ids: Sequence[str], members: dict[str, list[str]]) -> None:

@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 BENCH_DB = "accessctl_bench_bulk"
 MASTER_KEY = "sk-bench-bulk-master-key-0001"
+BENCH_CACHE_URL = os.environ.get("BENCH_CACHE_URL", "redis://127.0.0.1:6379/13")
 TARGETS = {"bulk_seconds": 10.0, "ratio": 20.0, "list_p50_ms": 50.0}
 
 
@@ -44,9 +45,20 @@ def fresh_database() -> str:
     return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{BENCH_DB}"
 
 
+def _redis_reachable() -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(BENCH_CACHE_URL, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
 def setup_django(database_url: str) -> None:
     os.environ["DATABASE_URL"] = database_url
-    os.environ["CACHE_URL"] = "locmemcache://accessctl-bench"
+    # The shared cache production runs with (Redis), on a database and prefix of the benchmark's own.
+    os.environ["CACHE_URL"] = BENCH_CACHE_URL if _redis_reachable() else "locmemcache://accessctl-bench"
+    os.environ["CACHE_KEY_PREFIX"] = "accessctl-bench-bulk"
     os.environ["ACCESSCTL_MASTER_KEY"] = MASTER_KEY
     os.environ.pop("CELERY_BROKER_URL", None)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "accessctl.settings")
@@ -194,6 +206,7 @@ def main() -> int:
     args = parser.parse_args()
 
     setup_django(fresh_database())
+    from django.conf import settings
     from django.db import connection
 
     from accessgroups.bulk import DEFAULT_BATCH_SIZE, Selection, bulk_assign
@@ -202,7 +215,8 @@ def main() -> int:
     from keys.models import VirtualKey
     from orgs.services import organization_create, team_create
 
-    print(f"PostgreSQL {connection.pg_version // 10000}, database {BENCH_DB}, {os.cpu_count()} CPUs, "
+    print(f"PostgreSQL {connection.pg_version // 10000}, database {BENCH_DB}, cache {settings.CACHES['default']['BACKEND']}, "
+          f"{os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.2f} (the machine is shared)")
     org = organization_create(actor=None, organization_alias="bench")
     small_team = team_create(actor=None, team_alias="small", organization=org)

@@ -34,38 +34,34 @@ def _ids(values: Iterable[Any]) -> list[str]:
     return sorted({str(v) for v in values})
 
 
+def _sync_target_lists(model: Any, assignment: Any, fk: str, ids: Iterable[Any]) -> int:
+    """Recompute `access_group_ids` of these rows of `model` from the `assignment` rows, under a row
+    lock taken in a stable order. Returns the number of rows changed."""
+    ids = sorted({str(i) for i in ids})
+    if not ids:
+        return 0
+    pk = model._meta.pk.name
+    truth: dict[str, list[str]] = defaultdict(list)
+    rows = list(
+        model.objects.select_for_update().filter(pk__in=ids).order_by(pk).only(pk, "access_group_ids")
+    )
+    for row_id, group_id in assignment.objects.filter(**{f"{fk}__in": ids}).values_list(fk, "access_group_id"):
+        truth[str(row_id)].append(str(group_id))
+    changed = [r for r in rows if (r.access_group_ids or []) != _ids(truth[str(r.pk)])]
+    for row in changed:
+        row.access_group_ids = _ids(truth[str(row.pk)])
+    model.objects.bulk_update(changed, ["access_group_ids"], batch_size=BATCH_SIZE)
+    return len(changed)
+
+
 def sync_teams(team_ids: Iterable[Any]) -> int:
     """Recompute `access_group_ids` of these teams from the assignment rows. Returns rows changed."""
-    team_ids = list({str(t) for t in team_ids})
-    if not team_ids:
-        return 0
-    truth: dict[str, list[str]] = defaultdict(list)
-    teams = list(Team.objects.select_for_update().filter(team_id__in=team_ids).only("team_id", "access_group_ids"))
-    for team_id, group_id in TeamAccessGroup.objects.filter(team_id__in=team_ids).values_list(
-        "team_id", "access_group_id"
-    ):
-        truth[str(team_id)].append(str(group_id))
-    changed = [t for t in teams if (t.access_group_ids or []) != _ids(truth[str(t.team_id)])]
-    for team in changed:
-        team.access_group_ids = _ids(truth[str(team.team_id)])
-    Team.objects.bulk_update(changed, ["access_group_ids"], batch_size=BATCH_SIZE)
-    return len(changed)
+    return _sync_target_lists(Team, TeamAccessGroup, "team_id", team_ids)
 
 
 def sync_keys(key_ids: Iterable[Any]) -> int:
     """Recompute `access_group_ids` of these keys (by primary key) from the assignment rows."""
-    key_ids = list({str(k) for k in key_ids})
-    if not key_ids:
-        return 0
-    truth: dict[str, list[str]] = defaultdict(list)
-    keys = list(VirtualKey.objects.select_for_update().filter(id__in=key_ids).only("id", "access_group_ids"))
-    for key_id, group_id in KeyAccessGroup.objects.filter(key_id__in=key_ids).values_list("key_id", "access_group_id"):
-        truth[str(key_id)].append(str(group_id))
-    changed = [k for k in keys if (k.access_group_ids or []) != _ids(truth[str(k.id)])]
-    for key in changed:
-        key.access_group_ids = _ids(truth[str(key.id)])
-    VirtualKey.objects.bulk_update(changed, ["access_group_ids"], batch_size=BATCH_SIZE)
-    return len(changed)
+    return _sync_target_lists(VirtualKey, KeyAccessGroup, "key_id", key_ids)
 
 
 def sync_groups(group_ids: Iterable[Any]) -> int:

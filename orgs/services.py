@@ -276,6 +276,34 @@ def _membership_budget(actor: User | None, existing: Budget | None, max_budget: 
     return existing
 
 
+def _change_membership(
+    actor: User | None,
+    membership: OrganizationMembership | TeamMembership,
+    *,
+    role_field: str,
+    role: str | None,
+    roles: dict,
+    budget_label: str,
+    max_budget: Any,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Set a (locked) membership's role and budget; returns the audit (before, after) of what changed."""
+    before: dict[str, Any] = {}
+    after: dict[str, Any] = {}
+    current = getattr(membership, role_field)
+    if role is not None and role != current:
+        _validate_role(role, roles, "role")
+        before[role_field], after[role_field] = current, role
+        setattr(membership, role_field, role)
+        membership.save(update_fields=[role_field, "updated_at"])
+    if max_budget is not None:
+        old = membership.budget.max_budget if membership.budget else None
+        membership.budget = _membership_budget(actor, membership.budget, max_budget)
+        membership.save(update_fields=["budget", "updated_at"])
+        if old != membership.budget.max_budget:
+            before[budget_label], after[budget_label] = old, membership.budget.max_budget
+    return before, after
+
+
 @transaction.atomic
 def organization_member_add(
     *,
@@ -318,19 +346,10 @@ def organization_member_update(
     membership = OrganizationMembership.objects.select_for_update(of=("self",)).select_related("user", "budget").get(
         pk=membership.pk
     )
-    before: dict[str, Any] = {}
-    after: dict[str, Any] = {}
-    if user_role is not None and user_role != membership.user_role:
-        _validate_role(user_role, ORG_ROLES, "role")
-        before["user_role"], after["user_role"] = membership.user_role, user_role
-        membership.user_role = user_role
-        membership.save(update_fields=["user_role", "updated_at"])
-    if max_budget_in_organization is not None:
-        old = membership.budget.max_budget if membership.budget else None
-        membership.budget = _membership_budget(actor, membership.budget, max_budget_in_organization)
-        membership.save(update_fields=["budget", "updated_at"])
-        if old != membership.budget.max_budget:
-            before["max_budget"], after["max_budget"] = old, membership.budget.max_budget
+    before, after = _change_membership(
+        actor, membership, role_field="user_role", role=user_role, roles=ORG_ROLES,
+        budget_label="max_budget", max_budget=max_budget_in_organization,
+    )
     if after:
         record(
             actor=actor,
@@ -535,19 +554,10 @@ def team_member_update(
     membership = TeamMembership.objects.select_for_update(of=("self",)).select_related("user", "team", "budget").get(
         pk=membership.pk
     )
-    before: dict[str, Any] = {}
-    after: dict[str, Any] = {}
-    if role is not None and role != membership.role:
-        _validate_role(role, TEAM_ROLES, "role")
-        before["role"], after["role"] = membership.role, role
-        membership.role = role
-        membership.save(update_fields=["role", "updated_at"])
-    if max_budget_in_team is not None:
-        old = membership.budget.max_budget if membership.budget else None
-        membership.budget = _membership_budget(actor, membership.budget, max_budget_in_team)
-        membership.save(update_fields=["budget", "updated_at"])
-        if old != membership.budget.max_budget:
-            before["max_budget_in_team"], after["max_budget_in_team"] = old, membership.budget.max_budget
+    before, after = _change_membership(
+        actor, membership, role_field="role", role=role, roles=TEAM_ROLES,
+        budget_label="max_budget_in_team", max_budget=max_budget_in_team,
+    )
     if after:
         record(
             actor=actor,

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import F, Q, QuerySet, TextField
 from django.db.models.functions import Cast, Lower
 from django.utils import timezone
@@ -562,6 +562,15 @@ def bulk_job_run(job_id: Any) -> BulkJob:
         )
     except ServiceError as exc:
         BulkJob.objects.filter(pk=job.pk).update(status=BulkJob.FAILED, error=exc.message, finished_at=timezone.now())
+    except OperationalError:
+        raise  # the database went away: the task retries, and the job resumes after its cursor
+    except Exception as exc:
+        # Anything else will fail again: say so on the job instead of leaving it "running" forever.
+        BulkJob.objects.filter(pk=job.pk).update(
+            status=BulkJob.FAILED, error=f"Internal error ({type(exc).__name__}); see the worker's log.",
+            finished_at=timezone.now(),
+        )
+        raise
     else:
         job.refresh_from_db(fields=["changed"])
         # A resumed job's counters span every attempt; this attempt's result only covers what was left.

@@ -208,3 +208,27 @@ def test_bulk_job_get_query_count_pinned(call, admin_key, django_assert_num_quer
     # The key with its path, the caller's org and team memberships, then the job.
     with django_assert_num_queries(4):
         assert call("get", job_url(job_id), admin_key).status_code == 200
+
+
+def test_bulk_job_unexpected_error_marks_the_job_failed(call, admin_key, monkeypatch):
+    job_id = call("post", bulk_url(AccessGroupFactory().pk), admin_key, {"all": True}).json()["job_id"]
+
+    def broken(**kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("accessgroups.bulk.bulk_assign", broken)
+    with pytest.raises(RuntimeError):
+        bulk_job_run(job_id)
+    job = call("get", job_url(job_id), admin_key).json()
+    assert (job["status"], job["error"]) == ("failed", "Internal error (RuntimeError); see the worker's log.")
+
+
+def test_bulk_job_of_a_deleted_group_fails_with_the_reason(call, admin_key):
+    from accessgroups.services import access_group_delete
+
+    group = AccessGroupFactory()
+    job_id = call("post", bulk_url(group.pk), admin_key, {"all": True}).json()["job_id"]
+    access_group_delete(actor=None, group=group)
+    job = bulk_job_run(job_id)
+    assert job.status == "failed"
+    assert "Unknown access group" in job.error

@@ -6,6 +6,7 @@ import json
 import pytest
 from django.core.cache import cache
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.utils import timezone
 
 from accessctl.errors import InvalidInput
@@ -354,6 +355,49 @@ def test_bulk_assign_list_synced_meanwhile_is_read_again_not_overwritten(group, 
 
     monkeypatch.setattr(bulk, "write_target_lists", write_after_a_concurrent_assignment)
     run(group, Selection(team_id=str(team.pk)))
+    keys[0].refresh_from_db()
+    assert keys[0].access_group_ids == sorted([str(group.pk), str(other.pk)])
+    assert sync_all(repair=False) == IN_SYNC
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql",
+                    reason="races two connections; SQLite lets one writer in at a time")
+def test_bulk_assign_racing_a_single_assignment_loses_neither(monkeypatch):
+    import threading
+
+    from accessgroups import bulk
+    from accessgroups.services import access_group_assign
+
+    group, other = AccessGroupFactory(), AccessGroupFactory()
+    team = TeamFactory()
+    keys = [KeyFactory(team=team, user=None) for _ in range(3)]
+    errors: list[BaseException] = []
+
+    def assign_other_from_another_connection() -> None:
+        try:
+            access_group_assign(actor=None, group=other, keys=[keys[0]])
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the assertion below
+            errors.append(exc)
+        finally:
+            from django.db import connection as thread_connection
+
+            thread_connection.close()
+
+    real_write = bulk.write_target_lists
+
+    def write_after_a_concurrent_commit(kind, updates):
+        # The batch has read keys[0]'s list and assignments; another connection now assigns and commits.
+        if not errors and not KeyAccessGroup.objects.filter(access_group=other).exists():
+            writer = threading.Thread(target=assign_other_from_another_connection)
+            writer.start()
+            writer.join(timeout=10)
+            assert not writer.is_alive(), "the single assignment must not wait for the batch"
+        return real_write(kind, updates)
+
+    monkeypatch.setattr(bulk, "write_target_lists", write_after_a_concurrent_commit)
+    run(group, Selection(team_id=str(team.pk)))
+    assert not errors
     keys[0].refresh_from_db()
     assert keys[0].access_group_ids == sorted([str(group.pk), str(other.pk)])
     assert sync_all(repair=False) == IN_SYNC

@@ -64,7 +64,8 @@ class AccessGroup(db.Model):
 class TeamAccessGroup(db.Model):
     """The truth of a team's access groups; `Team.access_group_ids` mirrors it."""
 
-    team = db.ForeignKey(Team, on_delete=db.CASCADE, related_name="access_group_assignments")
+    # The unique (team, access_group) index serves lookups by team; no second index to maintain.
+    team = db.ForeignKey(Team, on_delete=db.CASCADE, db_index=False, related_name="access_group_assignments")
     access_group = db.ForeignKey(AccessGroup, on_delete=db.CASCADE, related_name="team_assignments")
     created_at = db.DateTimeField(default=timezone.now)
 
@@ -78,7 +79,8 @@ class TeamAccessGroup(db.Model):
 class KeyAccessGroup(db.Model):
     """The truth of a key's access groups; `VirtualKey.access_group_ids` mirrors it."""
 
-    key = db.ForeignKey(VirtualKey, on_delete=db.CASCADE, related_name="access_group_assignments")
+    # The unique (key, access_group) index serves lookups by key; bulk assignment writes one index less.
+    key = db.ForeignKey(VirtualKey, on_delete=db.CASCADE, db_index=False, related_name="access_group_assignments")
     access_group = db.ForeignKey(AccessGroup, on_delete=db.CASCADE, related_name="key_assignments")
     created_at = db.DateTimeField(default=timezone.now)
 

@@ -22,16 +22,25 @@ class VirtualKey(BudgetFields, SpendFields):
     key_alias = db.CharField(
         max_length=255, null=True, blank=True, unique=True, help_text="Optional name, unique across all keys."
     )
+    # No single-column index on `user` or `team`: the (user, created_at) and (team, created_at) indexes
+    # serve those lookups, and every extra index is rewritten on each bulk access-group update.
     user = db.ForeignKey(
         User,
         null=True,
         blank=True,
+        db_index=False,
         on_delete=db.CASCADE,
         related_name="keys",
         help_text="Owner; empty for a team service-account key.",
     )
     team = db.ForeignKey(
-        Team, null=True, blank=True, on_delete=db.CASCADE, related_name="keys", help_text="Team the key acts for."
+        Team,
+        null=True,
+        blank=True,
+        db_index=False,
+        on_delete=db.CASCADE,
+        related_name="keys",
+        help_text="Team the key acts for.",
     )
     organization = db.ForeignKey(
         Organization,

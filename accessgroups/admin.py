@@ -168,11 +168,28 @@ def run_bulk_assignment(
 
 
 class GroupChoosingInline(ServiceInline):
-    """An inline that chooses access groups: editable only by who may also see the groups to choose."""
+    """An inline that chooses the access groups of its parent (a team or a key), saved as one update of the
+    parent's `access_group_ids` through the parent's service; editable only by who may also see the groups."""
+
+    fields = ("access_group",)
+    autocomplete_fields = ("access_group",)
+    verbose_name = "access group"
 
     def has_add_permission(self, request: HttpRequest, obj: Any | None = None) -> bool:
         groups_admin = self.admin_site._registry[AccessGroup]
         return super().has_add_permission(request, obj) and groups_admin.has_view_permission(request)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).select_related("access_group")
+
+    def update_parent(self, request: HttpRequest, parent: Any, group_ids: list[str]) -> None:
+        raise NotImplementedError
+
+    def save_with_services(self, request: HttpRequest, formset: Any) -> None:
+        current, wanted = wanted_related_ids(formset, "access_group")
+        if wanted != current:
+            self.require_parent(request, formset)
+            self.update_parent(request, formset.instance, sorted(map(str, wanted)))
 
 
 class TeamAccessGroupInline(GroupChoosingInline):
@@ -180,20 +197,9 @@ class TeamAccessGroupInline(GroupChoosingInline):
 
     model = TeamAccessGroup
     write_action = "team:update_limits"
-    fields = ("access_group",)
-    autocomplete_fields = ("access_group",)
-    verbose_name = "access group"
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
-        return super().get_queryset(request).select_related("access_group")
-
-    def save_with_services(self, request: HttpRequest, formset: Any) -> None:
-        current, wanted = wanted_related_ids(formset, "access_group")
-        if wanted != current:
-            self.require_parent(request, formset)
-            org_services.team_update(
-                actor=request.user, team=formset.instance, data={"access_group_ids": sorted(map(str, wanted))}
-            )
+    def update_parent(self, request: HttpRequest, parent: Any, group_ids: list[str]) -> None:
+        org_services.team_update(actor=request.user, team=parent, data={"access_group_ids": group_ids})
 
 
 class KeyAccessGroupInline(GroupChoosingInline):
@@ -201,20 +207,9 @@ class KeyAccessGroupInline(GroupChoosingInline):
 
     model = KeyAccessGroup
     write_action = "key:assign_access_groups"
-    fields = ("access_group",)
-    autocomplete_fields = ("access_group",)
-    verbose_name = "access group"
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
-        return super().get_queryset(request).select_related("access_group")
-
-    def save_with_services(self, request: HttpRequest, formset: Any) -> None:
-        current, wanted = wanted_related_ids(formset, "access_group")
-        if wanted != current:
-            self.require_parent(request, formset)
-            key_services.key_update(
-                actor=request.user, key=formset.instance, data={"access_group_ids": sorted(map(str, wanted))}
-            )
+    def update_parent(self, request: HttpRequest, parent: Any, group_ids: list[str]) -> None:
+        key_services.key_update(actor=request.user, key=parent, data={"access_group_ids": group_ids})
 
 
 class GroupTeamInline(ServiceInline):

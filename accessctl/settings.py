@@ -112,6 +112,10 @@ else:
         }
     }
 
+# With a Redis cache, invalidations are also published to every serving process (keys/feed.py), so a
+# warm check needs no round trip to Redis; off, each check proves its process's copy with one shared read.
+ACCESSCTL_INVALIDATION_FEED = env.bool("ACCESSCTL_INVALIDATION_FEED", default=True)
+
 AUTH_USER_MODEL = "orgs.User"
 AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",

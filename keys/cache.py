@@ -6,10 +6,11 @@ generation *before* it loads from the database, so a reader that loaded rows fro
 make its stale value current after that write's invalidation: the invalidation removed (or a later
 reader replaced) the generation it claimed, and generations are random, so they never match again.
 
-Each process also keeps the values it has read, tagged with their generation, and serves one only
-after reading the shared generation and finding it unchanged: a warm read costs one small shared
-read (no transfer or unpickling of the snapshot), and an invalidation anywhere still reaches every
-process on its next request.
+Each process also keeps the values it has read, tagged with their generation. On Redis, every
+invalidation is also published to every process (`keys.feed`), and while this process's subscription is
+whole it serves its copies with no shared read at all. Otherwise it serves a copy only after reading the
+shared generation and finding it unchanged: one small shared read (no transfer or unpickling of the
+snapshot). Either way an invalidation anywhere reaches every process on its next request.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from django.core.cache import cache
 from django.db.models import Q
 
+from . import feed
 from .authz import KeySnapshot, build_snapshot
 from .models import VirtualKey
 from .selectors import key_rows, key_with_path
@@ -83,8 +85,21 @@ def _remember(name: str, entry: tuple[Any, Any]) -> None:
     _local[name] = entry
 
 
+def _forget(names: Iterable[str]) -> None:
+    for name in names:
+        _local.pop(name, None)
+
+
+# Applies every invalidation published so far to `_local`; `current()` says whether copies may be trusted.
+_feed = feed.ProcessFeed(on_names=_forget, on_reset=_local.clear)
+
+
 def _read_through(value_key: str, name: str, loader: Callable[[], T | None], ttl: int) -> T | None:
     """The cached value if its generation is current, else `loader()` (stored when it is not None)."""
+    if _feed.current():
+        local = _local.get(name)
+        if local is not None:
+            return local[1]
     gen_key = generation_key(name)
     try:
         generation = cache.get(gen_key)
@@ -135,15 +150,18 @@ def get_catalog() -> Mapping[str, str]:
     return _read_through(_CATALOG, _CATALOG, load_catalog, CATALOG_TTL_SECONDS) or {}
 
 
-def _delete(names: list[str]) -> None:
-    for start in range(0, len(names), _DELETE_BATCH):
-        cache.delete_many(names[start : start + _DELETE_BATCH])
+def _delete(names: list[str], cache_keys: list[str]) -> None:
+    """Drop the shared entries, then announce it: a process that hears of it already misses the entries."""
+    _forget(names)
+    for start in range(0, len(cache_keys), _DELETE_BATCH):
+        cache.delete_many(cache_keys[start : start + _DELETE_BATCH])
+    feed.publish(names)
 
 
 def invalidate_catalog() -> None:
     """Drop the cached catalog on every server sharing the cache (after a catalog write commits)."""
     try:
-        _delete([_CATALOG, generation_key(_CATALOG)])
+        _delete([_CATALOG], [_CATALOG, generation_key(_CATALOG)])
     except Exception:  # noqa: BLE001
         logger.error("authorization cache unreachable; the catalog could not be invalidated")
 
@@ -202,16 +220,17 @@ def tokens_naming_groups(names: Iterable[str]) -> set[str]:
 
 def invalidate_tokens(tokens: Iterable[str]) -> None:
     """Drop these tokens' snapshots (and their generations) on every server sharing the cache."""
-    names: list[str] = []
-    for token in tokens:
-        names.append(cache_key(token))
-        names.append(generation_key(token))
+    names = list(tokens)
     if not names:
         return
+    cache_keys: list[str] = []
+    for token in names:
+        cache_keys.append(cache_key(token))
+        cache_keys.append(generation_key(token))
     try:
-        _delete(names)
+        _delete(names, cache_keys)
     except Exception:  # noqa: BLE001
-        logger.error("authorization cache unreachable; %d snapshots could not be invalidated", len(names) // 2)
+        logger.error("authorization cache unreachable; %d snapshots could not be invalidated", len(names))
 
 
 def invalidate(affects: Affects) -> None:

@@ -1,15 +1,21 @@
 """Fixtures of the hot-path tests: calling the check, the model list and usage as a gateway would."""
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 from django.test import Client
+
+from keys import cache as snapshot_cache
 
 CHECK_URL = "/api/v1/authz/check"
 MODELS_URL = "/v1/models"
 USAGE_URL = "/api/v1/usage"
+REDIS_URL = "redis://127.0.0.1:6379/5"
 
 
 def bearer(raw: str) -> dict[str, str]:
@@ -55,3 +61,32 @@ def listed(response: Any) -> list[str]:
 
 def error_type(response: Any) -> str | None:
     return response.json().get("error", {}).get("type")
+
+
+@pytest.fixture
+def redis_server() -> redis.Redis:
+    """The machine's Redis; its absence fails the tests that need it (never skips them)."""
+    client = redis.Redis.from_url(REDIS_URL)
+    client.ping()
+    return client
+
+
+@pytest.fixture
+def redis_cache(settings, redis_server) -> Iterator[str]:
+    """The default cache on the real Redis (with its invalidation feed), under a key prefix of the test's
+    own; yields the prefix."""
+    prefix = f"test-gw-{uuid.uuid4().hex}"
+    settings.CACHES = {
+        "default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": prefix}
+    }
+    yield prefix
+    for name in redis_server.scan_iter(match=f"{prefix}:*", count=500):
+        redis_server.delete(name)
+
+
+def until_current(is_current: Callable[[], bool] = lambda: snapshot_cache._feed.current()) -> None:
+    """Poll until the feed's subscription is confirmed and answered a ping (microseconds on loopback)."""
+    deadline = time.monotonic() + 5
+    while not is_current():
+        assert time.monotonic() < deadline, "the invalidation feed never became current"
+        time.sleep(0.001)

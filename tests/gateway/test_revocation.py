@@ -1,4 +1,9 @@
-"""Every write that can change an answer is seen by the very next check (SPEC §6): check → change → check."""
+"""Every write that can change an answer is seen by the very next check (SPEC §6): check → change → check.
+
+Each test runs twice: on the in-process cache, and on Redis with the invalidation feed, where the write
+acts as another process would: it never touches the checking process's copies itself, so only what it
+publishes can make the next check see the change.
+"""
 from __future__ import annotations
 
 import datetime
@@ -7,6 +12,7 @@ import pytest
 from django.utils import timezone
 
 from accessgroups import services as access_services
+from keys import cache as snapshot_cache
 from keys import services as key_services
 from keys.tasks import key_budget_reset
 from orgs import services as org_services
@@ -20,19 +26,29 @@ from tests.factories import (
     UserFactory,
 )
 
-from .conftest import error_type
+from .conftest import error_type, until_current
 
 pytestmark = pytest.mark.django_db
 
 GPT = "openai/gpt-4o"
 
 
+@pytest.fixture(autouse=True, params=["locmem", "redis-feed"])
+def deployment(request, monkeypatch) -> str:
+    if request.param == "redis-feed":
+        request.getfixturevalue("redis_cache")
+        monkeypatch.setattr(snapshot_cache, "_forget", lambda names: None)  # the writer is another process
+    return request.param
+
+
 @pytest.fixture
-def warm(check):
-    """Check once (cold: caches the snapshot) and again (warm); both must allow."""
+def warm(check, deployment):
+    """Check once (cold: caches the snapshot) and again (warm, from this process's copy); both must allow."""
 
     def _warm(raw: str, model: str = GPT) -> None:
         assert check(raw, model=model).status_code == 200
+        if deployment == "redis-feed":
+            until_current()
         assert check(raw, model=model).status_code == 200
 
     return _warm

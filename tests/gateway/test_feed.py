@@ -1,0 +1,260 @@
+"""The invalidation feed (keys/feed.py): on Redis, a warm check makes no round trip, and an invalidation
+published by any process is applied by every other before its next check. Real Redis throughout."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+from django.core.cache import cache as django_cache
+from django_redis.cache import RedisCache
+
+from keys import cache as snapshot_cache
+from keys import feed
+from keys.models import VirtualKey
+from tests.factories import KeyFactory
+
+from .conftest import REDIS_URL, error_type, until_current
+
+GPT = "openai/gpt-4o"
+
+
+@pytest.fixture
+def server(redis_server) -> redis.Redis:
+    return redis_server
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def copies() -> dict[str, str]:
+    """What a process holds: name → copy."""
+    return {}
+
+
+@pytest.fixture
+def channel() -> str:
+    return f"test-feed-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def make_feed(copies, clock, channel) -> Iterator[Callable[..., feed.InvalidationFeed]]:
+    made: list[feed.InvalidationFeed] = []
+
+    def _make(url: str = REDIS_URL) -> feed.InvalidationFeed:
+        instance = feed.InvalidationFeed(
+            lambda: redis.Redis.from_url(url, socket_connect_timeout=0.2, client_name=channel),
+            channel,
+            on_names=lambda names: [copies.pop(name, None) for name in names],
+            on_reset=copies.clear,
+            clock=clock,
+        )
+        made.append(instance)
+        return instance
+
+    yield _make
+    for instance in made:
+        instance.close()
+
+
+def kill_clients(server: redis.Redis, name_prefix: str) -> int:
+    """Close the server side of every connection named so: a network failure, as the process sees it."""
+    killed = 0
+    for client in server.client_list():
+        if client["name"].startswith(name_prefix):
+            server.client_kill_filter(_id=client["id"])
+            killed += 1
+    return killed
+
+
+def test_copies_held_before_the_subscription_is_confirmed_are_dropped(make_feed, copies):
+    copies.update(a="old", b="old")
+
+    until_current(make_feed().current)
+
+    assert copies == {}
+
+
+def test_published_names_are_dropped_by_the_next_poll_without_waiting(make_feed, copies, server, channel):
+    subscription = make_feed()
+    until_current(subscription.current)
+    copies.update(a="1", b="2", c="3")
+
+    server.publish(channel, "a\nc")  # no sleep: the message is on the socket once PUBLISH has answered
+
+    assert subscription.current() is True
+    assert copies == {"b": "2"}
+
+
+def test_flush_message_drops_every_copy(make_feed, copies, server, channel):
+    subscription = make_feed()
+    until_current(subscription.current)
+    copies.update(a="1", b="2")
+
+    server.publish(channel, feed.FLUSH)
+
+    assert subscription.current() is True
+    assert copies == {}
+
+
+def test_feed_stops_being_current_when_pongs_stop_arriving(make_feed, clock, monkeypatch):
+    subscription = make_feed()
+    until_current(subscription.current)
+    monkeypatch.setattr(subscription._pubsub, "ping", lambda *args: None)  # a connection gone silent
+
+    clock.now += feed.LIVENESS_SECONDS + 0.01
+
+    assert subscription.current() is False
+
+
+def test_lost_connection_is_not_current_until_resubscribed_and_drops_every_copy(
+    make_feed, copies, clock, server, channel
+):
+    subscription = make_feed()
+    until_current(subscription.current)
+    copies.update(a="1")
+
+    assert kill_clients(server, channel) == 1
+    server.publish(channel, "a")  # lost: nobody is subscribed
+
+    assert subscription.current() is False
+    assert subscription.current() is False  # no resubscription before the back-off
+    clock.now += feed.RESUBSCRIBE_AFTER_SECONDS
+    until_current(subscription.current)
+    assert copies == {}
+
+
+def test_unreachable_redis_is_not_current_and_is_retried_at_a_pace(make_feed, clock, monkeypatch):
+    attempts = []
+    subscription = make_feed("redis://127.0.0.1:1/0")  # nothing listens on port 1
+    connect = subscription._connect
+    monkeypatch.setattr(subscription, "_connect", lambda: attempts.append(1) or connect())
+
+    assert subscription.current() is False
+    assert subscription.current() is False
+    assert len(attempts) == 1
+    clock.now += feed.RESUBSCRIBE_AFTER_SECONDS
+    assert subscription.current() is False
+    assert len(attempts) == 2
+
+
+# The snapshot cache on Redis, through the check, as a gateway calls it.
+
+
+@pytest.fixture
+def warm(check, redis_cache) -> Callable[[str], None]:
+    """Check until this process's copy is served from the feed (cold read, then a confirmed subscription)."""
+
+    def _warm(raw: str) -> None:
+        assert check(raw, model=GPT).status_code == 200
+        until_current()
+        assert check(raw, model=GPT).status_code == 200
+
+    return _warm
+
+
+@pytest.fixture
+def cache_reads(monkeypatch) -> list[str]:
+    """Every read the Django cache makes from Redis."""
+    reads: list[str] = []
+    for method in ("get", "get_many", "has_key"):
+        original = getattr(RedisCache, method)
+        monkeypatch.setattr(
+            RedisCache, method, lambda self, *a, _m=method, _o=original, **k: reads.append(_m) or _o(self, *a, **k)
+        )
+    return reads
+
+
+def another_process_invalidates(server: redis.Redis, token: str) -> None:
+    """What a write's commit does in another process: delete the shared entries, then publish the token."""
+    server.delete(django_cache.make_key(snapshot_cache.cache_key(token)))
+    server.delete(django_cache.make_key(snapshot_cache.generation_key(token)))
+    server.publish(feed.channel_name(), token)
+
+
+def block_without_invalidating(key: VirtualKey) -> None:
+    """The database changes; this process hears nothing (the invalidation comes from elsewhere)."""
+    VirtualKey.objects.filter(pk=key.pk).update(blocked=True)
+
+
+@pytest.mark.django_db
+def test_warm_check_on_redis_reads_nothing_from_redis_and_runs_no_query(
+    check, warm, cache_reads, django_assert_num_queries
+):
+    key = KeyFactory()
+    warm(key.raw)
+    cache_reads.clear()
+
+    with django_assert_num_queries(0):
+        assert check(key.raw, model=GPT).status_code == 200
+
+    assert cache_reads == []
+
+
+@pytest.mark.django_db
+def test_copy_is_served_until_another_process_publishes_the_invalidation(check, warm, server):
+    key = KeyFactory()
+    warm(key.raw)
+    block_without_invalidating(key)
+    assert check(key.raw, model=GPT).status_code == 200  # the copy, as expected without an invalidation
+
+    another_process_invalidates(server, key.token)
+
+    response = check(key.raw, model=GPT)
+    assert response.status_code == 403
+    assert error_type(response) == "key_blocked"
+
+
+@pytest.mark.django_db
+def test_invalidation_lost_with_the_subscription_is_still_seen_on_the_next_check(check, warm, server):
+    key = KeyFactory()
+    warm(key.raw)
+    assert kill_clients(server, feed.CLIENT_NAME) >= 1
+    block_without_invalidating(key)
+
+    another_process_invalidates(server, key.token)  # published to nobody: this process is disconnected
+
+    response = check(key.raw, model=GPT)
+    assert response.status_code == 403
+    assert error_type(response) == "key_blocked"
+
+
+@pytest.mark.django_db
+def test_feed_turned_off_proves_each_copy_with_one_shared_read(check, settings, redis_cache, server, cache_reads):
+    settings.ACCESSCTL_INVALIDATION_FEED = False
+    key = KeyFactory()
+    assert check(key.raw, model=GPT).status_code == 200
+    cache_reads.clear()
+    assert check(key.raw, model=GPT).status_code == 200
+    assert cache_reads == ["get"]
+    block_without_invalidating(key)
+
+    server.delete(django_cache.make_key(snapshot_cache.generation_key(key.token)))  # no publish
+
+    assert check(key.raw, model=GPT).status_code == 403
+
+
+@pytest.mark.django_db
+def test_invalidating_many_keys_publishes_one_flush_message(redis_cache, server):
+    subscriber = server.pubsub()
+    subscriber.subscribe(feed.channel_name())
+    assert subscriber.get_message(timeout=1)["type"] == "subscribe"
+
+    snapshot_cache.invalidate_tokens(f"{n:064x}" for n in range(feed.MAX_NAMES_PER_MESSAGE + 1))
+    snapshot_cache.invalidate_tokens(["a" * 64, "b" * 64])
+
+    assert subscriber.get_message(timeout=1)["data"] == feed.FLUSH.encode()
+    assert subscriber.get_message(timeout=1)["data"] == f"{'a' * 64}\n{'b' * 64}".encode()
+    subscriber.close()

@@ -34,7 +34,9 @@ logger = logging.getLogger(__name__)
 
 CHANNEL = "authz:invalidations"
 FLUSH = "*"  # the message that drops every copy (large invalidations: one short message, not a list)
-MAX_NAMES_PER_MESSAGE = 1000
+# A message stays far below the 64 KB Redis writes to one client in one pass of its event loop (a larger
+# one could reach a subscriber a pass later than the publisher's answer). 500 tokens ≈ 32 KB.
+MAX_NAMES_PER_MESSAGE = 500
 PING_INTERVAL_SECONDS = 0.25
 LIVENESS_SECONDS = 1.0
 RESUBSCRIBE_AFTER_SECONDS = 1.0

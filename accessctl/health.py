@@ -5,6 +5,8 @@ from django.core.cache import cache
 from django.db import connection
 from django.http import JsonResponse
 
+from keys.cache import feed_state
+
 
 def healthz(request) -> JsonResponse:
     """Liveness: answers without touching the database or the cache."""
@@ -26,4 +28,11 @@ def readyz(request) -> JsonResponse:
     except Exception as exc:  # noqa: BLE001
         checks["cache"] = f"error: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
-    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+    body = {
+        "status": "ok" if ready else "unavailable",
+        "checks": checks,
+        # Informational: a degraded feed costs the check one Redis read, never correctness.
+        "invalidation_feed": feed_state(),
+    }
+    return JsonResponse(body, status=200 if ready else 503)
+

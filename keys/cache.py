@@ -94,6 +94,11 @@ def _forget(names: Iterable[str]) -> None:
 _feed = feed.ProcessFeed(on_names=_forget, on_reset=_local.clear)
 
 
+def feed_state() -> str:
+    """This process's invalidation feed: "off", "live" or "degraded" (see keys.feed)."""
+    return _feed.state()
+
+
 def _read_through(value_key: str, name: str, loader: Callable[[], T | None], ttl: int) -> T | None:
     """The cached value if its generation is current, else `loader()` (stored when it is not None)."""
     if _feed.current():

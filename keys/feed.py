@@ -165,6 +165,14 @@ class ProcessFeed:
         feed = self._get()
         return feed is not None and feed.current()
 
+    def state(self) -> str:
+        """For the readiness probe: "off" (no Redis, or turned off), "live", or "degraded" (each check
+        proves its copy with a shared read until the subscription is whole again)."""
+        feed = self._get()
+        if feed is None:
+            return "off"
+        return "live" if feed.current() else "degraded"
+
     def _get(self) -> InvalidationFeed | None:
         config = (settings.CACHES, getattr(settings, "ACCESSCTL_INVALIDATION_FEED", True))
         if config[0] is self._config[0] and config[1] == self._config[1]:

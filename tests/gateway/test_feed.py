@@ -258,3 +258,10 @@ def test_invalidating_many_keys_publishes_one_flush_message(redis_cache, server)
     assert subscriber.get_message(timeout=1)["data"] == feed.FLUSH.encode()
     assert subscriber.get_message(timeout=1)["data"] == f"{'a' * 64}\n{'b' * 64}".encode()
     subscriber.close()
+
+
+@pytest.mark.django_db
+def test_readyz_reports_the_feed_live_once_subscribed(client, redis_cache):
+    until_current()
+
+    assert client.get("/readyz").json()["invalidation_feed"] == "live"

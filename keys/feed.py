@@ -13,8 +13,10 @@ socket, and the poll applies it first.
 Copies are trusted only while the subscription is known to be whole:
 - after Redis confirmed the subscription (copies held before that are dropped: nothing published while
   this process was not subscribed can reach it);
-- while the answer to this process's own periodic PING arrived within LIVENESS_SECONDS, so a connection
-  that silently stopped delivering cannot hide an invalidation for longer than that;
+- while a PING this process sent within the last LIVENESS_SECONDS has been answered (the answer proves
+  that everything published before the PING has arrived), so a connection that silently stopped
+  delivering cannot hide an invalidation for longer than that; a PING left unanswered that long drops
+  the subscription for a new one;
 - never after a connection error or a reconnect, until a new confirmation.
 Otherwise `current()` is False and the cache proves each copy with a shared read, as without a feed.
 """
@@ -45,6 +47,10 @@ CLIENT_NAME = "accessctl-feed"
 _REDIS_BACKENDS = ("django_redis.cache.RedisCache",)
 
 
+class FeedSilent(Exception):
+    """The subscription's connection stopped answering."""
+
+
 class InvalidationFeed:
     """One process's subscription to the invalidation channel.
 
@@ -69,7 +75,8 @@ class InvalidationFeed:
         self._lock = threading.Lock()
         self._pubsub: Any = None
         self._confirmed = False
-        self._last_ping = self._last_pong = float("-inf")
+        self._ping_sent_at: float | None = None  # the unanswered PING, if any
+        self._proven_at = float("-inf")  # when the last answered PING was sent
         self._subscribe_at = float("-inf")
 
     def current(self) -> bool:
@@ -99,10 +106,13 @@ class InvalidationFeed:
             self._apply(message)
         if not self._confirmed:
             return False
-        if now - self._last_ping >= PING_INTERVAL_SECONDS:
-            self._pubsub.ping(_PING)
-            self._last_ping = now
-        return now - self._last_pong <= LIVENESS_SECONDS
+        if self._ping_sent_at is None:
+            if now - self._proven_at >= PING_INTERVAL_SECONDS:
+                self._pubsub.ping(_PING)
+                self._ping_sent_at = now
+        elif now - self._ping_sent_at > LIVENESS_SECONDS:
+            raise FeedSilent(f"no answer to a PING in {LIVENESS_SECONDS} s")
+        return now - self._proven_at <= LIVENESS_SECONDS
 
     def _subscribe(self, now: float) -> None:
         self._subscribe_at = now + RESUBSCRIBE_AFTER_SECONDS  # a failing Redis is retried at this pace
@@ -111,9 +121,9 @@ class InvalidationFeed:
         # A reconnect inside the client (it may reconnect on its own) resubscribes after a gap in which
         # messages were lost: distrust everything until that new subscription is confirmed.
         pubsub.connection.register_connect_callback(self._reconnected)
-        pubsub.ping(_PING)
+        pubsub.ping(_PING)  # answered after the confirmation: proves the subscription from `now` on
         self._pubsub, self._confirmed = pubsub, False
-        self._last_ping, self._last_pong = now, float("-inf")
+        self._ping_sent_at, self._proven_at = now, float("-inf")
 
     def _reconnected(self, connection: Any) -> None:
         self._confirmed = False
@@ -126,8 +136,10 @@ class InvalidationFeed:
                 self._on_reset()
             else:
                 self._on_names(data.split("\n"))
-        elif kind == "pong":
-            self._last_pong = self._clock()
+        elif kind == "pong" and self._ping_sent_at is not None:
+            # Dated by when the PING was sent, not when its answer is read: an answer read late, after
+            # an idle spell, proves nothing about what was published since.
+            self._proven_at, self._ping_sent_at = self._ping_sent_at, None
         elif kind == "subscribe":
             self._on_reset()  # copies from before the subscription may have missed invalidations
             self._confirmed = True

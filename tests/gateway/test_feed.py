@@ -109,7 +109,7 @@ def test_flush_message_drops_every_copy(make_feed, copies, server, channel):
     assert copies == {}
 
 
-def test_feed_stops_being_current_when_pongs_stop_arriving(make_feed, clock, monkeypatch):
+def test_feed_stops_being_current_when_pings_stop_being_answered(make_feed, clock, monkeypatch):
     subscription = make_feed()
     until_current(subscription.current)
     monkeypatch.setattr(subscription._pubsub, "ping", lambda *args: None)  # a connection gone silent
@@ -117,6 +117,34 @@ def test_feed_stops_being_current_when_pongs_stop_arriving(make_feed, clock, mon
     clock.now += feed.LIVENESS_SECONDS + 0.01
 
     assert subscription.current() is False
+
+
+def test_answer_read_after_an_idle_spell_does_not_make_the_feed_current(make_feed, clock):
+    subscription = make_feed()
+    until_current(subscription.current)
+    clock.now += feed.PING_INTERVAL_SECONDS
+    assert subscription.current() is True  # sends a PING; its answer waits on the socket
+
+    clock.now += 10 * feed.LIVENESS_SECONDS  # idle: nothing read for a long time
+
+    assert subscription.current() is False  # the answer proves only what was published before the PING
+    until_current(subscription.current)  # the PING just sent is answered at once
+
+
+def test_ping_unanswered_too_long_drops_the_subscription_and_every_copy(make_feed, copies, clock, monkeypatch):
+    subscription = make_feed()
+    until_current(subscription.current)
+    monkeypatch.setattr(subscription._pubsub, "ping", lambda *args: None)  # a connection gone silent
+    clock.now += feed.PING_INTERVAL_SECONDS
+    subscription.current()  # the PING that will never be answered
+    copies.update(a="1")
+
+    clock.now += feed.LIVENESS_SECONDS + 0.01
+    assert subscription.current() is False
+    clock.now += feed.RESUBSCRIBE_AFTER_SECONDS
+    until_current(subscription.current)
+
+    assert copies == {}
 
 
 def test_lost_connection_is_not_current_until_resubscribed_and_drops_every_copy(

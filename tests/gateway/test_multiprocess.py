@@ -25,6 +25,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 GUNICORN = Path(sys.executable).with_name("gunicorn")
 REDIS_DB = 3
+MASTER = "sk-test-multiprocess-master"
 CREATE_KEY = """
 from keys.services import key_generate
 from orgs.services import user_create
@@ -53,8 +54,12 @@ def _manage(env: dict[str, str], *args: str) -> str:
     return result.stdout
 
 
-def _get(port: int, path: str, raw: str | None = None) -> tuple[int, dict]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+def _get(port: int, path: str, raw: str | None = None, body: dict | None = None) -> tuple[int, dict]:
+    """GET (or POST, with a JSON body) as a gateway or a management client would."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
     if raw:
         request.add_header("Authorization", f"Bearer {raw}")
     try:
@@ -92,6 +97,7 @@ def deployment(request, tmp_path) -> Iterator[tuple[dict[str, str], list[int]]]:
     env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'db.sqlite3'}"
     prefix = f"test-mp-{uuid.uuid4().hex}"
     env["CACHE_KEY_PREFIX"] = prefix
+    env["ACCESSCTL_MASTER_KEY"] = MASTER
     if request.param == "redis":
         env["REDIS_URL"] = f"redis://127.0.0.1:6379/{REDIS_DB}"
     else:
@@ -129,6 +135,26 @@ def test_key_blocked_through_one_process_is_refused_by_the_others_on_the_next_re
     assert [_get(port, check, raw)[0] for port in (port_a, port_b, port_a, port_b)] == [200, 200, 200, 200]
 
     _manage(env, "shell", "-c", BLOCK_KEY.format(raw=raw))
+
+    for port in (port_b, port_a):
+        status, body = _get(port, check, raw)
+        assert (status, body["error"]["type"]) == (403, "key_blocked")
+
+
+def test_key_blocked_through_one_server_is_refused_by_the_other_on_the_next_request(deployment):
+    env, (port_a, port_b) = deployment
+    raw = _manage(env, "shell", "-c", CREATE_KEY).strip().splitlines()[-1]
+    check = "/api/v1/authz/check?model=openai/gpt-4o"
+    assert [_get(port, check, raw)[0] for port in (port_a, port_b, port_a, port_b)] == [200, 200, 200, 200]
+    expected_feed = "live" if "REDIS_URL" in env else "off"
+    deadline = time.monotonic() + 10
+    # On Redis, B serves its copy with no Redis read once its feed is live: only the feed can tell it.
+    while _get(port_b, "/readyz")[1]["invalidation_feed"] != expected_feed:
+        assert time.monotonic() < deadline, "server B's invalidation feed never became live"
+        time.sleep(0.01)
+    assert _get(port_b, check, raw)[0] == 200
+
+    assert _get(port_a, "/key/block", MASTER, {"key": raw})[0] == 200
 
     for port in (port_b, port_a):
         status, body = _get(port, check, raw)

@@ -156,31 +156,36 @@ def delete_assignments(kind: Kind, target_ids: Sequence[Any], group_ids: Sequenc
         return [(_text_id(t), _text_id(g)) for t, g in cursor.fetchall()]
 
 
-def write_target_lists(kind: Kind, updates: dict[Any, tuple[str, list[str]]]) -> set[Any]:
+def write_target_lists(kind: Kind, updates: dict[Any, tuple[str, tuple[str, ...]]]) -> set[Any]:
     """Compare-and-set the `access_group_ids` of these keys or teams in one UPDATE; returns those written.
 
-    `updates` maps a primary key to (the list as read, as JSON text; the new list). A row whose list
-    changed since it was read — a concurrent writer synced it — is left alone and not returned, for the
-    caller to read again: no row lock is needed between the read and the write. One join with the new
-    values, reaching the rows through the primary key (not `bulk_update`'s CASE with a branch per row).
+    `updates` maps a primary key to (the list as read, as JSON text; the new list, sorted). A row whose
+    list changed since it was read — a concurrent writer synced it — is left alone and not returned, for
+    the caller to read again: no row lock is needed between the read and the write. One join with the
+    new values, reaching the rows through the primary key (not `bulk_update`'s CASE with a branch per row).
     """
     if not updates:
         return set()
     if not _native():
         kind.model.objects.bulk_update(
-            [kind.model(**{kind.pk: pk, "access_group_ids": new}) for pk, (_, new) in updates.items()],
+            [kind.model(**{kind.pk: pk, "access_group_ids": list(new)}) for pk, (_, new) in updates.items()],
             ["access_group_ids"],
         )
         return {str(pk) for pk in updates}
+    # A batch holds few distinct (old list, new list) pairs — most of its rows go from [] to [group]:
+    # each pair is encoded, sent and parsed once, and each row carries the number of its pair.
+    variants: dict[tuple[str, tuple[str, ...]], int] = {}
+    numbers = [variants.setdefault(change, len(variants) + 1) for change in updates.values()]
+    olds = [old for old, _ in variants]
+    news = [json.dumps(list(new)) for _, new in variants]
     qn = connection.ops.quote_name
     table, pk_column = qn(kind.model._meta.db_table), qn(kind.model._meta.pk.column)
     if connection.vendor == "postgresql":
-        sql = (f"UPDATE {table} AS t SET access_group_ids = v.value->'new' "
-               f"FROM jsonb_each(%s::jsonb) AS v(key, value) "
-               f"WHERE t.{pk_column} = v.key::uuid AND t.{pk_column} = ANY(%s::uuid[]) "
-               f"AND t.access_group_ids = (v.value->>'old')::jsonb RETURNING t.{pk_column}::text")
-        payload = {str(pk): {"old": old, "new": new} for pk, (old, new) in updates.items()}
-        params: list[Any] = [json.dumps(payload), pg_array(updates)]
+        sql = (f"UPDATE {table} AS t SET access_group_ids = c.new "
+               f"FROM unnest(%s::uuid[], %s::int[]) AS u(pk, n) "
+               f"JOIN unnest(%s::jsonb[], %s::jsonb[]) WITH ORDINALITY AS c(old, new, n) ON c.n = u.n "
+               f"WHERE t.{pk_column} = u.pk AND t.access_group_ids = c.old RETURNING t.{pk_column}::text")
+        params: list[Any] = [pg_array(updates), pg_array(numbers), olds, news]
     else:
         pk_field = kind.model._meta.pk
         pks = [pk_field.get_db_prep_value(pk, connection) for pk in updates]
@@ -189,8 +194,8 @@ def write_target_lists(kind: Kind, updates: dict[Any, tuple[str, list[str]]]) ->
                f"WHERE {table}.{pk_column} = v.column1 AND {table}.{pk_column} IN ({', '.join(['%s'] * len(pks))}) "
                f"AND {table}.access_group_ids = v.column3 RETURNING {table}.{pk_column}")
         params = []
-        for pk, (old, new) in zip(pks, updates.values(), strict=True):
-            params += [pk, json.dumps(new), old]
+        for pk, n in zip(pks, numbers, strict=True):
+            params += [pk, news[n - 1], olds[n - 1]]
         params += pks
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

@@ -10,7 +10,7 @@ from django.db import connection
 from django.utils import timezone
 
 from accessctl.errors import InvalidInput
-from accessgroups.bulk import Selection, bulk_assign
+from accessgroups.bulk import Selection, bulk_assign, encode_position
 from accessgroups.models import KeyAccessGroup, TeamAccessGroup
 from accessgroups.services import sync_all
 from keys.authz import authorize
@@ -104,6 +104,40 @@ def test_bulk_assign_by_team_filter_assigns_all_keys_of_the_team(group, team_key
     assert (result.matched, result.changed, result.batches) == (5, 5, 3)
     assert assigned(group) == {str(k.pk) for k in keys}
     assert str(outside.pk) not in assigned(group)
+    assert sync_all(repair=False) == IN_SYNC
+
+
+def test_bulk_assign_batches_split_keys_created_at_the_same_instant(group):
+    # Batches resume after (created_at, id): keys sharing a created_at across a batch boundary are each
+    # processed once, and the cursor (microseconds) resumes exactly after the last one processed.
+    team = TeamFactory()
+    keys = [KeyFactory(team=team, user=None) for _ in range(5)]
+    instant = timezone.now().replace(microsecond=123456)
+    VirtualKey.objects.filter(team=team).update(created_at=instant)
+    reports = []
+    result = run(group, Selection(team_id=str(team.pk)), batch_size=2, on_batch=reports.append)
+    assert (result.matched, result.changed, result.batches) == (5, 5, 3)
+    assert [r.matched for r in reports] == [2, 2, 1]
+    assert assigned(group) == {str(k.pk) for k in keys}
+    last = max(keys, key=lambda k: str(k.pk))
+    assert result.cursor == encode_position((instant, last.pk))
+    assert sync_all(repair=False) == IN_SYNC
+
+
+def test_bulk_assign_filter_covers_what_matched_when_the_run_started(group, team_keys):
+    team, keys = team_keys
+    created = []
+
+    def create_a_key_meanwhile(report):
+        if not created:
+            created.append(KeyFactory(team=team, user=None))
+
+    result = run(group, Selection(team_id=str(team.pk)), batch_size=2, on_batch=create_a_key_meanwhile)
+    assert (result.matched, result.changed) == (5, 5)
+    assert assigned(group) == {str(k.pk) for k in keys}
+    rerun = run(group, Selection(team_id=str(team.pk)), batch_size=2)
+    assert (rerun.matched, rerun.changed) == (6, 1)
+    assert assigned(group) == {str(k.pk) for k in [*keys, *created]}
     assert sync_all(repair=False) == IN_SYNC
 
 

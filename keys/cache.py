@@ -15,11 +15,14 @@ snapshot). Either way an invalidation anywhere reaches every process on its next
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.core.cache import cache
+from django.db import DatabaseError
 from django.db.models import Q
 
 from . import feed
@@ -73,25 +76,46 @@ def _claim_generation(name: str, seen: Any) -> Any:
         return None
 
 
-# name → (generation, value) as this process last read it; only served while the shared generation
-# still equals the tag, so it can never outlive an invalidation. Bounded by clearing when full.
-_local: dict[str, tuple[Any, Any]] = {}
+# name → (generation, value, when it was last proven current) as this process last read it. Served
+# after a shared read finds the generation unchanged, or, while the invalidation feed is live, as it is
+# for up to LOCAL_TRUST_SECONDS: an invalidation written by a process that does not publish (a release
+# from before the feed, during a rolling deploy) is seen within that time.
+_local: dict[str, tuple[Any, Any, float]] = {}
+_local_lock = threading.Lock()
+# Bumped by every drop. A copy read from the cache or the database across a drop may predate it (another
+# thread applied the invalidation before this one stored its copy), so it is not kept.
+_epoch = 0
 LOCAL_MAX_ENTRIES = 20_000
+LOCAL_TRUST_SECONDS = 5.0
+_now = time.monotonic
 
 
-def _remember(name: str, entry: tuple[Any, Any]) -> None:
-    if len(_local) >= LOCAL_MAX_ENTRIES:
-        _local.clear()
-    _local[name] = entry
+def _remember(name: str, generation: Any, value: Any, epoch: int) -> None:
+    with _local_lock:
+        if epoch != _epoch:
+            return
+        if name not in _local and len(_local) >= LOCAL_MAX_ENTRIES:
+            del _local[next(iter(_local))]  # the oldest entry; the rest stay warm
+        _local[name] = (generation, value, _now())
 
 
 def _forget(names: Iterable[str]) -> None:
-    for name in names:
-        _local.pop(name, None)
+    global _epoch
+    with _local_lock:
+        _epoch += 1
+        for name in names:
+            _local.pop(name, None)
+
+
+def _forget_all() -> None:
+    global _epoch
+    with _local_lock:
+        _epoch += 1
+        _local.clear()
 
 
 # Applies every invalidation published so far to `_local`; `current()` says whether copies may be trusted.
-_feed = feed.ProcessFeed(on_names=_forget, on_reset=_local.clear)
+_feed = feed.ProcessFeed(on_names=_forget, on_reset=_forget_all)
 
 
 def feed_state() -> str:
@@ -103,18 +127,20 @@ def _read_through(value_key: str, name: str, loader: Callable[[], T | None], ttl
     """The cached value if its generation is current, else `loader()` (stored when it is not None)."""
     if _feed.current():
         local = _local.get(name)
-        if local is not None:
+        if local is not None and _now() - local[2] <= LOCAL_TRUST_SECONDS:
             return local[1]
+    epoch = _epoch  # after the feed applied what has arrived: a later drop forbids keeping what is read
     gen_key = generation_key(name)
     try:
         generation = cache.get(gen_key)
         if generation is not None:
             local = _local.get(name)
             if local is not None and local[0] == generation:
+                _remember(name, generation, local[1], epoch)
                 return local[1]
             entry = cache.get(value_key)
             if entry is not None and entry[0] == generation:
-                _remember(name, entry)
+                _remember(name, generation, entry[1], epoch)
                 return entry[1]
     except Exception:  # noqa: BLE001 - any cache failure falls back to the database
         logger.warning("authorization cache unreachable; answering from the database")
@@ -128,7 +154,7 @@ def _read_through(value_key: str, name: str, loader: Callable[[], T | None], ttl
                 cache.delete(gen_key)
         elif claimed is not None:
             cache.set(value_key, (claimed, value), ttl)
-            _remember(name, (claimed, value))
+            _remember(name, claimed, value, epoch)
     except Exception:  # noqa: BLE001
         logger.warning("authorization cache unreachable; value not stored")
     return value
@@ -156,11 +182,13 @@ def get_catalog() -> Mapping[str, str]:
 
 
 def _delete(names: list[str], cache_keys: list[str]) -> None:
-    """Drop the shared entries, then announce it: a process that hears of it already misses the entries."""
+    """Drop this process's copies and the shared entries; on Redis, announce it to every process in the
+    same transaction (a process that hears of it already misses the shared entries)."""
     _forget(names)
+    if feed.delete_and_publish(cache_keys, names):
+        return
     for start in range(0, len(cache_keys), _DELETE_BATCH):
         cache.delete_many(cache_keys[start : start + _DELETE_BATCH])
-    feed.publish(names)
 
 
 def invalidate_catalog() -> None:
@@ -239,5 +267,29 @@ def invalidate_tokens(tokens: Iterable[str]) -> None:
 
 
 def invalidate(affects: Affects) -> None:
-    """Drop the snapshots a committed write may have changed, on every server sharing the cache."""
-    invalidate_tokens(affected_tokens(affects))
+    """Drop the snapshots a committed write may have changed, on every server sharing the cache.
+
+    Runs after commit, so it must not raise: if the database cannot say which keys the write reached,
+    every snapshot is dropped instead (the write has landed; its answer must not become a 500).
+    """
+    try:
+        tokens = affected_tokens(affects)
+    except DatabaseError:
+        logger.error("could not resolve the snapshots a committed write changed; dropping every snapshot")
+        invalidate_all()
+        return
+    invalidate_tokens(tokens)
+
+
+def invalidate_all() -> None:
+    """Drop every snapshot and the catalog on every server: deleting the generations is enough (a value
+    is only served under its generation), then every process is told to drop its copies."""
+    _forget_all()
+    try:
+        if hasattr(cache, "delete_pattern"):  # Redis: only our entries, never the rest of the database
+            cache.delete_pattern(generation_key("*"))
+            feed.publish_flush()
+        else:
+            cache.clear()
+    except Exception:  # noqa: BLE001
+        logger.error("authorization cache unreachable; the snapshots could not be invalidated")

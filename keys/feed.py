@@ -4,20 +4,27 @@ serving process subscribes to, so a process can serve its own copy of a snapshot
 Why: with a shared cache, proving a local copy current costs one read of its generation per check, and
 on Redis that round trip was most of a warm check's cost. With the feed, a process applies whatever has
 arrived on its subscription before serving a copy (a non-blocking poll of one socket, a few
-microseconds). Revocation stays next-request strict: the writer deletes the shared entries, then
-publishes, both before its own request answers (after commit, in the services); Redis writes a published
-message to every subscriber's socket in the same pass of its event loop that answers the publisher, so
-any request that arrives after the write's response finds the message already waiting on its process's
-socket, and the poll applies it first.
+microseconds).
+
+Revocation: the writer deletes the shared entries and publishes in one MULTI/EXEC, after commit and
+before its own request answers. Redis writes a published message to every subscriber's socket in the
+same pass of its event loop that answers the publisher, so on one host any request that arrives after
+the write's response finds the message already waiting on its process's socket, and the poll applies it
+first: the next request is refused. Across hosts the message races the client's next request over the
+network; whatever delays it (a lost segment waiting for retransmission, a partition) also delays the
+PING answers queued behind it, so no process serves a copy for more than LIVENESS_SECONDS (200 ms) after
+a write without having applied it. Deployments that need the strict bound across hosts under network
+faults turn subscribing off (ACCESSCTL_INVALIDATION_FEED=false): one Redis read per check.
 
 Copies are trusted only while the subscription is known to be whole:
 - after Redis confirmed the subscription (copies held before that are dropped: nothing published while
   this process was not subscribed can reach it);
 - while a PING this process sent within the last LIVENESS_SECONDS has been answered (the answer proves
-  that everything published before the PING has arrived), so a connection that silently stopped
-  delivering cannot hide an invalidation for longer than that; a PING left unanswered that long drops
-  the subscription for a new one;
-- never after a connection error or a reconnect, until a new confirmation.
+  that everything published before the PING has arrived); a PING left unanswered that long drops the
+  subscription for a new one;
+- never after a connection error or a reconnect, until a new confirmation;
+- and each copy for at most keys.cache.LOCAL_TRUST_SECONDS between shared reads, which bounds what a
+  writer that does not publish (an older release during a rolling deploy) can leave behind.
 Otherwise `current()` is False and the cache proves each copy with a shared read, as without a feed.
 """
 from __future__ import annotations
@@ -27,7 +34,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.conf import settings
@@ -39,12 +46,17 @@ FLUSH = "*"  # the message that drops every copy (large invalidations: one short
 # A message stays far below the 64 KB Redis writes to one client in one pass of its event loop (a larger
 # one could reach a subscriber a pass later than the publisher's answer). 500 tokens ≈ 32 KB.
 MAX_NAMES_PER_MESSAGE = 500
-PING_INTERVAL_SECONDS = 0.25
-LIVENESS_SECONDS = 1.0
+# A PING every 50 ms while requests come in; copies are trusted while one sent in the last 200 ms was
+# answered (see above). An idle process's first request after 200 ms costs one shared read.
+PING_INTERVAL_SECONDS = 0.05
+LIVENESS_SECONDS = 0.2
+PARTIAL_MESSAGE_SECONDS = 0.05
 RESUBSCRIBE_AFTER_SECONDS = 1.0
 _PING = "accessctl-feed"
 CLIENT_NAME = "accessctl-feed"
 _REDIS_BACKENDS = ("django_redis.cache.RedisCache",)
+_DEFAULT_CLIENT = "django_redis.client.DefaultClient"
+_DELETE_BATCH = 1000
 
 
 class FeedSilent(Exception):
@@ -102,8 +114,13 @@ class InvalidationFeed:
             if now < self._subscribe_at:
                 return False
             self._subscribe(now)
-        while (message := self._pubsub.get_message(timeout=0)) is not None:
-            self._apply(message)
+        connection = self._pubsub.connection
+        # Read only once something has arrived, then allow the rest of a message a moment: a message
+        # split across TCP segments must not read as a timeout (which would drop the subscription).
+        while connection.can_read(timeout=0):
+            message = self._pubsub.get_message(timeout=PARTIAL_MESSAGE_SECONDS)
+            if message is not None:
+                self._apply(message)
         if not self._confirmed:
             return False
         if self._ping_sent_at is None:
@@ -147,17 +164,19 @@ class InvalidationFeed:
             self._confirmed = False
 
 
-def _redis_location() -> str | None:
-    """The Redis URL of the default cache, or None when the cache is not Redis or the feed is off."""
-    if not getattr(settings, "ACCESSCTL_INVALIDATION_FEED", True):
-        return None
+def _redis_client() -> Any:
+    """The default cache's Redis client, or None when invalidations cannot be published on it: not Redis,
+    or a client (sharded, Sentinel, cluster) whose publish does not reach one server's subscribers."""
     config = settings.CACHES.get("default", {})
     if config.get("BACKEND") not in _REDIS_BACKENDS:
         return None
-    location = config.get("LOCATION")
-    if isinstance(location, list | tuple):  # a primary and its replicas: publish and subscribe on the primary
-        location = location[0]
-    return location or None
+    if config.get("OPTIONS", {}).get("CLIENT_CLASS", _DEFAULT_CLIENT) != _DEFAULT_CLIENT:
+        return None
+    import redis
+    from django_redis import get_redis_connection
+
+    client = get_redis_connection("default")  # the primary, when LOCATION also lists replicas
+    return client if type(client.connection_pool) is redis.ConnectionPool else None
 
 
 class ProcessFeed:
@@ -167,8 +186,8 @@ class ProcessFeed:
     def __init__(self, *, on_names: Callable[[list[str]], None], on_reset: Callable[[], None]) -> None:
         self._on_names = on_names
         self._on_reset = on_reset
-        self._config: tuple[Any, Any] = (None, None)
-        self._feed: InvalidationFeed | None = None
+        # (settings it was built for, feed): one attribute, so a reader never pairs a feed with other settings
+        self._built: tuple[tuple[Any, Any], InvalidationFeed | None] = ((None, None), None)
         self._lock = threading.Lock()
         os.register_at_fork(after_in_child=self._forget)
 
@@ -186,41 +205,53 @@ class ProcessFeed:
         return "live" if feed.current() else "degraded"
 
     def _get(self) -> InvalidationFeed | None:
-        config = (settings.CACHES, getattr(settings, "ACCESSCTL_INVALIDATION_FEED", True))
-        if config[0] is self._config[0] and config[1] == self._config[1]:
-            return self._feed
+        caches, enabled = settings.CACHES, getattr(settings, "ACCESSCTL_INVALIDATION_FEED", True)
+        (built_caches, built_enabled), feed = self._built
+        if caches is built_caches and enabled == built_enabled:
+            return feed
         with self._lock:
-            if config[0] is not self._config[0] or config[1] != self._config[1]:
-                if self._feed is not None:
-                    self._feed.close()
-                self._config, self._feed = config, self._build()
-            return self._feed
+            (built_caches, built_enabled), feed = self._built
+            if caches is not built_caches or enabled != built_enabled:
+                if feed is not None:
+                    feed.close()
+                feed = self._build() if enabled else None
+                self._built = ((caches, enabled), feed)
+            return feed
 
     def _build(self) -> InvalidationFeed | None:
-        location = _redis_location()
-        if location is None:
+        client = _redis_client()
+        if client is None:
             return None
+        pool = client.connection_pool
         return InvalidationFeed(
-            lambda: _client(location), channel_name(), on_names=self._on_names, on_reset=self._on_reset
+            lambda: _subscriber(pool), channel_name(), on_names=self._on_names, on_reset=self._on_reset
         )
 
     def _forget(self) -> None:
-        self._config, self._feed, self._lock = (None, None), None, threading.Lock()
+        self._built, self._lock = ((None, None), None), threading.Lock()
 
 
-def _client(location: str) -> Any:
+# Connection settings that belong to the pool they were made for, not to a connection of our own.
+_POOL_OWN = {"maint_notifications_pool_handler", "maint_notifications_config", "himport_registry", "retry",
+             "client_name"}
+
+
+def _subscriber(pool: Any) -> Any:
+    """A client for the subscription, reaching Redis as the cache does (address, database, password, TLS,
+    timeouts), but with no sleeping retries: on the request path a failure must fall back at once."""
     import redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    options = settings.CACHES["default"].get("OPTIONS", {})
-    return redis.Redis.from_url(
-        location,
-        socket_connect_timeout=options.get("SOCKET_CONNECT_TIMEOUT", 0.5),
-        socket_timeout=options.get("SOCKET_TIMEOUT", 0.5),
-        retry=Retry(NoBackoff(), 0),  # no sleeping retries on the request path: a failure falls back at once
+    options = {k: v for k, v in pool.connection_kwargs.items() if k not in _POOL_OWN and not k.startswith("orig_")}
+    own_pool = redis.ConnectionPool(
+        connection_class=pool.connection_class,
+        max_connections=1,
+        retry=Retry(NoBackoff(), 0),
         client_name=f"{CLIENT_NAME}-{os.getpid()}",  # findable in CLIENT LIST (operators, tests)
+        **options,
     )
+    return redis.Redis(connection_pool=own_pool)
 
 
 def channel_name() -> str:
@@ -230,20 +261,29 @@ def channel_name() -> str:
     return cache.make_key(CHANNEL)
 
 
-def publish(names: Iterable[str]) -> None:
-    """Tell every subscribed process to drop these copies (after the shared entries were deleted).
+def delete_and_publish(cache_keys: Sequence[str], names: Sequence[str]) -> bool:
+    """On Redis: delete these cache entries and tell every subscribed process to drop these copies, in one
+    MULTI/EXEC, so the message is never sent without the delete nor the delete made without the message.
+    Publishes whether or not this process subscribes (the setting only turns subscribing off).
 
-    No-op unless the cache is Redis. Raises on a cache failure, like the delete before it.
+    False when the cache is not Redis (the caller deletes). Raises on a cache failure.
     """
-    if _redis_location() is None:
-        return
-    names = list(names)
-    if not names:
-        return
-    from django_redis import get_redis_connection
+    client = _redis_client()
+    if client is None:
+        return False
+    from django.core.cache import cache
 
-    client = get_redis_connection("default")
-    if len(names) > MAX_NAMES_PER_MESSAGE:
+    pipe = client.pipeline(transaction=True)
+    for start in range(0, len(cache_keys), _DELETE_BATCH):
+        pipe.delete(*[cache.make_key(key) for key in cache_keys[start : start + _DELETE_BATCH]])
+    if names:
+        pipe.publish(channel_name(), FLUSH if len(names) > MAX_NAMES_PER_MESSAGE else "\n".join(names))
+    pipe.execute()
+    return True
+
+
+def publish_flush() -> None:
+    """Tell every subscribed process to drop all its copies (after the shared generations were deleted)."""
+    client = _redis_client()
+    if client is not None:
         client.publish(channel_name(), FLUSH)
-    else:
-        client.publish(channel_name(), "\n".join(names))

@@ -2,6 +2,9 @@
 published by any process is applied by every other before its next check. Real Redis throughout."""
 from __future__ import annotations
 
+import socket
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -164,6 +167,51 @@ def test_lost_connection_is_not_current_until_resubscribed_and_drops_every_copy(
     assert copies == {}
 
 
+def split_proxy() -> int:
+    """A TCP proxy to Redis that delivers the server's larger writes in 1,448-byte segments 2 ms apart,
+    as a real network does; returns its port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def pump(source: socket.socket, target: socket.socket, split: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if not split or len(data) <= 4000:
+                    target.sendall(data)
+                    continue
+                for start in range(0, len(data), 1448):
+                    target.sendall(data[start : start + 1448])
+                    time.sleep(0.002)
+        except OSError:
+            pass
+
+    def serve() -> None:
+        while True:
+            client, _ = listener.accept()
+            upstream = socket.create_connection(("127.0.0.1", 6379))
+            threading.Thread(target=pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=pump, args=(upstream, client, True), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener.getsockname()[1]
+
+
+def test_message_arriving_in_several_segments_is_applied_without_losing_the_subscription(
+    make_feed, copies, server, channel
+):
+    subscription = make_feed(f"redis://127.0.0.1:{split_proxy()}/5")
+    until_current(subscription.current)
+    names = [uuid.uuid4().hex * 2 for _ in range(feed.MAX_NAMES_PER_MESSAGE)]  # about 32 KB
+    copies.update({names[0]: "1", names[-1]: "2", "other": "3"})
+
+    server.publish(channel, "\n".join(names))
+    deadline = time.monotonic() + 2
+    while names[-1] in copies and time.monotonic() < deadline:
+        assert subscription.current() is True  # never dropped while the message trickles in
+        time.sleep(0.001)
+
+    assert copies == {"other": "3"}
+
+
 def test_unreachable_redis_is_not_current_and_is_retried_at_a_pace(make_feed, clock, monkeypatch):
     attempts = []
     subscription = make_feed("redis://127.0.0.1:1/0")  # nothing listens on port 1
@@ -257,6 +305,87 @@ def test_invalidation_lost_with_the_subscription_is_still_seen_on_the_next_check
     response = check(key.raw, model=GPT)
     assert response.status_code == 403
     assert error_type(response) == "key_blocked"
+
+
+@pytest.mark.django_db
+def test_copy_loaded_across_an_invalidation_another_thread_applied_is_not_kept(redis_cache, server, monkeypatch):
+    key = KeyFactory()
+    until_current()
+    load = snapshot_cache.load_snapshot
+
+    def load_while_another_thread_applies_an_invalidation(token):
+        stale = load(token)  # read before the write...
+        block_without_invalidating(key)
+        another_process_invalidates(server, token)  # ...which commits and is announced...
+        assert snapshot_cache._feed.current()  # ...and another thread's request applies the message
+        return stale
+
+    monkeypatch.setattr(snapshot_cache, "load_snapshot", load_while_another_thread_applies_an_invalidation)
+    assert snapshot_cache.get_snapshot(key.token).blocked is False  # the racing reader's own answer
+    monkeypatch.setattr(snapshot_cache, "load_snapshot", load)
+
+    assert snapshot_cache.get_snapshot(key.token).blocked is True
+
+
+@pytest.mark.django_db
+def test_copy_is_proven_again_after_the_trust_period_when_nothing_was_published(
+    check, warm, server, monkeypatch
+):
+    key = KeyFactory()
+    warm(key.raw)
+    block_without_invalidating(key)
+    # A writer that deletes but does not publish (a release from before the feed, mid rolling deploy).
+    server.delete(django_cache.make_key(snapshot_cache.generation_key(key.token)))
+    assert check(key.raw, model=GPT).status_code == 200  # still within the trust period
+
+    now = snapshot_cache._now()
+    monkeypatch.setattr(snapshot_cache, "_now", lambda: now + snapshot_cache.LOCAL_TRUST_SECONDS + 0.01)
+
+    assert check(key.raw, model=GPT).status_code == 403
+
+
+@pytest.mark.django_db
+def test_invalidations_are_published_even_where_subscribing_is_turned_off(settings, redis_cache):
+    settings.ACCESSCTL_INVALIDATION_FEED = False
+    subscriber = redis.Redis.from_url(REDIS_URL).pubsub()
+    subscriber.subscribe(feed.channel_name())
+    assert subscriber.get_message(timeout=1)["type"] == "subscribe"
+
+    snapshot_cache.invalidate_tokens(["a" * 64])
+
+    assert subscriber.get_message(timeout=1)["data"] == b"a" * 64
+    subscriber.close()
+
+
+@pytest.mark.django_db
+def test_feed_is_off_for_a_redis_client_whose_publish_reaches_no_single_server(settings, redis_cache):
+    settings.CACHES = {
+        "default": {**settings.CACHES["default"], "OPTIONS": {"CLIENT_CLASS": "django_redis.client.ShardClient"}}
+    }
+
+    assert snapshot_cache.feed_state() == "off"
+
+
+@pytest.mark.django_db
+def test_write_whose_affected_keys_cannot_be_resolved_drops_every_snapshot(check, warm, monkeypatch, committed):
+    from django.db import DatabaseError
+
+    from keys import services as key_services
+
+    key, other = KeyFactory(), KeyFactory()
+    warm(key.raw)
+    warm(other.raw)
+
+    def database_gone(affects):
+        raise DatabaseError("connection lost after commit")
+
+    monkeypatch.setattr(snapshot_cache, "affected_tokens", database_gone)
+    monkeypatch.setattr(snapshot_cache, "_forget_all", lambda: None)  # the writer is another process
+    with committed():
+        key_services.key_block(actor=None, key=key)
+
+    assert check(key.raw, model=GPT).status_code == 403
+    assert check(other.raw, model=GPT).status_code == 200
 
 
 @pytest.mark.django_db

@@ -250,6 +250,29 @@ def test_bulk_unassign_removes_only_the_named_group(group, team_keys):
     assert sync_all(repair=False) == IN_SYNC
 
 
+def test_bulk_assign_on_another_database_falls_back_to_the_orm(group, team_keys, monkeypatch):
+    # Databases without set-based SQL of their own (neither PostgreSQL nor SQLite) get Django's bulk
+    # methods and the services' sync: the same lists, the same invariant.
+    from accessgroups import bulk_sql
+
+    monkeypatch.setattr(bulk_sql, "_native", lambda: False)
+    team, keys = team_keys
+    other = AccessGroupFactory()
+    run(other, Selection(ids=(keys[0].token,)))
+    result = run(group, Selection(team_id=str(team.pk)), batch_size=2)
+    assert (result.matched, result.changed, result.batches) == (5, 5, 3)
+    keys[0].refresh_from_db()
+    assert keys[0].access_group_ids == sorted([str(group.pk), str(other.pk)])
+    group.refresh_from_db()
+    assert group.assigned_key_ids == sorted(k.token for k in keys)
+    assert sync_all(repair=False) == IN_SYNC
+    removed = run(group, Selection(team_id=str(team.pk)), unassign=True, batch_size=2)
+    assert (removed.changed, removed.rows) == (5, 5)
+    keys[0].refresh_from_db()
+    assert keys[0].access_group_ids == [str(other.pk)]
+    assert sync_all(repair=False) == IN_SYNC
+
+
 def test_bulk_unassign_rerun_changes_nothing(group, team_keys):
     team, _ = team_keys
     result = run(group, Selection(team_id=str(team.pk)), unassign=True)

@@ -273,9 +273,10 @@ def delete_and_publish(cache_keys: Sequence[str], names: Sequence[str]) -> bool:
         return False
     from django.core.cache import cache
 
+    make_key = cache.make_key  # bound once: through the proxy it is a lookup per key (20,000 a bulk batch)
     pipe = client.pipeline(transaction=True)
     for start in range(0, len(cache_keys), _DELETE_BATCH):
-        pipe.delete(*[cache.make_key(key) for key in cache_keys[start : start + _DELETE_BATCH]])
+        pipe.delete(*[make_key(key) for key in cache_keys[start : start + _DELETE_BATCH]])
     if names:
         pipe.publish(channel_name(), FLUSH if len(names) > MAX_NAMES_PER_MESSAGE else "\n".join(names))
     pipe.execute()

@@ -6,9 +6,9 @@ generation *before* it loads from the database, so a reader that loaded rows fro
 make its stale value current after that write's invalidation: the invalidation removed (or a later
 reader replaced) the generation it claimed, and generations are random, so they never match again.
 
-Each process also keeps the values it has read, tagged with their generation. On Redis, every
-invalidation is also published to every process (`keys.feed`), and while this process's subscription is
-whole it serves its copies with no shared read at all. Otherwise it serves a copy only after reading the
+Each process also keeps the values it has read, tagged with their generation. On Redis and on the file
+cache, every invalidation is also announced to every process (`keys.feed`), and while this process's
+feed is whole it serves its copies with no shared read at all. Otherwise it serves a copy only after reading the
 shared generation and finding it unchanged: one small shared read (no transfer or unpickling of the
 snapshot). Either way an invalidation anywhere reaches every process on its next request.
 """
@@ -182,13 +182,14 @@ def get_catalog() -> Mapping[str, str]:
 
 
 def _delete(names: list[str], cache_keys: list[str]) -> None:
-    """Drop this process's copies and the shared entries; on Redis, announce it to every process in the
-    same transaction (a process that hears of it already misses the shared entries)."""
+    """Drop this process's copies and the shared entries, then announce it to every process (on Redis in
+    the same transaction): a process that hears of it already misses the shared entries."""
     _forget(names)
     if feed.delete_and_publish(cache_keys, names):
         return
     for start in range(0, len(cache_keys), _DELETE_BATCH):
         cache.delete_many(cache_keys[start : start + _DELETE_BATCH])
+    feed.bump_sequence()
 
 
 def invalidate_catalog() -> None:
@@ -291,5 +292,6 @@ def invalidate_all() -> None:
             feed.publish_flush()
         else:
             cache.clear()
+            feed.bump_sequence()
     except Exception:  # noqa: BLE001
         logger.error("authorization cache unreachable; the snapshots could not be invalidated")

@@ -1,5 +1,7 @@
-"""The invalidation feed: with a Redis cache, every invalidation is also published on a channel that each
-serving process subscribes to, so a process can serve its own copy of a snapshot without a round trip.
+"""The invalidation feed: every invalidation is also announced to every serving process, so a process can
+serve its own copy of a snapshot without a round trip to the shared cache. On Redis, a pub/sub channel
+(`InvalidationFeed`, below); on the default file cache, a shared sequence in mapped memory
+(`SequenceFeed`); on other caches, nothing (each check proves its copy with a shared read).
 
 Why: with a shared cache, proving a local copy current costs one read of its generation per check, and
 on Redis that round trip was most of a warm check's cost. With the feed, a process applies whatever has
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import mmap
 import os
 import threading
 import time
@@ -164,6 +167,81 @@ class InvalidationFeed:
             self._confirmed = False
 
 
+class SequenceFeed:
+    """The feed of the default single-host deployment (the file cache): an 8-byte invalidation sequence
+    in the cache's directory, mapped into every process's memory. A writer overwrites it with a random
+    value after deleting the shared entries and before its request answers; a process that reads a value
+    other than the one it last saw drops every copy. A read is one comparison of mapped memory, and the
+    page cache makes a write visible to every process of the host at once: next-request strict.
+    """
+
+    def __init__(self, path: str, *, on_reset: Callable[[], None]) -> None:
+        self._path = path
+        self._on_reset = on_reset
+        self._map: mmap.mmap | None = None
+        self._seen: bytes | None = None
+
+    def current(self) -> bool:
+        try:
+            if self._map is None:
+                self._map = _map_sequence(self._path)
+            value = self._map[:_SEQUENCE_BYTES]
+        except (OSError, ValueError) as exc:
+            logger.warning("invalidation sequence unreadable (%s); proving each copy with a shared read", exc)
+            self.close()
+            return False
+        if value != self._seen:
+            self._on_reset()  # something was invalidated somewhere: no copy is known to be current
+            self._seen = value
+        return True
+
+    def close(self) -> None:
+        mapped, self._map, self._seen = self._map, None, None
+        if mapped is not None:
+            mapped.close()
+
+
+_SEQUENCE_BYTES = 8
+SEQUENCE_FILE = "authz-invalidations.seq"  # not *.djcache: the file cache's clear() and culling leave it
+
+
+def _sequence_path() -> str | None:
+    """The invalidation sequence of the default cache, when it is the file cache (one host)."""
+    config = settings.CACHES.get("default", {})
+    if config.get("BACKEND") != "django.core.cache.backends.filebased.FileBasedCache":
+        return None
+    return os.path.join(config["LOCATION"], SEQUENCE_FILE)
+
+
+def _open_sequence(path: str) -> int:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    if os.fstat(fd).st_size < _SEQUENCE_BYTES:
+        os.pwrite(fd, os.urandom(_SEQUENCE_BYTES), 0)
+    return fd
+
+
+def _map_sequence(path: str) -> mmap.mmap:
+    fd = _open_sequence(path)
+    try:
+        return mmap.mmap(fd, _SEQUENCE_BYTES, access=mmap.ACCESS_READ)
+    finally:
+        os.close(fd)
+
+
+def bump_sequence() -> None:
+    """On the file cache: tell every process of the host to drop its copies (after the shared entries were
+    deleted). No-op on other caches. Raises when the file cannot be written, like the delete before it."""
+    path = _sequence_path()
+    if path is None:
+        return
+    fd = _open_sequence(path)
+    try:
+        os.pwrite(fd, os.urandom(_SEQUENCE_BYTES), 0)
+    finally:
+        os.close(fd)
+
+
 def _redis_client() -> Any:
     """The default cache's Redis client, or None when invalidations cannot be published on it: not Redis,
     or a client (sharded, Sentinel, cluster) whose publish does not reach one server's subscribers."""
@@ -179,6 +257,9 @@ def _redis_client() -> Any:
     return client if type(client.connection_pool) is redis.ConnectionPool else None
 
 
+Feed = InvalidationFeed | SequenceFeed
+
+
 class ProcessFeed:
     """This process's feed for the configured cache: built on first use, rebuilt when the settings change
     (tests) and forgotten in a forked child (the parent's socket is not the child's to read)."""
@@ -187,7 +268,7 @@ class ProcessFeed:
         self._on_names = on_names
         self._on_reset = on_reset
         # (settings it was built for, feed): one attribute, so a reader never pairs a feed with other settings
-        self._built: tuple[tuple[Any, Any], InvalidationFeed | None] = ((None, None), None)
+        self._built: tuple[tuple[Any, Any], Feed | None] = ((None, None), None)
         self._lock = threading.Lock()
         os.register_at_fork(after_in_child=self._forget)
 
@@ -197,14 +278,14 @@ class ProcessFeed:
         return feed is not None and feed.current()
 
     def state(self) -> str:
-        """For the readiness probe: "off" (no Redis, or turned off), "live", or "degraded" (each check
-        proves its copy with a shared read until the subscription is whole again)."""
+        """For the readiness probe: "off" (a cache without a feed, or turned off), "live", or "degraded"
+        (each check proves its copy with a shared read until the feed is whole again)."""
         feed = self._get()
         if feed is None:
             return "off"
         return "live" if feed.current() else "degraded"
 
-    def _get(self) -> InvalidationFeed | None:
+    def _get(self) -> Feed | None:
         caches, enabled = settings.CACHES, getattr(settings, "ACCESSCTL_INVALIDATION_FEED", True)
         (built_caches, built_enabled), feed = self._built
         if caches is built_caches and enabled == built_enabled:
@@ -218,7 +299,10 @@ class ProcessFeed:
                 self._built = ((caches, enabled), feed)
             return feed
 
-    def _build(self) -> InvalidationFeed | None:
+    def _build(self) -> Feed | None:
+        path = _sequence_path()
+        if path is not None:
+            return SequenceFeed(path, on_reset=self._on_reset)
         client = _redis_client()
         if client is None:
             return None

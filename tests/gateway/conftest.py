@@ -90,3 +90,13 @@ def until_current(is_current: Callable[[], bool] = lambda: snapshot_cache._feed.
     while not is_current():
         assert time.monotonic() < deadline, "the invalidation feed never became current"
         time.sleep(0.001)
+
+
+@pytest.fixture
+def file_cache(settings, tmp_path) -> str:
+    """The default deployment's file cache (with its invalidation sequence), in a directory of the test's own."""
+    location = str(tmp_path / "cache")
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": location}
+    }
+    return location

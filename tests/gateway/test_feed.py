@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -421,4 +422,84 @@ def test_invalidating_many_keys_publishes_one_flush_message(redis_cache, server)
 def test_readyz_reports_the_feed_live_once_subscribed(client, redis_cache):
     until_current()
 
+    assert client.get("/readyz").json()["invalidation_feed"] == "live"
+
+
+# The default deployment: the file cache and its shared invalidation sequence.
+
+
+@pytest.fixture
+def file_cache_reads(monkeypatch) -> list[str]:
+    from django.core.cache.backends.filebased import FileBasedCache
+
+    reads: list[str] = []
+    for method in ("get", "get_many", "has_key"):
+        original = getattr(FileBasedCache, method)
+        monkeypatch.setattr(
+            FileBasedCache, method, lambda self, *a, _m=method, _o=original, **k: reads.append(_m) or _o(self, *a, **k)
+        )
+    return reads
+
+
+@pytest.mark.django_db
+def test_warm_check_on_the_file_cache_reads_no_cache_file(check, file_cache, file_cache_reads):
+    key = KeyFactory()
+    assert check(key.raw, model=GPT).status_code == 200
+    file_cache_reads.clear()
+
+    assert check(key.raw, model=GPT).status_code == 200
+
+    assert file_cache_reads == []
+
+
+@pytest.mark.django_db
+def test_file_cache_copy_is_served_until_another_process_bumps_the_sequence(check, file_cache):
+    key = KeyFactory()
+    assert check(key.raw, model=GPT).status_code == 200
+    block_without_invalidating(key)
+    assert check(key.raw, model=GPT).status_code == 200  # the copy, as expected without an invalidation
+
+    # Another process's invalidation: the shared entries deleted, then the sequence overwritten.
+    django_cache.delete_many([snapshot_cache.cache_key(key.token), snapshot_cache.generation_key(key.token)])
+    feed.bump_sequence()
+
+    assert check(key.raw, model=GPT).status_code == 403
+
+
+@pytest.mark.django_db
+def test_file_cache_invalidation_bumps_the_sequence_file(file_cache):
+    sequence = Path(file_cache) / feed.SEQUENCE_FILE
+    snapshot_cache.invalidate_tokens(["a" * 64])
+    before = sequence.read_bytes()
+
+    snapshot_cache.invalidate_tokens(["b" * 64])
+
+    assert len(before) == 8
+    assert sequence.read_bytes() != before
+
+
+@pytest.mark.django_db
+def test_file_cache_clear_keeps_the_sequence_file(file_cache):
+    snapshot_cache.invalidate_tokens(["a" * 64])
+
+    django_cache.clear()
+
+    assert (Path(file_cache) / feed.SEQUENCE_FILE).exists()
+
+
+@pytest.mark.django_db
+def test_unwritable_sequence_falls_back_to_a_shared_read_per_check(check, file_cache, file_cache_reads, monkeypatch):
+    monkeypatch.setattr(feed, "_map_sequence", lambda path: (_ for _ in ()).throw(PermissionError(path)))
+    key = KeyFactory()
+    assert check(key.raw, model=GPT).status_code == 200
+    file_cache_reads.clear()
+
+    assert check(key.raw, model=GPT).status_code == 200
+
+    assert file_cache_reads == ["get"]
+    assert snapshot_cache.feed_state() == "degraded"
+
+
+@pytest.mark.django_db
+def test_readyz_reports_the_file_cache_feed_live(client, file_cache):
     assert client.get("/readyz").json()["invalidation_feed"] == "live"

@@ -1,8 +1,8 @@
 """Every write that can change an answer is seen by the very next check (SPEC §6): check → change → check.
 
-Each test runs twice: on the in-process cache, and on Redis with the invalidation feed, where the write
-acts as another process would: it never touches the checking process's copies itself, so only what it
-publishes can make the next check see the change.
+Each test runs three times: on the in-process cache, and on Redis and on the file cache with their
+invalidation feeds, where the write acts as another process would: it never touches the checking
+process's copies itself, so only what it announces can make the next check see the change.
 """
 from __future__ import annotations
 
@@ -33,10 +33,10 @@ pytestmark = pytest.mark.django_db
 GPT = "openai/gpt-4o"
 
 
-@pytest.fixture(autouse=True, params=["locmem", "redis-feed"])
+@pytest.fixture(autouse=True, params=["locmem", "redis-feed", "file-feed"])
 def deployment(request, monkeypatch) -> str:
-    if request.param == "redis-feed":
-        request.getfixturevalue("redis_cache")
+    if request.param != "locmem":
+        request.getfixturevalue("redis_cache" if request.param == "redis-feed" else "file_cache")
         monkeypatch.setattr(snapshot_cache, "_forget", lambda names: None)  # the writer is another process
     return request.param
 
@@ -47,7 +47,7 @@ def warm(check, deployment):
 
     def _warm(raw: str, model: str = GPT) -> None:
         assert check(raw, model=model).status_code == 200
-        if deployment == "redis-feed":
+        if deployment != "locmem":
             until_current()
         assert check(raw, model=model).status_code == 200
 

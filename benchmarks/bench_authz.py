@@ -258,6 +258,8 @@ def run_deployment(name: str, env: dict[str, str], args: argparse.Namespace, sta
             status, body = _get(check_url, raw)  # warm: the first check loads and caches the snapshot
             if status != 200:
                 raise RuntimeError(f"the warm-up check answered {status}: {body[:200]!r}")
+            feed = json.loads(_get(f"{base}/readyz")[1]).get("invalidation_feed")
+            print(f"{name:<20} {int(count):>7,} keys | invalidation feed (from /readyz): {feed}", flush=True)
             # Slices in ABBA order (healthz, check, check, healthz, …): a drift of the machine's load
             # during the run weighs on both endpoints alike instead of on whichever ran second.
             load = {"duration": args.duration, "connections": args.connections, "threads": args.threads}

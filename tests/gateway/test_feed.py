@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 from django.core.cache import cache as django_cache
+from django.core.cache.backends.filebased import FileBasedCache
 from django_redis.cache import RedisCache
 
 from keys import cache as snapshot_cache
@@ -242,16 +243,21 @@ def warm(check, redis_cache) -> Callable[[str], None]:
     return _warm
 
 
+def record_reads(monkeypatch, backend: type) -> list[str]:
+    """Every read a cache backend makes from its store, by method name."""
+    reads: list[str] = []
+    for method in ("get", "get_many", "has_key"):
+        original = getattr(backend, method)
+        monkeypatch.setattr(
+            backend, method, lambda self, *a, _m=method, _o=original, **k: reads.append(_m) or _o(self, *a, **k)
+        )
+    return reads
+
+
 @pytest.fixture
 def cache_reads(monkeypatch) -> list[str]:
     """Every read the Django cache makes from Redis."""
-    reads: list[str] = []
-    for method in ("get", "get_many", "has_key"):
-        original = getattr(RedisCache, method)
-        monkeypatch.setattr(
-            RedisCache, method, lambda self, *a, _m=method, _o=original, **k: reads.append(_m) or _o(self, *a, **k)
-        )
-    return reads
+    return record_reads(monkeypatch, RedisCache)
 
 
 def another_process_invalidates(server: redis.Redis, token: str) -> None:
@@ -430,15 +436,8 @@ def test_readyz_reports_the_feed_live_once_subscribed(client, redis_cache):
 
 @pytest.fixture
 def file_cache_reads(monkeypatch) -> list[str]:
-    from django.core.cache.backends.filebased import FileBasedCache
-
-    reads: list[str] = []
-    for method in ("get", "get_many", "has_key"):
-        original = getattr(FileBasedCache, method)
-        monkeypatch.setattr(
-            FileBasedCache, method, lambda self, *a, _m=method, _o=original, **k: reads.append(_m) or _o(self, *a, **k)
-        )
-    return reads
+    """Every read the Django cache makes from its files."""
+    return record_reads(monkeypatch, FileBasedCache)
 
 
 @pytest.mark.django_db

@@ -8,9 +8,10 @@ reader replaced) the generation it claimed, and generations are random, so they 
 
 Each process also keeps the values it has read, tagged with their generation. On Redis and on the file
 cache, every invalidation is also announced to every process (`keys.feed`), and while this process's
-feed is whole it serves its copies with no shared read at all. Otherwise it serves a copy only after reading the
-shared generation and finding it unchanged: one small shared read (no transfer or unpickling of the
-snapshot). Either way an invalidation anywhere reaches every process on its next request.
+feed is whole it serves its copies with no shared read at all. Otherwise it serves a copy only after
+reading the shared generation and finding it unchanged: one small shared read (no transfer or
+unpickling of the snapshot). Either way an invalidation anywhere reaches every process on its next
+request.
 """
 from __future__ import annotations
 
@@ -41,7 +42,6 @@ CATALOG_TTL_SECONDS = 300
 _SNAPSHOT = "authz:snap:"
 _GENERATION = "authz:gen:"
 _CATALOG = "catalog:models"
-_DELETE_BATCH = 1000
 
 T = TypeVar("T")
 
@@ -185,11 +185,7 @@ def _delete(names: list[str], cache_keys: list[str]) -> None:
     """Drop this process's copies and the shared entries, then announce it to every process (on Redis in
     the same transaction): a process that hears of it already misses the shared entries."""
     _forget(names)
-    if feed.delete_and_publish(cache_keys, names):
-        return
-    for start in range(0, len(cache_keys), _DELETE_BATCH):
-        cache.delete_many(cache_keys[start : start + _DELETE_BATCH])
-    feed.bump_sequence()
+    feed.delete_and_announce(cache_keys, names)
 
 
 def invalidate_catalog() -> None:
@@ -287,11 +283,6 @@ def invalidate_all() -> None:
     is only served under its generation), then every process is told to drop its copies."""
     _forget_all()
     try:
-        if hasattr(cache, "delete_pattern"):  # Redis: only our entries, never the rest of the database
-            cache.delete_pattern(generation_key("*"))
-            feed.publish_flush()
-        else:
-            cache.clear()
-            feed.bump_sequence()
+        feed.delete_all_and_announce(generation_key("*"))
     except Exception:  # noqa: BLE001
         logger.error("authorization cache unreachable; the snapshots could not be invalidated")

@@ -345,18 +345,22 @@ def channel_name() -> str:
     return cache.make_key(CHANNEL)
 
 
-def delete_and_publish(cache_keys: Sequence[str], names: Sequence[str]) -> bool:
-    """On Redis: delete these cache entries and tell every subscribed process to drop these copies, in one
-    MULTI/EXEC, so the message is never sent without the delete nor the delete made without the message.
-    Publishes whether or not this process subscribes (the setting only turns subscribing off).
+def delete_and_announce(cache_keys: Sequence[str], names: Sequence[str]) -> None:
+    """Delete these shared entries, then tell every process to drop its copies of `names`.
 
-    False when the cache is not Redis (the caller deletes). Raises on a cache failure.
+    On Redis the delete and the message go in one MULTI/EXEC (never one without the other), published
+    whether or not this process subscribes (the setting only turns subscribing off); on the file cache
+    the sequence is overwritten after the delete; elsewhere there is only the delete. Raises on a cache
+    failure.
     """
-    client = _redis_client()
-    if client is None:
-        return False
     from django.core.cache import cache
 
+    client = _redis_client()
+    if client is None:
+        for start in range(0, len(cache_keys), _DELETE_BATCH):
+            cache.delete_many(cache_keys[start : start + _DELETE_BATCH])
+        bump_sequence()
+        return
     make_key = cache.make_key  # bound once: through the proxy it is a lookup per key (20,000 a bulk batch)
     pipe = client.pipeline(transaction=True)
     for start in range(0, len(cache_keys), _DELETE_BATCH):
@@ -364,11 +368,18 @@ def delete_and_publish(cache_keys: Sequence[str], names: Sequence[str]) -> bool:
     if names:
         pipe.publish(channel_name(), FLUSH if len(names) > MAX_NAMES_PER_MESSAGE else "\n".join(names))
     pipe.execute()
-    return True
 
 
-def publish_flush() -> None:
-    """Tell every subscribed process to drop all its copies (after the shared generations were deleted)."""
+def delete_all_and_announce(pattern: str) -> None:
+    """Delete every shared entry matching `pattern` (on Redis only those; elsewhere the whole cache, which
+    is ours), then tell every process to drop all its copies. Raises on a cache failure."""
+    from django.core.cache import cache
+
+    if hasattr(cache, "delete_pattern"):  # django-redis: never the rest of a database it may share
+        cache.delete_pattern(pattern)
+    else:
+        cache.clear()
     client = _redis_client()
     if client is not None:
         client.publish(channel_name(), FLUSH)
+    bump_sequence()

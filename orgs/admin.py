@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
@@ -72,32 +73,53 @@ def _cleaned(form: forms.BaseForm, names: tuple[str, ...]) -> dict[str, Any]:
 # --- membership inlines -------------------------------------------------------------------------
 
 
-class OrganizationMembershipInlineBase(ServiceInline):
-    model = OrganizationMembership
-    write_action = "organization:member_manage"
+class MembershipInlineBase(ServiceInline):
+    """Memberships written through their services: a changed user or parent is a removal and an addition
+    (each with the services' rules), a changed role an update. Subclasses name the parent and role fields
+    and the three services."""
+
+    parent_field: str
+    role_field: str
+    add_member: Callable[..., Any]
+    update_member: Callable[..., Any]
+    delete_member: Callable[..., Any]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).select_related(*self.autocomplete_fields)
 
     def save_with_services(self, request: HttpRequest, formset: Any) -> None:
         self.require_parent(request, formset)
         actor = request.user
         for obj in formset.deleted_objects:
-            services.organization_member_delete(actor=actor, membership=_stored_org_membership(obj.pk))
+            self.delete_member(actor=actor, membership=self._stored(obj.pk))
         for obj, changed in formset.changed_objects:
-            stored = _stored_org_membership(obj.pk)
-            if "user" in changed or "organization" in changed:
-                services.organization_member_delete(actor=actor, membership=stored)
-                services.organization_member_add(
-                    actor=actor, organization=obj.organization, user=obj.user, user_role=obj.user_role
-                )
+            stored = self._stored(obj.pk)
+            if "user" in changed or self.parent_field in changed:
+                self.delete_member(actor=actor, membership=stored)
+                self._add(actor, obj)
             else:
-                services.organization_member_update(actor=actor, membership=stored, user_role=obj.user_role)
+                self.update_member(actor=actor, membership=stored, **{self.role_field: getattr(obj, self.role_field)})
         for obj in formset.new_objects:
-            services.organization_member_add(
-                actor=actor, organization=obj.organization, user=obj.user, user_role=obj.user_role
-            )
+            self._add(actor, obj)
+
+    def _add(self, actor: Any, obj: Any) -> None:
+        self.add_member(
+            actor=actor,
+            user=obj.user,
+            **{self.parent_field: getattr(obj, self.parent_field), self.role_field: getattr(obj, self.role_field)},
+        )
+
+    def _stored(self, pk: Any) -> Any:
+        return self.model.objects.select_related("user", self.parent_field).get(pk=pk)
 
 
-def _stored_org_membership(pk: Any) -> OrganizationMembership:
-    return OrganizationMembership.objects.select_related("user", "organization").get(pk=pk)
+class OrganizationMembershipInlineBase(MembershipInlineBase):
+    model = OrganizationMembership
+    write_action = "organization:member_manage"
+    parent_field, role_field = "organization", "user_role"
+    add_member = staticmethod(services.organization_member_add)
+    update_member = staticmethod(services.organization_member_update)
+    delete_member = staticmethod(services.organization_member_delete)
 
 
 class OrganizationMemberInline(OrganizationMembershipInlineBase):
@@ -108,9 +130,6 @@ class OrganizationMemberInline(OrganizationMembershipInlineBase):
     verbose_name = "member"
     verbose_name_plural = "members"
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
-        return super().get_queryset(request).select_related("user")
-
 
 class UserOrganizationInline(OrganizationMembershipInlineBase):
     """The organizations of a user, on the user's page."""
@@ -119,32 +138,14 @@ class UserOrganizationInline(OrganizationMembershipInlineBase):
     autocomplete_fields = ("organization",)
     verbose_name = "organization membership"
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
-        return super().get_queryset(request).select_related("organization")
 
-
-class TeamMembershipInlineBase(ServiceInline):
+class TeamMembershipInlineBase(MembershipInlineBase):
     model = TeamMembership
     write_action = "team:member_manage"
-
-    def save_with_services(self, request: HttpRequest, formset: Any) -> None:
-        self.require_parent(request, formset)
-        actor = request.user
-        for obj in formset.deleted_objects:
-            services.team_member_delete(actor=actor, membership=_stored_team_membership(obj.pk))
-        for obj, changed in formset.changed_objects:
-            stored = _stored_team_membership(obj.pk)
-            if "user" in changed or "team" in changed:
-                services.team_member_delete(actor=actor, membership=stored)
-                services.team_member_add(actor=actor, team=obj.team, user=obj.user, role=obj.role)
-            else:
-                services.team_member_update(actor=actor, membership=stored, role=obj.role)
-        for obj in formset.new_objects:
-            services.team_member_add(actor=actor, team=obj.team, user=obj.user, role=obj.role)
-
-
-def _stored_team_membership(pk: Any) -> TeamMembership:
-    return TeamMembership.objects.select_related("user", "team").get(pk=pk)
+    parent_field, role_field = "team", "role"
+    add_member = staticmethod(services.team_member_add)
+    update_member = staticmethod(services.team_member_update)
+    delete_member = staticmethod(services.team_member_delete)
 
 
 class TeamMemberInline(TeamMembershipInlineBase):
@@ -155,9 +156,6 @@ class TeamMemberInline(TeamMembershipInlineBase):
     verbose_name = "member"
     verbose_name_plural = "members"
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
-        return super().get_queryset(request).select_related("user")
-
 
 class UserTeamInline(TeamMembershipInlineBase):
     """The teams of a user, on the user's page."""
@@ -165,9 +163,6 @@ class UserTeamInline(TeamMembershipInlineBase):
     fields = ("team", "role")
     autocomplete_fields = ("team",)
     verbose_name = "team membership"
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
-        return super().get_queryset(request).select_related("team")
 
 
 # --- users ----------------------------------------------------------------------------------------

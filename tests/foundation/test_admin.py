@@ -352,6 +352,49 @@ def test_admin_team_member_inline_adds_member_through_the_service(admin_client):
     assert AuditEntry.objects.filter(action="team_member_add").exists()
 
 
+def test_admin_team_member_inline_changes_a_role_through_the_service(admin_client):
+    membership = TeamMembershipFactory(role=TeamRole.USER)
+    url = _url("orgs.team", "change", membership.team.pk)
+    data = form_data(admin_client.get(url).content.decode(), "team_form")
+    data["memberships-0-role"] = "admin"
+    assert admin_client.post(url, data).status_code == 302
+    membership.refresh_from_db()
+    assert membership.role == TeamRole.ADMIN
+    assert AuditEntry.objects.filter(action="team_member_update").exists()
+
+
+def test_admin_team_member_inline_removes_a_member_through_the_service(admin_client):
+    membership = TeamMembershipFactory()
+    url = _url("orgs.team", "change", membership.team.pk)
+    data = form_data(admin_client.get(url).content.decode(), "team_form")
+    data["memberships-0-DELETE"] = "on"
+    assert admin_client.post(url, data).status_code == 302
+    assert not TeamMembership.objects.filter(pk=membership.pk).exists()
+    assert AuditEntry.objects.filter(action="team_member_delete").exists()
+
+
+def test_admin_organization_member_inline_adds_member_through_the_service(admin_client):
+    org, user = OrganizationFactory(), UserFactory()
+    url = _url("orgs.organization", "change", org.pk)
+    data = form_data(admin_client.get(url).content.decode(), "organization_form")
+    data.update({"memberships-TOTAL_FORMS": "1", "memberships-0-user": str(user.pk),
+                 "memberships-0-user_role": "org_admin"})
+    assert admin_client.post(url, data).status_code == 302
+    assert org.memberships.get(user=user).user_role == "org_admin"
+    assert AuditEntry.objects.filter(action="organization_member_add").exists()
+
+
+def test_admin_organization_member_inline_replacing_the_user_removes_then_adds(admin_client):
+    membership, other = OrganizationMembershipFactory(), UserFactory()
+    url = _url("orgs.organization", "change", membership.organization.pk)
+    data = form_data(admin_client.get(url).content.decode(), "organization_form")
+    data["memberships-0-user"] = str(other.pk)
+    assert admin_client.post(url, data).status_code == 302
+    assert list(membership.organization.memberships.values_list("user_id", flat=True)) == [other.pk]
+    actions = set(AuditEntry.objects.values_list("action", flat=True))
+    assert {"organization_member_delete", "organization_member_add"} <= actions
+
+
 def test_admin_team_with_models_outside_its_organization_shows_the_refusal(admin_client):
     org = OrganizationFactory(models=["openai/gpt-4o"])
     data = form_data(admin_client.get(_url("orgs.team", "add")).content.decode(), "team_form")

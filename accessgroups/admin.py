@@ -372,6 +372,8 @@ class AssignmentAdmin(ServiceAdmin):
     """Assignment rows are added or removed, never edited (remove one and add another instead)."""
 
     policy_actions = ASSIGN_ACTIONS
+    target_field: str  # "team" or "key": the assigned side, also the services' `teams=`/`keys=` argument
+    related: tuple[str, ...]  # what the list shows and the policy reads
 
     def policy_target(self, obj: Any | None) -> policy.Target | None:
         return policy.access_group_target(obj.access_group) if obj is not None else None
@@ -383,6 +385,19 @@ class AssignmentAdmin(ServiceAdmin):
     def fixed_readonly_fields(self, request: HttpRequest, obj: Any | None = None) -> tuple[str, ...]:
         return tuple(self.fields) if obj is not None else ()
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        # The changelist would ignore list_select_related here.
+        return super().get_queryset(request).select_related("access_group", *self.related)
+
+    def create(self, request: HttpRequest, form: forms.BaseForm) -> Any:
+        group, target = form.cleaned_data["access_group"], form.cleaned_data[self.target_field]
+        services.access_group_assign(actor=request.user, group=group, **{f"{self.target_field}s": [target]})
+        return self.model.objects.get(access_group=group, **{self.target_field: target})
+
+    def remove(self, request: HttpRequest, obj: Any) -> None:
+        target = getattr(obj, self.target_field)
+        services.access_group_unassign(actor=request.user, group=obj.access_group, **{f"{self.target_field}s": [target]})
+
 
 @admin.register(TeamAccessGroup)
 class TeamAccessGroupAdmin(AssignmentAdmin):
@@ -392,22 +407,11 @@ class TeamAccessGroupAdmin(AssignmentAdmin):
     search_fields = ("access_group__access_group_name", "team__team_alias", "team__team_id")
     autocomplete_fields = ("access_group", "team")
     fields = ("access_group", "team")
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
-        # The list shows these and the policy reads the group; the changelist would ignore list_select_related.
-        return super().get_queryset(request).select_related("access_group", "team", "team__organization")
+    target_field, related = "team", ("team", "team__organization")
 
     @admin.display(description="organization")
     def organization(self, obj: TeamAccessGroup) -> Any:
         return obj.team.organization
-
-    def create(self, request: HttpRequest, form: forms.BaseForm) -> TeamAccessGroup:
-        group, team = form.cleaned_data["access_group"], form.cleaned_data["team"]
-        services.access_group_assign(actor=request.user, group=group, teams=[team])
-        return TeamAccessGroup.objects.get(access_group=group, team=team)
-
-    def remove(self, request: HttpRequest, obj: TeamAccessGroup) -> None:
-        services.access_group_unassign(actor=request.user, group=obj.access_group, teams=[obj.team])
 
 
 @admin.register(KeyAccessGroup)
@@ -418,22 +422,11 @@ class KeyAccessGroupAdmin(AssignmentAdmin):
     search_fields = ("access_group__access_group_name", "key__key_alias", "key__key_name", "key__token")
     autocomplete_fields = ("access_group", "key")
     fields = ("access_group", "key")
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
-        # The list shows these and the policy reads the group; the changelist would ignore list_select_related.
-        return super().get_queryset(request).select_related("access_group", "key", "key__team")
+    target_field, related = "key", ("key", "key__team")
 
     @admin.display(description="team")
     def key_team(self, obj: KeyAccessGroup) -> Any:
         return obj.key.team
-
-    def create(self, request: HttpRequest, form: forms.BaseForm) -> KeyAccessGroup:
-        group, key = form.cleaned_data["access_group"], form.cleaned_data["key"]
-        services.access_group_assign(actor=request.user, group=group, keys=[key])
-        return KeyAccessGroup.objects.get(access_group=group, key=key)
-
-    def remove(self, request: HttpRequest, obj: KeyAccessGroup) -> None:
-        services.access_group_unassign(actor=request.user, group=obj.access_group, keys=[obj.key])
 
 
 # --- catalog ------------------------------------------------------------------------------------------

@@ -342,6 +342,28 @@ def test_admin_key_access_group_inline_assigns_and_keeps_lists_in_sync(admin_cli
     assert access_services.sync_all(repair=False) == {"teams": [], "keys": [], "groups": []}
 
 
+def test_admin_key_assignment_added_on_its_own_page_goes_through_the_service(admin_client):
+    key, group = KeyFactory(), AccessGroupFactory()
+    url = _url("accessgroups.keyaccessgroup", "add")
+    data = form_data(admin_client.get(url).content.decode(), "keyaccessgroup_form")
+    data.update({"access_group": str(group.pk), "key": str(key.pk)})
+    assert admin_client.post(url, data).status_code == 302
+    key.refresh_from_db()
+    assert key.access_group_ids == [str(group.pk)]
+    assert access_services.sync_all(repair=False) == {"teams": [], "keys": [], "groups": []}
+
+
+def test_admin_team_assignment_deleted_on_its_own_page_goes_through_the_service(admin_client):
+    team, group = TeamFactory(), AccessGroupFactory()
+    access_services.access_group_assign(actor=None, group=group, teams=[team])
+    assignment = TeamAccessGroup.objects.get(team=team, access_group=group)
+    admin_client.post(_url("accessgroups.teamaccessgroup", "delete", assignment.pk), {"post": "yes"})
+    team.refresh_from_db()
+    assert team.access_group_ids == []
+    assert not TeamAccessGroup.objects.filter(pk=assignment.pk).exists()
+    assert access_services.sync_all(repair=False) == {"teams": [], "keys": [], "groups": []}
+
+
 def test_admin_team_member_inline_adds_member_through_the_service(admin_client):
     team, user = TeamFactory(), UserFactory()
     url = _url("orgs.team", "change", team.pk)

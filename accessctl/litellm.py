@@ -9,8 +9,7 @@ from rest_framework import serializers
 
 from accessctl.errors import InvalidInput
 from accessctl.schema import TenantAutoSchema
-from accessctl.tenancy import TenantAPIView, TenantContext
-from orgs.models import User
+from accessctl.tenancy import TenantAPIView
 
 # --- input fields -----------------------------------------------------------------------------
 
@@ -141,16 +140,6 @@ class LiteLLMView(TenantAPIView):
     """Base of the LiteLLM-compatible routes: parse with a serializer, ask the policy, call a service."""
 
     schema = LiteLLMAutoSchema()
-
-    @property
-    def tenant(self) -> TenantContext:
-        return self.request.tenant
-
-    @property
-    def acting_user(self) -> User | None:
-        """The user recorded as the author of writes (None for a service-account key)."""
-        user = self.request.user
-        return user if isinstance(user, User) else None
 
     def body(self, serializer_class: type[serializers.Serializer]) -> dict[str, Any]:
         """The JSON body, validated; a body that is not an object → 400."""

@@ -15,8 +15,7 @@ from rest_framework.response import Response
 
 from accessctl.errors import InvalidInput
 from accessctl.litellm import errors as _errors
-from accessctl.tenancy import TenantAPIView, TenantContext
-from orgs.models import User
+from accessctl.tenancy import TenantAPIView
 
 
 class Pagination(PageNumberPagination):
@@ -68,16 +67,6 @@ class RestView(TenantAPIView, generics.GenericAPIView):
     pagination_class = Pagination
     filter_backends = [filters.DjangoFilterBackend]
     model: type[Model] | None = None  # for the schema, where no tenant exists
-
-    @property
-    def tenant(self) -> TenantContext:
-        return self.request.tenant
-
-    @property
-    def acting_user(self) -> User | None:
-        """Who is recorded as the author of a write (None for a service-account key)."""
-        user = self.request.user
-        return user if isinstance(user, User) else None
 
     def get_queryset(self) -> QuerySet:
         if getattr(self, "swagger_fake_view", False):  # schema generation: no request, no tenant

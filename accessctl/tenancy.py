@@ -22,7 +22,7 @@ from accessctl import policy
 from accessctl.authentication import BearerKeyAuthentication, BrowserSessionAuthentication, KeyCredentials
 from accessctl.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from accessctl.schema import TenantAutoSchema
-from orgs.models import Organization
+from orgs.models import Organization, User
 
 ORG_HEADER = "HTTP_X_ORGANIZATION_ID"
 
@@ -135,6 +135,16 @@ class TenantAPIView(APIView):
         if not request.successful_authenticator and not getattr(request, "user", None):
             raise Unauthorized("Authentication Error, No api key passed in.")
         super().permission_denied(request, message=message, code=code)
+
+    @property
+    def tenant(self) -> TenantContext:
+        return self.request.tenant
+
+    @property
+    def acting_user(self) -> User | None:
+        """Who is recorded as the author of a write (None for a service-account key)."""
+        user = self.request.user
+        return user if isinstance(user, User) else None
 
     def check(self, action: str, target: policy.Target | None = None) -> None:
         """Ask the policy; raise its refusal with the exact status and type."""

@@ -20,8 +20,8 @@ from accessctl.admin import NameListField, ServiceAdmin, refuse, request_actor
 from accessctl.errors import ServiceError
 from accessgroups.admin import KeyAccessGroupInline, bulk_assign_actions, group_names
 from keys import services
-from keys.api.views import model_ceilings
 from keys.models import VirtualKey
+from keys.selectors import model_ceilings
 from orgs.models import TeamMembership
 
 BUDGET_FORM_FIELDS = (

@@ -17,6 +17,7 @@ from .models import VirtualKey
 
 if TYPE_CHECKING:
     from accessctl.tenancy import TenantContext
+    from orgs.models import Organization, Team, User
 
 
 def group_row(group: AccessGroup) -> GroupRow:
@@ -182,3 +183,15 @@ def keys_visible(tenant: TenantContext) -> QuerySet[VirtualKey]:
         listable = [t.pk for t in teams if policy.can(actor, "key:list", policy.team_target(t))]
         condition |= Q(team__in=listable)
     return queryset.filter(condition)
+
+
+def model_ceilings(team: Team | None, organization: Organization | None, owner: User | None) -> dict[str, list]:
+    """What a key's `models` must lie within: its team's and organization's, and its owner's for a personal key."""
+    ceilings: dict[str, list] = {}
+    if team is not None:
+        ceilings["team"] = list(team.models or [])
+    if organization is not None:
+        ceilings["organization"] = list(organization.models or [])
+    if team is None and owner is not None:
+        ceilings["user"] = list(owner.models or [])
+    return ceilings

@@ -68,17 +68,6 @@ def referenced_organization(tenant: TenantContext, organization_id: str) -> Orga
     return organization
 
 
-def model_ceilings(team: Team | None, organization: Organization | None, owner: User | None) -> dict[str, list]:
-    """What a key's `models` must lie within: its team's, its organization's and (personal keys) its owner's."""
-    ceilings: dict[str, list] = {}
-    if team is not None:
-        ceilings["team"] = list(team.models or [])
-    if organization is not None:
-        ceilings["organization"] = list(organization.models or [])
-    if team is None and owner is not None:
-        ceilings["user"] = list(owner.models or [])
-    return ceilings
-
 
 class KeyView(LiteLLMView):
     """Helpers shared by the key routes."""
@@ -152,7 +141,7 @@ class KeyView(LiteLLMView):
             )
         if data.get("models"):
             organization = team.organization if team is not None else key.organization
-            self.ask_models(data["models"], model_ceilings(team, organization, owner))
+            self.ask_models(data["models"], selectors.model_ceilings(team, organization, owner))
         if "duration" in data:
             changes["duration"] = data["duration"]
         return changes
@@ -206,7 +195,7 @@ class KeyGenerateView(KeyView):
         if owner_id and owner is None:
             owner = self.owner_for(owner_id, organization)
         if data.get("models"):
-            self.ask_models(data["models"], model_ceilings(team, organization, owner))
+            self.ask_models(data["models"], selectors.model_ceilings(team, organization, owner))
         budget = {f: data[f] for f in BUDGET_CHANGE_FIELDS if data.get(f) is not None}
         key, raw = services.key_generate(
             actor=self.acting_user,

@@ -37,17 +37,6 @@ WRITE_ERRORS = errors(400, 401, 403, 404, 409)
 PLAIN_FIELDS = ("key_alias", "models", "metadata", "blocked", "duration", *KEY_BUDGET_FIELDS)
 
 
-def model_ceilings(team: Team | None, organization: Organization | None, owner: User | None) -> dict[str, list]:
-    """What a key's `models` must lie within: its team's and organization's, and its owner's for a personal key."""
-    ceilings: dict[str, list] = {}
-    if team is not None:
-        ceilings["team"] = list(team.models or [])
-    if organization is not None:
-        ceilings["organization"] = list(organization.models or [])
-    if team is None and owner is not None:
-        ceilings["user"] = list(owner.models or [])
-    return ceilings
-
 
 class KeysView(OrgsView):
     model = VirtualKey
@@ -105,7 +94,7 @@ class KeyListView(KeysView):
         owner, target = self.place(owner_id=owner_id, team=team, organization=organization)
         if data.get("access_group_ids"):
             self.check("key:assign_access_groups", target)
-        self.grant_models(data.get("models"), model_ceilings(team, organization, owner))
+        self.grant_models(data.get("models"), selectors.model_ceilings(team, organization, owner))
         fields = {name: data[name] for name in PLAIN_FIELDS if name in data and name != "spend"}
         key, raw = services.key_generate(
             actor=self.acting_user,
@@ -157,7 +146,7 @@ class KeyDetailView(KeysView):
             changes.update(user=owner, team=team)
         if sent.get("models"):
             organization = team.organization if team is not None else key.organization
-            self.grant_models(sent["models"], model_ceilings(team, organization, owner))
+            self.grant_models(sent["models"], selectors.model_ceilings(team, organization, owner))
         key = services.key_update(actor=self.acting_user, key=key, data=changes)
         return rendered(KeySerializer, self.key(key.token))
 

@@ -172,6 +172,7 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BEAT_SCHEDULE = {
     "reset-budgets": {"task": "orgs.reset_budgets", "schedule": 60.0},
     "sweep-expired-keys": {"task": "keys.sweep_expired", "schedule": 60.0},
+    "mark-keys-due-for-rotation": {"task": "keys.mark_rotation_due", "schedule": 60.0},
 }
 
 LOGGING = {

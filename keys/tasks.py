@@ -1,4 +1,5 @@
-"""Celery tasks of keys: budget resets of keys, and the sweep that audits keys as they expire."""
+"""Celery tasks of keys: budget resets, the sweep that audits keys as they expire, and the rotation
+schedule (keys due for rotation told to their owners, grace periods ended)."""
 from __future__ import annotations
 
 import datetime
@@ -12,6 +13,7 @@ from orgs.models import AuditEntry
 from orgs.tasks import BudgetScope, reset_due_budgets
 
 from .models import VirtualKey
+from .services import end_grace_periods, mark_rotation_due
 
 KEY_SCOPE = BudgetScope("key", VirtualKey, "", "token", lambda rows: Affects(key_ids={r["pk"] for r in rows}))
 EXPIRY_ACTION = "key_expired"
@@ -66,3 +68,9 @@ def key_expiry_sweep(*, now: datetime.datetime | None = None, batch_size: int = 
 def sweep_expired_keys() -> int:
     """Beat task: audit and evict the keys that expired since the last sweep."""
     return len(key_expiry_sweep())
+
+
+@shared_task(name="keys.mark_rotation_due", ignore_result=True)
+def mark_rotation_due_task() -> int:
+    """Beat task: audit the auto-rotating keys that came due, and end the grace periods that are over."""
+    return len(mark_rotation_due()) + end_grace_periods()

@@ -26,10 +26,15 @@ run: install  ## migrate, load the demo, serve the admin on $(PORT) (embedded SQ
 	$(BIN)/python manage.py load_demo
 	$(BIN)/python manage.py runserver 0.0.0.0:$(PORT)
 
+# Prometheus multiprocess mode: every worker's counters in memory-mapped files, emptied at each start.
+PROMETHEUS_MULTIPROC_DIR ?= /dev/shm/accessctl-metrics-$(PORT)
+
 serve: install  ## production server: gunicorn, $(WEB_CONCURRENCY) workers on $(PORT), static files by whitenoise
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	exec $(BIN)/gunicorn accessctl.wsgi:application --bind 0.0.0.0:$(PORT) --workers $(WEB_CONCURRENCY) \
+	rm -rf $(PROMETHEUS_MULTIPROC_DIR) && mkdir -p $(PROMETHEUS_MULTIPROC_DIR)
+	PROMETHEUS_MULTIPROC_DIR=$(PROMETHEUS_MULTIPROC_DIR) exec $(BIN)/gunicorn accessctl.wsgi:application \
+		--config python:accessctl.gunicorn_conf --bind 0.0.0.0:$(PORT) --workers $(WEB_CONCURRENCY) \
 		--worker-tmp-dir /dev/shm --graceful-timeout 10 --no-control-socket
 
 bench: install services  ## the hot path under load (wrk): /healthz vs the warm check, SQLite+file cache and PostgreSQL+Redis

@@ -1,10 +1,15 @@
-"""Liveness and readiness probes."""
+"""Liveness and readiness probes, and the Prometheus metrics."""
 from __future__ import annotations
 
+import hmac
+
+from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
+from django_prometheus.exports import ExportToDjangoView
 
+from accessctl.errors import json_error
 from keys.cache import feed_state
 
 
@@ -36,3 +41,19 @@ def readyz(request) -> JsonResponse:
     }
     return JsonResponse(body, status=200 if ready else 503)
 
+
+
+def metrics(request) -> HttpResponse:
+    """Prometheus exposition (django-prometheus's export view, every worker's counters in multiprocess
+    mode). With `ACCESSCTL_METRICS_TOKEN` set, only `Authorization: Bearer <token>` may read it;
+    without, it is open: serve it on an internal network only."""
+    token = settings.ACCESSCTL_METRICS_TOKEN
+    if token:
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+            response = json_error("The metrics need `Authorization: Bearer <ACCESSCTL_METRICS_TOKEN>`.",
+                                  "auth_error", 401)
+            response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return response
+    return ExportToDjangoView(request)

@@ -26,6 +26,8 @@ from django.core.cache import cache
 from django.db import DatabaseError
 from django.db.models import Q
 
+from accessctl import metrics
+
 from . import feed
 from .authz import KeySnapshot, build_snapshot
 from .models import VirtualKey
@@ -166,7 +168,16 @@ def get_snapshot(token: str) -> KeySnapshot | None:
     A warm read is one small cache read and no query. With the cache unreachable the database answers,
     so the answer is never more permissive than the database's.
     """
-    return _read_through(cache_key(token), token, lambda: load_snapshot(token), SNAPSHOT_TTL_SECONDS)
+    loaded = False
+
+    def load() -> KeySnapshot | None:
+        nonlocal loaded
+        loaded = True
+        return load_snapshot(token)
+
+    snapshot = _read_through(cache_key(token), token, load, SNAPSHOT_TTL_SECONDS)
+    metrics.snapshot_lookup(loaded)
+    return snapshot
 
 
 def load_catalog() -> dict[str, str]:
@@ -190,6 +201,7 @@ def _delete(names: list[str], cache_keys: list[str]) -> None:
 
 def invalidate_catalog() -> None:
     """Drop the cached catalog on every server sharing the cache (after a catalog write commits)."""
+    metrics.invalidated("catalog")
     try:
         _delete([_CATALOG], [_CATALOG, generation_key(_CATALOG)])
     except Exception:  # noqa: BLE001
@@ -273,6 +285,7 @@ def invalidate_tokens(tokens: Iterable[str]) -> None:
     names = list(tokens)
     if not names:
         return
+    metrics.invalidated("token", len(names))
     cache_keys: list[str] = []
     for token in names:
         cache_keys.append(cache_key(token))
@@ -301,6 +314,7 @@ def invalidate(affects: Affects) -> None:
 def invalidate_all() -> None:
     """Drop every snapshot and the catalog on every server: deleting the generations is enough (a value
     is only served under its generation), then every process is told to drop its copies."""
+    metrics.invalidated("all")
     _forget_all()
     try:
         feed.delete_all_and_announce(generation_key("*"))

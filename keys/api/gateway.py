@@ -23,7 +23,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import serializers
 from rest_framework.views import APIView
 
-from accessctl import policy
+from accessctl import metrics, policy
 from accessctl.authentication import MASTER_USER_ID, BearerKeyAuthentication, KeyCredentials, bearer_value
 from accessctl.errors import ServiceError, error_body
 from keys import cache, crypto
@@ -162,8 +162,10 @@ def check(request: Any, params: Mapping[str, Any] | None) -> HttpResponse:
             decision = authorize(snapshot, now=timezone.now(), **resources)
             if not decision.allowed:
                 raise _Refusal(decision.message, decision.type, 403, decision.param)
+        metrics.check_answered(None)
         return _allowed_response(snapshot)
     except _Refusal as refusal:
+        metrics.check_answered(refusal.body["error"]["type"])
         return _json(refusal.body, refusal.status)
 
 
@@ -440,6 +442,7 @@ class UsageView(APIView):
             prompt_tokens=data.get("prompt_tokens"),
             completion_tokens=data.get("completion_tokens"),
         )
+        metrics.usage_reported("budget_exceeded" if result.exceeded else "recorded")
         return _json(
             {
                 "key": result.token,

@@ -33,6 +33,19 @@ class AccessAdminSite(AdminSite):
         user = request.user
         return bool(user.is_active and user.is_authenticated and user.policy_actor.uses_admin)
 
+    login_template = "admin/login_sso.html"
+
+    def login(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        """The password form (unless turned off) and, when configured, "Log in with single sign-on"."""
+        from orgs import sso
+
+        context = {"sso_enabled": sso.config() is not None, "password_login": sso.password_login_enabled(),
+                   **(extra_context or {})}
+        if request.method == "POST" and not context["password_login"]:
+            context["sso_message"] = "Password login is turned off: log in with single sign-on."
+            request.method = "GET"  # show the page; nothing is authenticated
+        return super().login(request, context)
+
     def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         context = {"dashboard": Dashboard(self, request), **(extra_context or {})}
         return super().index(request, context)

@@ -271,10 +271,6 @@ def key_regenerate(
     key.token, key.key_name, key.last_rotated_at = new_token, crypto.mask(raw), timezone.now()
     key.updated_by = _label(actor)
     key.save(update_fields=["token", "key_name", "last_rotated_at", "updated_by", "updated_at"])
-    if key.access_group_ids:
-        from accessgroups.services import sync_groups
-
-        sync_groups(key.access_group_ids)
     if data:
         key = key_update(actor=actor, key=key, data=data)
     record(

@@ -104,6 +104,15 @@ def key_in_context(tenant: TenantContext, value: str) -> VirtualKey | None:
     return keys_in_context(tenant).filter(token=token_for(value)).first()
 
 
+def key_exists(value: str) -> bool:
+    """Whether a key (raw `sk-…` or hash) exists anywhere, whoever owns it."""
+    return VirtualKey.objects.filter(token=token_for(value)).exists()
+
+
+def keys_exist(values: Iterable[str]) -> bool:
+    return VirtualKey.objects.filter(token__in={token_for(v) for v in values}).exists()
+
+
 def key_by_alias_in_context(tenant: TenantContext, alias: str) -> VirtualKey | None:
     return keys_in_context(tenant).filter(key_alias=alias).first()
 

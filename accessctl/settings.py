@@ -16,6 +16,8 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 # The master key authenticates as a proxy admin; it is never stored, logged or shown.
 ACCESSCTL_MASTER_KEY = env.str("ACCESSCTL_MASTER_KEY", default="")
+# Teams any user may see as joinable on `/team/available` (LiteLLM's `default_internal_user_params.available_teams`).
+ACCESSCTL_AVAILABLE_TEAMS = env.list("ACCESSCTL_AVAILABLE_TEAMS", default=[])
 
 INSTALLED_APPS = [
     "accessctl.admin_site.AccessAdminConfig",  # django.contrib.admin with accessctl's site (admin_site.py)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection
-from django.db.models import Model, TextField
+from django.db.models import Model, TextField, UUIDField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
@@ -25,7 +25,7 @@ from orgs.models import Team
 from .models import AccessGroup, KeyAccessGroup, TeamAccessGroup
 
 KEYS, TEAMS = "keys", "teams"
-_ARRAY_SAFE = re.compile(r"[0-9A-Fa-f,-]*")  # UUIDs and hex tokens: no quoting needed in an array literal
+_ARRAY_SAFE = re.compile(r"[0-9A-Fa-f-]+")  # UUIDs and hex tokens: no quoting needed in an array literal
 
 
 @dataclass(frozen=True)
@@ -40,13 +40,14 @@ class Kind:
     alias_field: str
     label_fields: tuple[str, ...]
     group_column: str
+    pg_type: str  # the primary key's PostgreSQL type: keys have UUIDs, teams string ids (SPEC §1)
 
 
 KINDS = {
     KEYS: Kind(KEYS, VirtualKey, "id", KeyAccessGroup, "key_id", "key_alias", ("token", "key_alias", "key_name"),
-               "assigned_key_ids"),
+               "assigned_key_ids", "uuid"),
     TEAMS: Kind(TEAMS, Team, "team_id", TeamAccessGroup, "team_id", "team_alias", ("team_alias",),
-                "assigned_team_ids"),
+                "assigned_team_ids", "text"),
 }
 
 
@@ -58,8 +59,9 @@ def pg_array(values: Iterable[Any]) -> str | list[str]:
     """A PostgreSQL array parameter: a literal `{a,b}` when every item is a UUID or hex token (one string
     to send instead of one adapted value per item), else the list for the driver to adapt."""
     items = [str(v) for v in values]
-    joined = ",".join(items)
-    return "{" + joined + "}" if _ARRAY_SAFE.fullmatch(joined) else items
+    if all(_ARRAY_SAFE.fullmatch(item) for item in items):
+        return "{" + ",".join(items) + "}"
+    return items
 
 
 def assignments_of(kind: Kind, target_ids: Sequence[Any]) -> list[tuple[str, str]]:
@@ -69,7 +71,7 @@ def assignments_of(kind: Kind, target_ids: Sequence[Any]) -> list[tuple[str, str
         with connection.cursor() as cursor:
             cursor.execute(
                 f"SELECT {qn(kind.fk)}::text, access_group_id::text FROM {qn(kind.relation._meta.db_table)} "
-                f"WHERE {qn(kind.fk)} = ANY(%s::uuid[])",
+                f"WHERE {qn(kind.fk)} = ANY(%s::{kind.pg_type}[])",
                 [pg_array(target_ids)],
             )
             return cursor.fetchall()
@@ -77,8 +79,11 @@ def assignments_of(kind: Kind, target_ids: Sequence[Any]) -> list[tuple[str, str
     return [(str(target_id), str(group_id)) for target_id, group_id in rows]
 
 
-def _text_id(value: Any) -> str:
-    """An id as text, hyphenated (SQLite's raw rows hold UUIDs as 32 hex digits)."""
+def _text_id(value: Any, field: Any = None) -> str:
+    """An id as text: a UUID hyphenated (SQLite's raw rows hold UUIDs as 32 hex digits); a string id
+    (teams, access groups: SPEC §1) as it is."""
+    if field is not None and not isinstance(field, UUIDField):
+        return str(value)
     return str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
 
 
@@ -105,8 +110,8 @@ def insert_assignments(kind: Kind, target_ids: Sequence[Any], group_ids: Sequenc
     table, fk = qn(meta.db_table), qn(kind.fk)
     columns = f"{fk}, access_group_id, created_at"
     if connection.vendor == "postgresql":
-        sql = (f"INSERT INTO {table} ({columns}) SELECT t.t, g.g, %s FROM unnest(%s::uuid[]) AS t(t) "
-               f"CROSS JOIN unnest(%s::uuid[]) AS g(g) "
+        sql = (f"INSERT INTO {table} ({columns}) SELECT t.t, g.g, %s FROM unnest(%s::{kind.pg_type}[]) AS t(t) "
+               f"CROSS JOIN unnest(%s::text[]) AS g(g) "
                f"ON CONFLICT DO NOTHING RETURNING {fk}::text, access_group_id::text")
         params: list[Any] = [now, pg_array(target_ids), pg_array(group_ids)]
     else:
@@ -122,7 +127,7 @@ def insert_assignments(kind: Kind, target_ids: Sequence[Any], group_ids: Sequenc
         cursor.execute(sql, params)
         if connection.vendor == "postgresql":
             return cursor.fetchall()
-        return [(_text_id(t), _text_id(g)) for t, g in cursor.fetchall()]
+        return [(_text_id(t, kind.model._meta.pk), str(g)) for t, g in cursor.fetchall()]
 
 
 def delete_assignments(kind: Kind, target_ids: Sequence[Any], group_ids: Sequence[str]) -> list[tuple[Any, str]]:
@@ -140,7 +145,7 @@ def delete_assignments(kind: Kind, target_ids: Sequence[Any], group_ids: Sequenc
     qn = connection.ops.quote_name
     table, fk = qn(kind.relation._meta.db_table), qn(kind.fk)
     if connection.vendor == "postgresql":
-        sql = (f"DELETE FROM {table} WHERE {fk} = ANY(%s::uuid[]) AND access_group_id = ANY(%s::uuid[]) "
+        sql = (f"DELETE FROM {table} WHERE {fk} = ANY(%s::{kind.pg_type}[]) AND access_group_id = ANY(%s::text[]) "
                f"RETURNING {fk}::text, access_group_id::text")
         params: list[Any] = [pg_array(target_ids), pg_array(group_ids)]
     else:
@@ -153,7 +158,7 @@ def delete_assignments(kind: Kind, target_ids: Sequence[Any], group_ids: Sequenc
         cursor.execute(sql, params)
         if connection.vendor == "postgresql":
             return cursor.fetchall()
-        return [(_text_id(t), _text_id(g)) for t, g in cursor.fetchall()]
+        return [(_text_id(t, kind.model._meta.pk), str(g)) for t, g in cursor.fetchall()]
 
 
 def write_target_lists(kind: Kind, updates: dict[Any, tuple[str, tuple[str, ...]]]) -> set[Any]:
@@ -182,7 +187,7 @@ def write_target_lists(kind: Kind, updates: dict[Any, tuple[str, tuple[str, ...]
     table, pk_column = qn(kind.model._meta.db_table), qn(kind.model._meta.pk.column)
     if connection.vendor == "postgresql":
         sql = (f"UPDATE {table} AS t SET access_group_ids = c.new "
-               f"FROM unnest(%s::uuid[], %s::int[]) AS u(pk, n) "
+               f"FROM unnest(%s::{kind.pg_type}[], %s::int[]) AS u(pk, n) "
                f"JOIN unnest(%s::jsonb[], %s::jsonb[]) WITH ORDINALITY AS c(old, new, n) ON c.n = u.n "
                f"WHERE t.{pk_column} = u.pk AND t.access_group_ids = c.old RETURNING t.{pk_column}::text")
         params: list[Any] = [pg_array(updates), pg_array(numbers), olds, news]
@@ -200,7 +205,9 @@ def write_target_lists(kind: Kind, updates: dict[Any, tuple[str, tuple[str, ...]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         written = [row[0] for row in cursor.fetchall()]
-    return set(written) if connection.vendor == "postgresql" else {_text_id(pk) for pk in written}
+    if connection.vendor == "postgresql":
+        return set(written)
+    return {_text_id(pk, kind.model._meta.pk) for pk in written}
 
 
 def lists_of(kind: Kind, target_ids: Sequence[Any]) -> dict[Any, str]:
@@ -240,7 +247,7 @@ def write_group_lists(kind: Kind, batch_ids: Sequence[str], members: dict[str, l
             f"WHERE e.t NOT IN (SELECT unnest(%s::text[])) "
             f"UNION ALL SELECT jsonb_array_elements_text(v.value)) AS s), '[]'::jsonb) "
             f"FROM jsonb_each(%s::jsonb) AS v(key, value) "
-            f"WHERE g.access_group_id = v.key::uuid AND g.access_group_id = ANY(%s::uuid[])"
+            f"WHERE g.access_group_id = v.key AND g.access_group_id = ANY(%s::text[])"
         )
         params: list[Any] = [pg_array(batch_ids), json.dumps(members), pg_array(members)]
     else:

@@ -1,7 +1,6 @@
 """Reads of keys: the rows the resolver needs (two queries), and the tenant-scoped reads of the routes."""
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -9,6 +8,7 @@ from django.db.models import Q, QuerySet
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from accessctl.ids import as_id
 from accessgroups.models import AccessGroup
 
 from .authz import GroupRow, KeyRows
@@ -144,8 +144,8 @@ def key_list(
     for name in ("team_id", "organization_id"):
         value = filters.get(name)
         if value:
-            uid = _uuid_or_none(value)
-            qs = qs.filter(**{name: uid}) if uid else qs.none()
+            object_id = as_id(value)
+            qs = qs.filter(**{name: object_id}) if object_id else qs.none()
     if filters.get("key_hash"):
         qs = qs.filter(token=token_for(filters["key_hash"]))
     if filters.get("key_alias"):
@@ -163,13 +163,6 @@ def key_list(
     order = filters.get("sort_by", "created_at")
     prefix = "-" if filters.get("sort_order", "desc") == "desc" else ""
     return qs.order_by(f"{prefix}{order}", "token")
-
-
-def _uuid_or_none(value: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return None
 
 
 def keys_visible(tenant: TenantContext) -> QuerySet[VirtualKey]:

@@ -128,12 +128,14 @@ class UserIdField(forms.ModelChoiceField):
     widget = forms.TextInput(attrs={"size": 30, "placeholder": "user_id"})
     default_error_messages = {"invalid_choice": "No active user has this user_id."}
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, queryset: QuerySet | None = None, **kwargs: Any) -> None:
         kwargs.pop("to_field_name", None)
         kwargs.setdefault("help_text", "The user's user_id.")
         from django.contrib.auth import get_user_model
 
-        super().__init__(queryset=get_user_model().objects.filter(is_active=True), to_field_name="user_id", **kwargs)
+        if queryset is None:
+            queryset = get_user_model().objects.filter(is_active=True)
+        super().__init__(queryset=queryset, to_field_name="user_id", **kwargs)
 
 
 def with_user_ids(form_class: type[forms.BaseForm]) -> type[forms.BaseForm]:

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from accessctl.errors import ServiceError
 from orgs.roles import (
     ORG_ROLES,
     PLATFORM_ROLES,
@@ -18,6 +19,8 @@ from orgs.roles import (
     OrgRole,
     PlatformRole,
     TeamRole,
+    outranks,
+    platform_role,
     team_member_permissions,
 )
 
@@ -40,14 +43,20 @@ class Actor:
     # Teams the user may manage through a django-guardian object permission (`orgs.manage_team`) rather
     # than a membership; `actor_for` also lists them in `team_roles` as admin, so every rule honours them.
     granted_team_ids: frozenset[str] = frozenset()
+    # team_id → the team's organization (None: a team outside any organization), for the teams in `team_roles`.
+    team_org_ids: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def role_info(self):
+        return platform_role(self.platform_role)
 
     @property
     def is_proxy_admin(self) -> bool:
-        return self.is_master or self.platform_role == PlatformRole.PROXY_ADMIN
+        return self.is_master or self.role_info.writes_everything
 
     @property
     def reads_everything(self) -> bool:
-        return self.is_proxy_admin or self.is_system or self.platform_role == PlatformRole.PROXY_ADMIN_VIEWER
+        return self.is_master or self.is_system or self.role_info.reads_everything
 
     @property
     def is_service_account(self) -> bool:
@@ -71,6 +80,11 @@ class Actor:
         return {team for team, role in self.team_roles.items() if role == TeamRole.ADMIN}
 
     @property
+    def admin_team_org_ids(self) -> set[str]:
+        """Organizations in which the actor runs at least one team."""
+        return {org for team, org in self.team_org_ids.items() if org and team in self.admin_team_ids}
+
+    @property
     def uses_admin(self) -> bool:
         """May log in to the admin: platform admins and viewers, org admins, team admins (role or grant)."""
         return (
@@ -83,6 +97,29 @@ class Actor:
     def may_create_own_keys(self) -> bool:
         info = PLATFORM_ROLES.get(self.platform_role or "")
         return bool(info and info.creates_own_keys)
+
+
+@dataclass(frozen=True)
+class UserFacts:
+    """What the policy needs to know about a user named by a request (a key's owner, a member, a user row)."""
+
+    user_id: str
+    platform_role: str | None = PlatformRole.INTERNAL_USER
+    is_system: bool = False
+    org_roles: tuple[tuple[str, str], ...] = ()  # (organization_id, org role)
+    teams: tuple[tuple[str, str | None], ...] = ()  # (team_id, the team's organization_id)
+
+    @property
+    def org_ids(self) -> tuple[str, ...]:
+        return tuple(org for org, _ in self.org_roles)
+
+    @property
+    def above_internal_user(self) -> bool:
+        """A platform role above internal_user (an admin or admin viewer), or a system user."""
+        return self.is_system or platform_role(self.platform_role).priority > _INTERNAL_USER_PRIORITY
+
+
+_INTERNAL_USER_PRIORITY = PLATFORM_ROLES[PlatformRole.INTERNAL_USER].priority
 
 
 @dataclass(frozen=True)
@@ -99,6 +136,10 @@ class Target:
     new_platform_role: str | None = None  # for user creates/updates that set a role
     owner_in_team: bool | None = None  # for team-key creates: is the key's owner a member of the team?
     owner_platform_role: str | None = None  # for user rows: the user's own platform role
+    # The user the request names (a key's new owner, a user row): judged by `manages_user`. None for
+    # an owner that does not exist yet (created by the same request, inside the actor's tenant).
+    owner: UserFacts | None = None
+    key_token: str | None = None  # for key rows: the key's token (a key without a user reads only itself)
 
 
 @dataclass(frozen=True)
@@ -163,6 +204,7 @@ WRITE_ACTIONS = frozenset(
         "user:update",
         "user:update_role",
         "user:update_budget",
+        "user:update_password",
         "user:delete",
         "organization:create",
         "organization:update",
@@ -195,6 +237,45 @@ KEY_ACTION_ROUTE = {
 SERVICE_ACCOUNT_ACTIONS = frozenset({"key:info", "key:health", "key:list", "team:info", "team:list", "catalog:read"})
 
 
+# --- which fields of a change need which action ----------------------------------------------------
+# The one declarative map, in the services' vocabulary (model field names): a service command asks the
+# policy for each action whose fields its change touches, and the admin makes the same fields read-only
+# when the action is refused. The LiteLLM routes and REST only translate their bodies into these names.
+
+_BUDGET_FIELDS = (
+    "max_budget", "soft_budget", "tpm_limit", "rpm_limit", "max_parallel_requests", "model_max_budget",
+    "budget_duration", "budget_reset_at",
+)
+FIELD_ACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
+    "key": {
+        "key:reassign": ("user", "team", "organization"),
+        "key:update_budget": (*_BUDGET_FIELDS, "spend", "model_spend"),
+        "key:assign_access_groups": ("access_group_ids",),
+    },
+    "user": {
+        "user:update_role": ("user_role", "is_system", "is_active"),
+        "user:update_budget": (*_BUDGET_FIELDS, "spend", "model_spend"),
+        "user:update_password": ("password",),
+    },
+}
+
+
+def actions_for(kind: str, fields: Iterable[str]) -> list[str]:
+    """The further actions a change of `fields` on a row of `kind` needs, in the map's order."""
+    fields = set(fields)
+    return [action for action, names in FIELD_ACTIONS[kind].items() if fields & set(names)]
+
+
+def require(actor: Actor, action: str, target: Target | None = None, *, param: str | None = None) -> None:
+    """Raise the policy's refusal (status and type as `can` says) unless `actor` may do `action`."""
+    raise_refusal(can(actor, action, target), param=param)
+
+
+def raise_refusal(verdict: Verdict, *, param: str | None = None) -> None:
+    if not verdict:
+        raise ServiceError(verdict.message, type=verdict.type, status=verdict.status, param=param)
+
+
 def can(actor: Actor, action: str, target: Target | None = None) -> Verdict:
     """May `actor` do `action` on `target`? The one place every permission decision is made."""
     if action not in ACTIONS:
@@ -224,6 +305,8 @@ def _service_account(actor: Actor, action: str, target: Target) -> Verdict:
         )
     if action == "catalog:read":
         return ALLOW
+    if action.startswith("key:") and target.key_token is not None and target.key_token == actor.key_token:
+        return ALLOW  # a key without a user reads itself
     if target.team_id is not None and target.team_id == actor.key_team_id:
         return ALLOW
     if action in ("key:list", "team:list") and target.team_id is None and target.owner_user_id is None:
@@ -248,10 +331,84 @@ def _read_only_role(actor: Actor) -> bool:
     return actor.platform_role == PlatformRole.INTERNAL_USER_VIEWER
 
 
+# --- whose: the users an actor manages ---------------------------------------------------------
+
+
+def manages_user(actor: Actor, user: UserFacts | None) -> bool:
+    """May `actor` act *as* or *for* this user (own their key, change their profile, manage their membership)?
+
+    A proxy admin manages everyone. An organization or team admin manages only members of their tenant who
+    hold no platform role above internal_user, are not system users, belong to no organization they do not
+    administer (a team admin: at most the organization of their team, with a role no higher than their own
+    there) and to no team they do not run. Nobody "manages" themself: the caller's own rows are the caller's.
+    """
+    if actor.is_proxy_admin:
+        return True
+    if user is None or actor.user_id is None or user.user_id == actor.user_id or user.above_internal_user:
+        return False
+    in_tenant = False
+    for org, role in user.org_roles:
+        if org in actor.admin_org_ids:
+            in_tenant = True
+            continue
+        # A team admin acts in their team's organization as (at least) an internal user there.
+        mine = actor.org_role(org) or OrgRole.INTERNAL_USER
+        if org in actor.admin_team_org_ids and role in ORG_ROLES and outranks(ORG_ROLES, mine, role):
+            continue
+        return False
+    for team, org in user.teams:
+        if team in actor.admin_team_ids or (org is not None and org in actor.admin_org_ids):
+            in_tenant = True
+            continue
+        return False
+    return in_tenant
+
+
+def may_own_key(actor: Actor, target: Target) -> bool:
+    """A key's owner is the caller, nobody (a key without a user), or a user the caller manages."""
+    if actor.is_proxy_admin or target.owner_user_id is None or target.owner_user_id == actor.user_id:
+        return True
+    if target.owner is None:
+        return False
+    return manages_user(actor, target.owner)
+
+
+def can_add_member(actor: Actor, user: UserFacts | None, *, organization_id: str | None) -> Verdict:
+    """Adding an existing user who belongs elsewhere (another organization) or holds a platform role above
+    internal_user needs a proxy admin; a user created by the request (None) belongs nowhere yet."""
+    if actor.is_proxy_admin or user is None:
+        return ALLOW
+    if user.above_internal_user:
+        return deny(403, f"Only a proxy admin may add {user.user_id}: they hold a platform role or are a system user.")
+    elsewhere = [o for o in user.org_ids if o != organization_id and o not in actor.admin_org_ids]
+    if elsewhere:
+        return deny(403, f"Only a proxy admin may add {user.user_id}: they belong to another organization.")
+    return ALLOW
+
+
+def can_change_own_membership(actor: Actor, member_user_id: str | None) -> Verdict:
+    """Nobody raises their own role or budget in an organization or team (SPEC §2); proxy admins may."""
+    if actor.is_proxy_admin or member_user_id is None or member_user_id != actor.user_id:
+        return ALLOW
+    return deny(403, "You may not change your own role or budget in this organization or team.")
+
+
 # --- keys -------------------------------------------------------------------------------------
 
 
 def _keys(actor: Actor, action: str, target: Target) -> Verdict:
+    verdict = _key_rules(actor, action, target)
+    if verdict and action == "key:generate" and not may_own_key(actor, target):
+        # A key acts with its owner's rights: whose key it is matters as much as where it is (SPEC §2).
+        return deny(
+            403,
+            f"You may create keys only for yourself or a user you manage. Got user_id={target.owner_user_id}, "
+            f"Your ID={actor.user_id}",
+        )
+    return verdict
+
+
+def _key_rules(actor: Actor, action: str, target: Target) -> Verdict:
     is_write = action in WRITE_ACTIONS
     if action == "key:generate" and target.team_id is not None and target.owner_in_team is False:
         # A team key's owner must be in the team (LiteLLM: 400); proxy admins never reach this line.
@@ -387,15 +544,34 @@ def _teams(actor: Actor, action: str, target: Target) -> Verdict:
 # --- users ------------------------------------------------------------------------------------
 
 
-_USER_WRITES = frozenset({"user:update", "user:update_role", "user:update_budget", "user:delete"})
-_PLATFORM_ADMIN_ROLES = frozenset({PlatformRole.PROXY_ADMIN, PlatformRole.PROXY_ADMIN_VIEWER})
+_USER_WRITES = frozenset(
+    {"user:update", "user:update_role", "user:update_budget", "user:update_password", "user:delete"}
+)
+# Writes to the account itself (SPEC §2): proxy admins only — and, for the password, the user themself.
+_ACCOUNT_WRITES = frozenset({"user:update_role", "user:update_budget", "user:update_password", "user:delete"})
+
+
+def user_facts_of(target: Target) -> UserFacts | None:
+    """The named user's facts: loaded ones (`target.owner`), else what a user row's target says."""
+    if target.owner is not None:
+        return target.owner
+    if target.owner_user_id is None:
+        return None
+    return UserFacts(
+        user_id=target.owner_user_id,
+        platform_role=target.owner_platform_role or PlatformRole.INTERNAL_USER,
+        org_roles=tuple((org, OrgRole.INTERNAL_USER.value) for org in target.user_org_ids),
+        teams=tuple((team, None) for team in target.user_team_ids),
+    )
 
 
 def _users(actor: Actor, action: str, target: Target) -> Verdict:
     is_self = target.owner_user_id is not None and target.owner_user_id == actor.user_id
-    admin_of_user = bool(target.user_org_ids) and set(target.user_org_ids) <= actor.admin_org_ids
     admin_of_any = bool(set(target.user_org_ids) & actor.admin_org_ids)
-    if target.new_platform_role in (PlatformRole.PROXY_ADMIN, PlatformRole.PROXY_ADMIN_VIEWER):
+    facts = user_facts_of(target)
+    if target.new_platform_role is not None and platform_role(target.new_platform_role).priority > (
+        _INTERNAL_USER_PRIORITY
+    ):
         return deny(403, "Only a proxy admin may create or grant an admin role.")
     if action == "user:create":
         if target.organization_id and actor.is_org_admin(target.organization_id):
@@ -415,32 +591,29 @@ def _users(actor: Actor, action: str, target: Target) -> Verdict:
                 403, f"key not allowed to access this user's info. user_id={target.owner_user_id}, key's user_id={actor.user_id}"
             )
         return NOT_FOUND
-    if not is_self and action in _USER_WRITES and target.owner_platform_role in _PLATFORM_ADMIN_ROLES:
-        # An org admin never takes over a platform admin's account (password, role, budget) by sharing an org.
-        if admin_of_any or _sees_tenant(actor, target):
-            return deny(403, "Only a proxy admin may change a platform admin's account.")
-        return NOT_FOUND
-    if action == "user:update_role":
-        if not is_self and not admin_of_any and not _sees_tenant(actor, target):
+    visible = is_self or admin_of_any or _sees_tenant(actor, target)
+    if not is_self and facts is not None and facts.above_internal_user:
+        # An org admin never takes over a platform admin's (or a system user's) account by sharing an org.
+        return deny(403, "Only a proxy admin may change a platform admin's account.") if visible else NOT_FOUND
+    if action in _ACCOUNT_WRITES:
+        if is_self and action == "user:update_password":
+            return ALLOW
+        if not visible:
             return NOT_FOUND
-        return deny(403, "Only a proxy admin may change a user's platform role.")
-    if action in ("user:update", "user:update_budget"):
+        if action == "user:update_budget" and is_self:
+            return deny(403, "Users may not raise their own budget or spend.")
+        if action == "user:update_role":
+            return deny(403, "Only a proxy admin may change a user's platform role.")
+        return deny(403, "Only a proxy admin (or the user themself, for a password) may change this account.")
+    if action == "user:update":
         if is_self:
-            # Checked before admin rights: an org admin does not raise their own budget either.
-            if action == "user:update_budget":
-                return deny(403, "Users may not raise their own budget or spend.")
             if _read_only_role(actor):
                 return deny(403, "Your role (internal_user_viewer) may not change anything.")
             return ALLOW
-        if admin_of_user:
+        # A profile is changed by the user or an admin of one of their organizations who manages them.
+        if admin_of_any and manages_user(actor, facts):
             return ALLOW
-        return deny(403, "You may only update yourself.") if _sees_tenant(actor, target) else NOT_FOUND
-    if action == "user:delete":
-        if admin_of_user and not is_self:
-            return ALLOW
-        return deny(403, "Only proxy admins and the user's organization admins may delete users.") if (
-            is_self or _sees_tenant(actor, target)
-        ) else NOT_FOUND
+        return deny(403, "You may only update yourself or a user you manage.") if visible else NOT_FOUND
     return deny(403, "Not allowed.")
 
 
@@ -558,23 +731,25 @@ def actor_for(user: Any | None, *, key: Any | None = None, is_master: bool = Fal
         .exclude(team__organization__deleted_at__isnull=False)
         .annotate(grant=Value("", output_field=CharField()))
         .order_by()
-        .values_list("team_id", "role", "grant")
+        .values_list("team_id", "role", "grant", "team__organization_id")
     )
     grants = [
         model.objects.filter(who, permission__codename=MANAGE_TEAM)
         .exclude(content_object__organization__deleted_at__isnull=False)
         .annotate(team_role=granted, grant=granted)
         .order_by()
-        .values_list("content_object_id", "team_role", "grant")
+        .values_list("content_object_id", "team_role", "grant", "content_object__organization_id")
         for model, who in (
             (TeamUserObjectPermission, Q(user=user)),
             (TeamGroupObjectPermission, Q(group__user=user)),
         )
     ]
     team_roles: dict[str, str] = {}
+    team_org_ids: dict[str, str | None] = {}
     granted_team_ids: set[str] = set()
-    for team_id, role, grant in memberships.union(*grants, all=True):
+    for team_id, role, grant, team_org_id in memberships.union(*grants, all=True):
         team_id = str(team_id)
+        team_org_ids[team_id] = _s(team_org_id)
         if grant:
             granted_team_ids.add(team_id)
         if team_id not in team_roles or TEAM_ROLES[role].priority > TEAM_ROLES[team_roles[team_id]].priority:
@@ -590,6 +765,7 @@ def actor_for(user: Any | None, *, key: Any | None = None, is_master: bool = Fal
         key_token=key.token if key is not None else None,
         user_pk=user.pk,
         granted_team_ids=frozenset(granted_team_ids),
+        team_org_ids=team_org_ids,
     )
 
 
@@ -605,14 +781,16 @@ def key_target(key: Any) -> Target:
         team_id=_s(key.team_id),
         owner_user_id=key.user.user_id if key.user_id else None,
         member_permissions=tuple(team.member_permissions) if team is not None and team.member_permissions is not None else None,
+        key_token=key.token,
     )
 
 
 def new_key_target(
     *, owner_user_id: str | None, team: Any | None, organization_id: Any | None = None,
-    owner_in_team: bool | None = None,
+    owner_in_team: bool | None = None, owner: UserFacts | None = None,
 ) -> Target:
-    """Where a key would be created: in a team, or as someone's personal key."""
+    """Where a key would be created: in a team, or as someone's personal key. `owner` carries the facts
+    of an existing owner (`user_facts`), so the policy can judge whose key it would be."""
     if team is not None:
         return Target(
             organization_id=_s(team.organization_id),
@@ -620,8 +798,37 @@ def new_key_target(
             owner_user_id=owner_user_id,
             member_permissions=tuple(team.member_permissions) if team.member_permissions is not None else None,
             owner_in_team=owner_in_team,
+            owner=owner,
         )
-    return Target(organization_id=_s(organization_id), owner_user_id=owner_user_id)
+    return Target(organization_id=_s(organization_id), owner_user_id=owner_user_id, owner=owner)
+
+
+def user_facts(user: Any | None) -> UserFacts | None:
+    """A user's platform role and memberships (two queries unless the memberships are prefetched with
+    `team`), for `manages_user` and `can_add_member`."""
+    if user is None or getattr(user, "pk", None) is None:
+        return None
+    cache = getattr(user, "_prefetched_objects_cache", {})
+    if "organization_memberships" in cache:
+        org_roles = tuple((str(m.organization_id), m.user_role) for m in user.organization_memberships.all())
+    else:
+        org_roles = tuple(
+            (str(org), role) for org, role in user.organization_memberships.values_list("organization_id", "user_role")
+        )
+    team_rows = list(user.team_memberships.all()) if "team_memberships" in cache else None
+    if team_rows is not None and all(m._state.fields_cache.get("team") is not None for m in team_rows):
+        teams = tuple((str(m.team_id), _s(m.team.organization_id)) for m in team_rows)
+    else:
+        teams = tuple(
+            (str(team), _s(org)) for team, org in user.team_memberships.values_list("team_id", "team__organization_id")
+        )
+    return UserFacts(
+        user_id=user.user_id,
+        platform_role=user.user_role,
+        is_system=bool(user.is_system),
+        org_roles=org_roles,
+        teams=teams,
+    )
 
 
 def team_target(team: Any) -> Target:
@@ -638,12 +845,16 @@ def organization_target(organization: Any) -> Target:
 
 
 def user_target(user: Any, *, new_platform_role: str | None = None) -> Target:
-    """A user's facts, with the organizations and teams they belong to (two queries unless prefetched)."""
-    org_ids = tuple(str(m.organization_id) for m in user.organization_memberships.all())
-    team_ids = tuple(str(m.team_id) for m in user.team_memberships.all())
+    """A user's facts, with the organizations and teams they belong to (two queries unless prefetched,
+    with `team_memberships__team`)."""
+    facts = user_facts(user)
     return Target(
-        owner_user_id=user.user_id, user_org_ids=org_ids, user_team_ids=team_ids, new_platform_role=new_platform_role,
+        owner_user_id=user.user_id,
+        user_org_ids=facts.org_ids,
+        user_team_ids=tuple(team for team, _ in facts.teams),
+        new_platform_role=new_platform_role,
         owner_platform_role=user.user_role,
+        owner=facts,
     )
 
 

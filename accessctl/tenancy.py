@@ -14,8 +14,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import transaction
 from django.db.models import Q, QuerySet
-from rest_framework.permissions import IsAuthenticated
+from rest_framework.permissions import SAFE_METHODS, IsAuthenticated
 from rest_framework.views import APIView
 
 from accessctl import policy
@@ -130,6 +131,17 @@ class TenantAPIView(APIView):
         super().initial(request, *args, **kwargs)
         request.tenant = resolve(request)
         request.actor = request.tenant.actor
+
+    def dispatch(self, request, *args, **kwargs):
+        """A write request runs in one transaction, and a refused one (any 4xx/5xx answer) is rolled back
+        whole: no user, membership or row created on the way to a refusal survives it (SPEC §2)."""
+        if request.method in SAFE_METHODS:
+            return super().dispatch(request, *args, **kwargs)
+        with transaction.atomic():
+            response = super().dispatch(request, *args, **kwargs)
+            if response.status_code >= 400:
+                transaction.set_rollback(True)
+            return response
 
     def permission_denied(self, request, message=None, code=None):
         if not request.successful_authenticator and not getattr(request, "user", None):

@@ -18,6 +18,7 @@ from django.db.models.functions import Lower
 
 from accessctl.common import field_values, model_update
 from accessctl.errors import Conflict, InvalidInput, NotFound
+from keys.authz import NO_DEFAULT_MODELS
 from keys.models import VirtualKey
 from orgs.audit import Affects, record
 from orgs.models import Organization, Team, User
@@ -380,6 +381,19 @@ def access_group_update(*, actor: User | None, group: AccessGroup, data: dict[st
     return group
 
 
+def _keep_restricted(group: AccessGroup) -> None:
+    """A key or team whose only restriction is this group (no `models`, no other group) would fall back to
+    its team's or organization's models once the group is gone: a restriction is never bypassed (SPEC §5
+    rule 2), so it keeps reaching nothing ("no-default-models") until an admin gives it models or groups."""
+    for model, assignment, fk in ((VirtualKey, KeyAccessGroup, "key"), (Team, TeamAccessGroup, "team")):
+        assigned = assignment.objects.filter(access_group=group).values(f"{fk}_id")
+        others = assignment.objects.exclude(access_group=group).values(f"{fk}_id")
+        rows = model.objects.filter(pk__in=assigned).exclude(pk__in=others)
+        stranded = [row.pk for row in rows.only("pk", "models") if not row.models]
+        if stranded:
+            model.objects.filter(pk__in=stranded).update(models=[NO_DEFAULT_MODELS])
+
+
 @transaction.atomic
 def access_group_delete(*, actor: User | None, group: AccessGroup) -> None:
     """Delete a group and detach it from every team and key (drifted rows included, via the signal)."""
@@ -394,6 +408,7 @@ def access_group_delete(*, actor: User | None, group: AccessGroup) -> None:
     )
     before = field_values(group, (*GROUP_FIELDS, "assigned_team_ids", "assigned_key_ids"))
     group_id, org_id = group.pk, group.organization_id
+    _keep_restricted(group)
     group.delete()
     record(
         actor=actor,

@@ -16,13 +16,13 @@ from django.utils import timezone
 from django.utils.html import format_html_join
 
 from accessctl import policy
-from accessctl.admin import NameListField, ServiceAdmin, refuse, request_actor
+from accessctl.admin import NameListField, ServiceAdmin, UserIdField, request_actor
 from accessctl.errors import ServiceError
 from accessgroups.admin import KeyAccessGroupInline, bulk_assign_actions, group_names
 from keys import services
 from keys.models import VirtualKey
-from keys.selectors import model_ceilings
 from orgs.models import TeamMembership
+from orgs.selectors import manageable_users
 
 BUDGET_FORM_FIELDS = (
     "max_budget",
@@ -97,10 +97,8 @@ class VirtualKeyAdmin(ServiceAdmin):
     add_form = KeyAddForm
     policy_actions = {"view": "key:info", "add": "key:generate", "change": "key:update", "delete": "key:delete"}
     tenant_fields = {"org_field": "organization", "team_field": "team"}
-    field_actions = {
-        "key:update_budget": (*BUDGET_FORM_FIELDS, "spend"),
-        "key:reassign": ("user", "team", "organization"),
-    }
+    # Which fields need which action: the policy's one map (the key services ask the same).
+    field_actions = policy.FIELD_ACTIONS["key"]
     # get_list_display adds an "access groups" column after the status.
     list_display = ("__str__", "key_name", "user", "team", "organization", "status", "spend", "max_budget",
                     "expires", "created_at")
@@ -152,35 +150,19 @@ class VirtualKeyAdmin(ServiceAdmin):
             team=team,
             organization_id=organization.pk if organization is not None else None,
             owner_in_team=in_team,
+            owner=policy.user_facts(user),
         )
 
     def update_checks(self, request: HttpRequest, stored: VirtualKey, data: dict[str, Any]):
-        checks = super().update_checks(request, stored, data)
-        if "blocked" in data:
-            checks.append(("key:block" if data["blocked"] else "key:unblock", self.policy_target(stored)))
-        if {"user", "team", "organization"} & set(data):
-            # Moving a key is re-owning it here (checked above) and creating it there.
-            user = data.get("user", stored.user)
-            team = data.get("team", stored.team)
-            checks.append(("key:generate", policy.new_key_target(
-                owner_user_id=user.user_id if user is not None else None,
-                team=team,
-                organization_id=stored.organization_id if team is None else None,
-                owner_in_team=TeamMembership.objects.filter(team=team, user=user).exists()
-                if team is not None and user is not None else None,
-            )))
-        return checks
+        return []  # `key_update` authorizes every changed field itself (policy.FIELD_ACTIONS["key"])
 
-    def _check_models(self, request: HttpRequest, data: dict[str, Any], stored: VirtualKey | None = None) -> None:
-        """Nobody grants a key more models than its team, organization (or owner) allow."""
-        if not data.get("models"):
-            return
-        team = data.get("team", stored.team if stored is not None else None)
-        organization = team.organization if team is not None else data.get(
-            "organization", stored.organization if stored is not None else None)
-        owner = data.get("user", stored.user if stored is not None else None)
-        refuse(policy.can_grant_models(request_actor(request), data["models"],
-                                       model_ceilings(team, organization, owner)))
+    def formfield_for_foreignkey(self, db_field, request: HttpRequest, **kwargs: Any):
+        actor = request_actor(request)
+        if db_field.name == "user" and not actor.is_proxy_admin:
+            # A key's owner is the caller or a user they manage (SPEC §2): nobody else can be chosen.
+            return UserIdField(queryset=manageable_users(actor), required=False, label=db_field.verbose_name,
+                               help_text="The owner's user_id: you, or a member you manage.")
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     @admin.display(description="status")
     def status(self, obj: VirtualKey) -> str:
@@ -201,10 +183,10 @@ class VirtualKeyAdmin(ServiceAdmin):
 
     def create(self, request: HttpRequest, form: forms.BaseForm) -> VirtualKey:
         data = form.cleaned_data
-        self._check_models(request, data)
         budget = {name: data[name] for name in BUDGET_FORM_FIELDS if data.get(name) not in (None, "")}
         key, raw = services.key_generate(
             actor=request.user,
+            by=request_actor(request),
             user=data.get("user"),
             team=data.get("team"),
             organization=data.get("organization"),
@@ -219,12 +201,10 @@ class VirtualKeyAdmin(ServiceAdmin):
         return key
 
     def update(self, request: HttpRequest, obj: VirtualKey, data: dict[str, Any]) -> VirtualKey:
-        if data.get("models"):
-            self._check_models(request, data, self.get_queryset(request).get(pk=obj.pk))
-        return services.key_update(actor=request.user, key=obj, data=data)
+        return services.key_update(actor=request.user, key=obj, data=data, by=request_actor(request))
 
     def remove(self, request: HttpRequest, obj: VirtualKey) -> None:
-        services.key_delete(actor=request.user, key=obj)
+        services.key_delete(actor=request.user, key=obj, by=request_actor(request))
 
     def response_add(self, request: HttpRequest, obj: VirtualKey, post_url_continue: str | None = None) -> HttpResponse:
         """Show the new secret on this one response, instead of redirecting: it is never stored (not even

@@ -165,6 +165,10 @@ class KeyRows:
     key_groups: Sequence[GroupRow]
     team_groups: Sequence[GroupRow]
     groups_by_name: Mapping[str, GroupRow]  # lower-cased name → group visible to the key
+    # The same, global groups only: what may stand in for an entry of a ceiling an organization admin
+    # cannot widen (the organization's and the user's `models`), so an org-owned group named like such an
+    # entry never widens it.
+    global_groups_by_name: Mapping[str, GroupRow] = field(default_factory=dict)
 
 
 def _expand(entries: Iterable[str], groups_by_name: Mapping[str, GroupRow], resource: str) -> tuple[list[str], bool]:
@@ -205,6 +209,8 @@ def key_level(rows: KeyRows, resource: str) -> Allow:
         named_entries, named_group = _expand(explicit, rows.groups_by_name, resource)
         if rows.key_groups or named_group:
             return Allow.of([*named_entries, *_union_entries(rows.key_groups, resource)])
+        if NO_DEFAULT_MODELS in (key.models or ()):
+            return NOTHING  # only access groups grant, for every resource
         return EVERYONE
     if rows.key_groups:
         # Never widened to the team's models (LiteLLM #23850).
@@ -215,7 +221,7 @@ def key_level(rows: KeyRows, resource: str) -> Allow:
         return EVERYONE  # the team level decides
     user_models = _listed(rows.user.models) if rows.user is not None else []
     if user_models:
-        entries, _ = _expand(user_models, rows.groups_by_name, resource)
+        entries, _ = _expand(user_models, rows.global_groups_by_name, resource)
         return Allow.of(entries)
     return EVERYONE
 
@@ -238,6 +244,8 @@ def team_level(rows: KeyRows, resource: str) -> Allow:
         named_entries, named_group = _expand(explicit, rows.groups_by_name, resource)
         if rows.team_groups or named_group:
             return Allow.of([*named_entries, *_union_entries(rows.team_groups, resource)])
+        if NO_DEFAULT_MODELS in (team.models or ()):
+            return NOTHING  # only access groups grant, for every resource
         return EVERYONE
     if rows.team_groups:
         return _union(rows.team_groups, resource)
@@ -252,7 +260,7 @@ def organization_level(rows: KeyRows, resource: str) -> Allow:
     explicit = _listed(rows.organization.models)
     if not explicit:
         return NOTHING if NO_DEFAULT_MODELS in (rows.organization.models or ()) else EVERYONE
-    entries, _ = _expand(explicit, rows.groups_by_name, resource)
+    entries, _ = _expand(explicit, rows.global_groups_by_name, resource)
     return Allow.of(entries)
 
 
@@ -264,7 +272,7 @@ def user_level(rows: KeyRows, resource: str) -> Allow:
     if not explicit:
         # "no-default-models": the user reaches models only through teams, never on personal keys.
         return NOTHING if NO_DEFAULT_MODELS in (rows.user.models or ()) else EVERYONE
-    entries, _ = _expand(explicit, rows.groups_by_name, resource)
+    entries, _ = _expand(explicit, rows.global_groups_by_name, resource)
     return Allow.of(entries)
 
 

@@ -65,6 +65,7 @@ def key_rows(key: VirtualKey) -> KeyRows:
         )
     by_id = {str(g.access_group_id): group_row(g) for g in groups}
     groups_by_name: dict[str, GroupRow] = {}
+    global_groups_by_name: dict[str, GroupRow] = {}
     for group in groups:
         lowered = group.access_group_name.lower()
         if lowered not in named:
@@ -72,6 +73,8 @@ def key_rows(key: VirtualKey) -> KeyRows:
         # An organization's own group wins over a global one of the same name.
         if lowered not in groups_by_name or group.organization_id is not None:
             groups_by_name[lowered] = by_id[str(group.access_group_id)]
+        if group.organization_id is None:
+            global_groups_by_name[lowered] = by_id[str(group.access_group_id)]
     return KeyRows(
         key=key,
         team=team,
@@ -81,6 +84,7 @@ def key_rows(key: VirtualKey) -> KeyRows:
         key_groups=[by_id[str(g)] for g in key.access_group_ids or () if str(g) in by_id],
         team_groups=[by_id[str(g)] for g in (team.access_group_ids if team is not None else ()) or () if str(g) in by_id],
         groups_by_name=groups_by_name,
+        global_groups_by_name=global_groups_by_name,
     )
 
 

@@ -1,6 +1,7 @@
 """Every write to virtual keys. Secrets are returned once, as `(key, raw)`, and stored only as hashes."""
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from dataclasses import dataclass
 from typing import Any
@@ -9,6 +10,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from accessctl import policy
 from accessctl.common import field_values, model_update
 from accessctl.durations import DurationError, duration_delta, next_reset_at
 from accessctl.errors import Conflict, InvalidInput, NotFound
@@ -17,6 +19,7 @@ from orgs.models import Organization, Team, User
 
 from . import crypto
 from .models import VirtualKey
+from .selectors import model_ceilings
 
 BUDGET_FIELDS = (
     "max_budget",
@@ -134,6 +137,101 @@ def _expiry(duration: Any, now: datetime.datetime) -> datetime.datetime | None:
         raise InvalidInput(str(exc), param="duration") from exc
 
 
+# --- authorization: each command asks the policy itself, before its first write -------------------
+
+
+def _is_member(team: Team | None, user: User | None) -> bool | None:
+    if team is None or user is None:
+        return None
+    return team.memberships.filter(user=user).exists()
+
+
+def _grant_models(by: policy.Actor, models: Any, team: Team | None, organization: Organization | None,
+                  owner: User | None) -> None:
+    if models:
+        policy.raise_refusal(
+            policy.can_grant_models(by, validate_models(models), model_ceilings(team, organization, owner)),
+            param="models",
+        )
+
+
+def authorize_key_generate(
+    by: policy.Actor,
+    *,
+    user: User | None,
+    new_user_id: str | None,
+    team: Team | None,
+    organization: Organization | None,
+    models: Any = None,
+    access_group_ids: Any = None,
+) -> None:
+    """May `by` mint this key: there (team / organization), for that owner (the caller, nobody, or a user
+    they manage), with those models and access groups? `new_user_id` names an owner the command would create."""
+    owner_id = user.user_id if user is not None else new_user_id
+    target = policy.new_key_target(
+        owner_user_id=owner_id,
+        team=team,
+        organization_id=organization.pk if organization is not None and team is None else None,
+        owner_in_team=_is_member(team, user) if user is not None else (False if new_user_id and team else None),
+        owner=policy.user_facts(user),
+    )
+    if new_user_id is not None:
+        # An owner this request creates joins the key's organization and nothing else.
+        org_roles = ((str(organization.pk), "internal_user"),) if organization is not None else ()
+        target = dataclasses.replace(target, owner=policy.UserFacts(user_id=new_user_id, org_roles=org_roles))
+    policy.require(by, "key:generate", target)
+    if access_group_ids:
+        policy.require(by, "key:assign_access_groups", target)
+    if new_user_id is not None and not policy.can(
+        by, "user:create", policy.Target(organization_id=str(organization.pk) if organization is not None else None)
+    ):
+        raise InvalidInput(f"User {new_user_id} not found.", param="user_id")
+    _grant_models(by, models, team, organization, user)
+
+
+def authorize_key_update(by: policy.Actor, key: VirtualKey, data: dict[str, Any], *, action: str = "key:update",
+                         new_user_id: str | None = None) -> None:
+    """May `by` make this change to `key`? Each changed field's action comes from `policy.FIELD_ACTIONS`;
+    moving a key (owner or team) is also creating it at the new place."""
+    target = policy.key_target(key)
+    owner = data.get("user", key.user) if new_user_id is None else None
+    team = data.get("team", key.team)
+    owner_changed = new_user_id is not None or ("user" in data and _pk(data["user"]) != key.user_id)
+    team_changed = "team" in data and _pk(data["team"]) != key.team_id
+    org_changed = "organization" in data and _pk(data["organization"]) != key.organization_id
+    changed = {name for name in data if name not in ("user", "team", "organization")}
+    for name, moved in (("user", owner_changed), ("team", team_changed), ("organization", org_changed)):
+        if moved:
+            changed.add(name)
+    further = policy.actions_for("key", changed)
+    if owner_changed:
+        policy.require(by, "key:reassign", target)  # LiteLLM asks this before the route's own permission
+    policy.require(by, action, target)
+    for name in further:
+        policy.require(by, name, target)
+    if "blocked" in data and bool(data["blocked"]) != key.blocked:
+        policy.require(by, "key:block" if data["blocked"] else "key:unblock", target)
+    organization = team.organization if team is not None else data.get("organization", key.organization)
+    if owner_changed or team_changed or org_changed:
+        if owner is None and new_user_id is None and team is None:
+            raise InvalidInput("A key needs an owner (user_id) or a team.", param="user_id")
+        authorize_key_generate(by, user=owner, new_user_id=new_user_id, team=team, organization=organization)
+    _grant_models(by, data.get("models"), team, organization, owner)
+
+
+def _pk(row: Any) -> Any:
+    return row.pk if row is not None else None
+
+
+def _new_owner(actor: User | None, user_id: str, organization: Organization | None) -> User:
+    from orgs.services import organization_member_add, user_create
+
+    user = user_create(actor=actor, user_id=user_id)
+    if organization is not None:
+        organization_member_add(actor=actor, organization=organization, user=user, user_role="internal_user")
+    return user
+
+
 @transaction.atomic
 def key_generate(
     *,
@@ -148,14 +246,28 @@ def key_generate(
     metadata: dict[str, Any] | None = None,
     blocked: bool = False,
     raw_key: str | None = None,
+    by: policy.Actor | None = None,
+    new_user_id: str | None = None,
     **budget: Any,
 ) -> tuple[VirtualKey, str]:
     """Mint a key. Returns `(key, raw)`: the raw secret exists only in this return value.
 
-    A team key takes its team's organization; access groups must be global or of that organization.
+    With `by` (the caller, as the policy sees them) the command authorizes itself before any write;
+    without it the caller is trusted code (commands, tasks). `new_user_id` names an owner to create
+    (LiteLLM creates unknown owners for admins), after the authorization. A team key takes its team's
+    organization; access groups must be global or of that organization.
     """
     from accessgroups.services import set_assigned_groups
 
+    if team is not None:
+        if organization is not None and team.organization_id != organization.pk:
+            raise InvalidInput("The team belongs to another organization.", param="organization_id")
+        organization = team.organization
+    if by is not None:
+        authorize_key_generate(
+            by, user=user, new_user_id=new_user_id, team=team, organization=organization, models=models,
+            access_group_ids=access_group_ids,
+        )
     now = timezone.now()
     unknown = set(budget) - set(BUDGET_FIELDS) - set(SPEND_FIELDS)
     if unknown:
@@ -172,10 +284,8 @@ def key_generate(
     token = crypto.hash_secret(raw)
     if VirtualKey.objects.filter(token=token).exists():
         raise Conflict("A key with this secret already exists.", param="key")
-    if team is not None:
-        if organization is not None and team.organization_id != organization.pk:
-            raise InvalidInput("The team belongs to another organization.", param="organization_id")
-        organization = team.organization
+    if new_user_id is not None:
+        user = _new_owner(actor, new_user_id, organization)
     try:
         with transaction.atomic():
             key = VirtualKey.objects.create(
@@ -210,12 +320,21 @@ def key_generate(
 
 
 @transaction.atomic
-def key_update(*, actor: User | None, key: VirtualKey, data: dict[str, Any]) -> VirtualKey:
+def key_update(
+    *, actor: User | None, key: VirtualKey, data: dict[str, Any], by: policy.Actor | None = None,
+    new_user_id: str | None = None,
+) -> VirtualKey:
     """Apply the fields present in `data` (an explicit None clears). `duration` resets `expires`;
-    `access_group_ids` replaces the key's groups from the key's side."""
+    `access_group_ids` replaces the key's groups from the key's side. With `by`, the change is
+    authorized field by field (`authorize_key_update`) before any write; `new_user_id` names a new
+    owner to create."""
     from accessgroups.services import set_assigned_groups
 
-    key = VirtualKey.objects.select_for_update().get(pk=key.pk)
+    key = VirtualKey.objects.select_for_update().select_related("user", "team", "organization").get(pk=key.pk)
+    if by is not None:
+        authorize_key_update(by, key, data, new_user_id=new_user_id)
+    if new_user_id is not None:
+        data = {**data, "user": _new_owner(actor, new_user_id, key.organization)}
     now = timezone.now()
     changes = {k: v for k, v in data.items() if k in EDITABLE_FIELDS}
     changes = _validate_budget(changes, now)
@@ -254,10 +373,13 @@ def key_update(*, actor: User | None, key: VirtualKey, data: dict[str, Any]) -> 
 
 @transaction.atomic
 def key_regenerate(
-    *, actor: User | None, key: VirtualKey, new_raw_key: str | None = None, data: dict[str, Any] | None = None
+    *, actor: User | None, key: VirtualKey, new_raw_key: str | None = None, data: dict[str, Any] | None = None,
+    by: policy.Actor | None = None,
 ) -> tuple[VirtualKey, str]:
     """Give the key a new secret; the old one is refused from the next request. Returns `(key, raw)`."""
-    key = VirtualKey.objects.select_for_update().get(pk=key.pk)
+    key = VirtualKey.objects.select_for_update().select_related("user", "team", "organization").get(pk=key.pk)
+    if by is not None:
+        authorize_key_update(by, key, data or {}, action="key:regenerate")
     if new_raw_key is not None:
         if not isinstance(new_raw_key, str) or not crypto.is_valid_custom_key(new_raw_key):
             raise InvalidInput("new_key must start with 'sk-' and be at least 16 characters.", param="new_key")
@@ -311,19 +433,25 @@ def _set_blocked(actor: User | None, key: VirtualKey, blocked: bool) -> VirtualK
 
 
 @transaction.atomic
-def key_block(*, actor: User | None, key: VirtualKey) -> VirtualKey:
+def key_block(*, actor: User | None, key: VirtualKey, by: policy.Actor | None = None) -> VirtualKey:
     """Refuse the key from the next request on."""
+    if by is not None:
+        policy.require(by, "key:block", policy.key_target(key))
     return _set_blocked(actor, key, True)
 
 
 @transaction.atomic
-def key_unblock(*, actor: User | None, key: VirtualKey) -> VirtualKey:
+def key_unblock(*, actor: User | None, key: VirtualKey, by: policy.Actor | None = None) -> VirtualKey:
+    if by is not None:
+        policy.require(by, "key:unblock", policy.key_target(key))
     return _set_blocked(actor, key, False)
 
 
 @transaction.atomic
-def key_delete(*, actor: User | None, key: VirtualKey) -> None:
+def key_delete(*, actor: User | None, key: VirtualKey, by: policy.Actor | None = None) -> None:
     """Delete the key and its assignments; the audit entry keeps what it was."""
+    if by is not None:
+        policy.require(by, "key:delete", policy.key_target(key))
     before = field_values(key, AUDITED_FIELDS)
     affects = _key_affects(key)
     token, org_id = key.token, key.organization_id

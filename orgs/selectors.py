@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from django.db.models import Count, Prefetch, Q, QuerySet
 
 from .models import AuditEntry, Organization, OrganizationMembership, Team, TeamMembership, User
+from .roles import PLATFORM_ROLES, PlatformRole
 
 if TYPE_CHECKING:
     from accessctl.tenancy import TenantContext
@@ -110,7 +111,11 @@ def users_in_context(tenant: TenantContext) -> QuerySet[User]:
 
 def with_memberships(queryset: QuerySet[User]) -> QuerySet[User]:
     """Users with their organization and team memberships loaded (what `policy.user_target` reads)."""
-    return queryset.prefetch_related("organization_memberships", "team_memberships")
+    # Each team membership with its team (a join, no extra query): the policy reads the team's organization.
+    return queryset.prefetch_related(
+        "organization_memberships",
+        Prefetch("team_memberships", queryset=TeamMembership.objects.select_related("team")),
+    )
 
 
 def user_in_context(tenant: TenantContext, *, user_id: str | None = None, user_email: str | None = None) -> User | None:
@@ -215,3 +220,28 @@ def audit_entries_visible(tenant: TenantContext) -> QuerySet[AuditEntry]:
     if actor.reads_everything:
         return queryset
     return queryset.filter(organization_id__in=list(actor.admin_org_ids))
+
+
+def manageable_users(actor: Any) -> QuerySet[User]:
+    """Active users `actor` may name as a key's owner: everyone for a proxy admin; else themself and the
+    members of the organizations and teams they administer who hold no platform role above internal_user,
+    are not system users and belong to no organization outside the actor's (the policy's `manages_user`
+    decides each one exactly; this query only narrows the choice)."""
+    users = User.objects.filter(is_active=True)
+    if actor.is_proxy_admin:
+        return users
+    admin_orgs, admin_teams = list(actor.admin_org_ids), list(actor.admin_team_ids)
+    allowed_orgs = set(admin_orgs) | actor.admin_team_org_ids
+    base = PLATFORM_ROLES[PlatformRole.INTERNAL_USER].priority
+    above = [role for role, info in PLATFORM_ROLES.items() if info.priority > base]
+    members = (
+        users.filter(
+            Q(organization_memberships__organization_id__in=admin_orgs)
+            | Q(team_memberships__team_id__in=admin_teams)
+            | Q(team_memberships__team__organization_id__in=admin_orgs)
+        )
+        .exclude(is_system=True)
+        .exclude(user_role__in=above)
+        .exclude(pk__in=OrganizationMembership.objects.exclude(organization_id__in=allowed_orgs).values("user_id"))
+    )
+    return users.filter(Q(pk=actor.user_pk) | Q(pk__in=members.values("pk")))

@@ -7,6 +7,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from accessctl import policy
 from accessctl.common import field_values, model_update
 from accessctl.errors import Conflict, InvalidInput
 from keys.authz import Allow
@@ -126,9 +127,45 @@ def user_create(
     return user
 
 
+def _s(value: Any) -> str | None:
+    return str(value) if value is not None else None
+
+
+# Fields that only count as a change when their value differs (a form or body may resend them as they are).
+_ACCOUNT_FLAG_FIELDS = ("user_role", "is_system", "is_active")
+
+
+def authorize_user_update(by: policy.Actor, user: User, data: dict[str, Any]) -> None:
+    """May `by` make this change to `user`? Profile fields: the user or someone who manages them;
+    each account-level field needs its own action (`policy.FIELD_ACTIONS["user"]`); models stay inside
+    every organization of the user."""
+    changed = {
+        name for name in data
+        if name not in _ACCOUNT_FLAG_FIELDS or (data[name] is not None and data[name] != getattr(user, name))
+    }
+    role = data.get("user_role") if "user_role" in changed else None
+    target = policy.user_target(user, new_platform_role=role)
+    further = policy.actions_for("user", changed)
+    if "models" in changed and user.user_id == by.user_id and "user:update_budget" not in further:
+        further.append("user:update_budget")  # nobody widens their own models (SPEC §2)
+    if changed - {"password"} or not further:
+        policy.require(by, "user:update", target)
+    for action in further:
+        policy.require(by, action, target)
+    if data.get("models"):
+        ceilings = {
+            f"organization {m.organization.organization_alias}": list(m.organization.models or [])
+            for m in user.organization_memberships.select_related("organization")
+        }
+        policy.raise_refusal(policy.can_grant_models(by, validate_models(data["models"]), ceilings), param="models")
+
+
 @transaction.atomic
-def user_update(*, actor: User | None, user: User, data: dict[str, Any]) -> User:
-    """Apply the fields present in `data`; `password` sets the admin login password (never audited)."""
+def user_update(*, actor: User | None, user: User, data: dict[str, Any], by: policy.Actor | None = None) -> User:
+    """Apply the fields present in `data`; `password` sets the admin login password (never audited).
+    With `by`, the change is authorized field by field before any write."""
+    if by is not None:
+        authorize_user_update(by, user, data)
     user = User.objects.select_for_update().get(pk=user.pk)
     clean = _clean_user_data(data)
     if clean.get("user_email") and User.objects.filter(user_email__iexact=clean["user_email"]).exclude(
@@ -154,8 +191,11 @@ def user_update(*, actor: User | None, user: User, data: dict[str, Any]) -> User
 
 
 @transaction.atomic
-def user_delete(*, actor: User | None, user: User) -> None:
-    """Delete a user with their keys and memberships; the audit log keeps what they were."""
+def user_delete(*, actor: User | None, user: User, by: policy.Actor | None = None) -> None:
+    """Delete a user with their keys and memberships; the audit log keeps what they were. Deleting an
+    account is account-level: with `by`, only a proxy admin may (SPEC §2)."""
+    if by is not None:
+        policy.require(by, "user:delete", policy.user_target(user))
     affects = Affects(tokens=set(user.keys.values_list("token", flat=True)))
     before = field_values(user, USER_FIELDS)
     user_id = user.user_id
@@ -312,8 +352,15 @@ def organization_member_add(
     user: User,
     user_role: str,
     max_budget_in_organization: Any = None,
+    by: policy.Actor | None = None,
 ) -> OrganizationMembership:
-    """Add a member (409 if already one)."""
+    """Add a member (409 if already one). With `by`: the caller must manage the organization's members,
+    and an existing user who belongs to another organization or holds a platform role needs a proxy admin."""
+    if by is not None:
+        policy.require(by, "organization:member_manage", policy.organization_target(organization))
+        policy.raise_refusal(
+            policy.can_add_member(by, policy.user_facts(user), organization_id=str(organization.pk)), param="user_id"
+        )
     _validate_role(user_role, ORG_ROLES, "role")
     if OrganizationMembership.objects.filter(organization=organization, user=user).exists():
         raise Conflict(f"User {user.user_id} is already a member of this organization", param="user_id")
@@ -342,10 +389,17 @@ def organization_member_update(
     membership: OrganizationMembership,
     user_role: str | None = None,
     max_budget_in_organization: Any = None,
+    by: policy.Actor | None = None,
 ) -> OrganizationMembership:
+    """Change a member's role or budget. With `by`: the caller manages the members, and nobody but a proxy
+    admin changes their own role or budget."""
     membership = OrganizationMembership.objects.select_for_update(of=("self",)).select_related("user", "budget").get(
         pk=membership.pk
     )
+    if by is not None:
+        policy.require(by, "organization:member_manage", policy.Target(organization_id=str(membership.organization_id)))
+        if user_role is not None or max_budget_in_organization is not None:
+            policy.raise_refusal(policy.can_change_own_membership(by, membership.user.user_id))
     before, after = _change_membership(
         actor, membership, role_field="user_role", role=user_role, roles=ORG_ROLES,
         budget_label="max_budget", max_budget=max_budget_in_organization,
@@ -422,10 +476,20 @@ def team_create(
     team_id: Any = None,
     access_group_ids: list[Any] | None = None,
     members: list[tuple[User, str]] | None = None,
+    by: policy.Actor | None = None,
     **data: Any,
 ) -> Team:
-    """Create a team (inside at most one organization), its members and access-group assignments."""
+    """Create a team (inside at most one organization), its members and access-group assignments. With
+    `by`, each existing member other than the caller is judged as a member add (`policy.can_add_member`)."""
     from accessgroups.services import set_assigned_groups
+
+    if by is not None:
+        for user, _ in members or []:
+            if user.user_id != by.user_id:
+                policy.raise_refusal(
+                    policy.can_add_member(by, policy.user_facts(user), organization_id=_s(organization and organization.pk)),
+                    param="members_with_roles",
+                )
 
     if organization is not None and organization.deleted_at is not None:
         raise InvalidInput("The organization is deleted.", param="organization_id")
@@ -524,9 +588,18 @@ def team_delete(*, actor: User | None, team: Team) -> None:
 
 @transaction.atomic
 def team_member_add(
-    *, actor: User | None, team: Team, user: User, role: str = TeamRole.USER, max_budget_in_team: Any = None
+    *, actor: User | None, team: Team, user: User, role: str = TeamRole.USER, max_budget_in_team: Any = None,
+    by: policy.Actor | None = None,
 ) -> TeamMembership:
-    """Add a member; already a member → 400 `team_member_already_in_team`."""
+    """Add a member; already a member → 400 `team_member_already_in_team`. With `by`: the caller manages
+    the team's members, and an existing user of another organization (or with a platform role) needs a
+    proxy admin."""
+    if by is not None:
+        policy.require(by, "team:member_manage", policy.team_target(team))
+        policy.raise_refusal(
+            policy.can_add_member(by, policy.user_facts(user), organization_id=_s(team.organization_id)),
+            param="user_id",
+        )
     _validate_role(role, TEAM_ROLES, "role")
     if TeamMembership.objects.filter(team=team, user=user).exists():
         raise InvalidInput(
@@ -549,11 +622,18 @@ def team_member_add(
 
 @transaction.atomic
 def team_member_update(
-    *, actor: User | None, membership: TeamMembership, role: str | None = None, max_budget_in_team: Any = None
+    *, actor: User | None, membership: TeamMembership, role: str | None = None, max_budget_in_team: Any = None,
+    by: policy.Actor | None = None,
 ) -> TeamMembership:
+    """Change a member's role or budget. With `by`: the caller manages the team's members, and nobody but a
+    proxy admin changes their own role or budget."""
     membership = TeamMembership.objects.select_for_update(of=("self",)).select_related("user", "team", "budget").get(
         pk=membership.pk
     )
+    if by is not None:
+        policy.require(by, "team:member_manage", policy.team_target(membership.team))
+        if role is not None or max_budget_in_team is not None:
+            policy.raise_refusal(policy.can_change_own_membership(by, membership.user.user_id))
     before, after = _change_membership(
         actor, membership, role_field="role", role=role, roles=TEAM_ROLES,
         budget_label="max_budget_in_team", max_budget=max_budget_in_team,

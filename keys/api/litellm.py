@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accessctl import policy
-from accessctl.errors import InvalidInput, NotFound, ServiceError
+from accessctl.errors import InvalidInput, NotFound
 from accessctl.litellm import BUDGET_INPUT_FIELDS, LiteLLMView, errors, page_count
 from accessctl.tenancy import TenantContext
 from keys import selectors, services
@@ -18,8 +18,7 @@ from keys.crypto import mask
 from keys.models import VirtualKey
 from keys.pagination import page_slice
 from orgs import selectors as org_selectors
-from orgs import services as org_services
-from orgs.models import Organization, Team, User
+from orgs.models import Organization, Team
 
 from .litellm_serializers import (
     KeyDeleteInput,
@@ -78,73 +77,29 @@ class KeyView(LiteLLMView):
             raise NotFound(message, param="key")
         return key
 
-    def ask_models(self, models: list[str], ceilings: dict[str, list]) -> None:
-        verdict = policy.can_grant_models(self.request.actor, models, ceilings)
-        if not verdict:
-            raise ServiceError(verdict.message, type=verdict.type, status=verdict.status, param="models")
-
-    def owner_for(self, user_id: str | None, organization: Organization | None) -> User:
-        """The owner named by `user_id`. Unknown → created if the caller may create users here
-        (LiteLLM accepts unknown user ids from admins), else 400."""
-        user = org_selectors.user_by_id(user_id)
-        if user is not None:
-            return user
-        if policy.can(self.request.actor, "user:create", policy.Target(organization_id=_s(organization))):
-            user = org_services.user_create(actor=self.acting_user, user_id=user_id)
-            if organization is not None:
-                org_services.organization_member_add(
-                    actor=self.acting_user, organization=organization, user=user, user_role="internal_user"
-                )
-            return user
-        raise InvalidInput(f"User {user_id} not found.", param="user_id")
-
-    def prepare_update(self, key: VirtualKey, data: dict[str, Any], *, action: str) -> dict[str, Any]:
-        """Check every field change of `/key/update` (and `/key/regenerate`) with the policy, in LiteLLM's
-        order, and translate the body into the service's data."""
-        target = policy.key_target(key)
+    def update_data(self, key: VirtualKey, data: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        """Translate a `/key/update` (or `/key/regenerate`) body into the key service's data, and the id of
+        an owner to create; the service authorizes every field (`policy.FIELD_ACTIONS`)."""
         current_owner = key.user.user_id if key.user_id else None
         changes: dict[str, Any] = {f: data[f] for f in SERVICE_FIELDS if f in data}
-        owner, team = key.user, key.team
-        if "user_id" in data and (data["user_id"] or None) != current_owner:
-            self.check("key:reassign", target)
-        self.check(action, target)
-        if any(f in data for f in BUDGET_CHANGE_FIELDS):
-            self.check("key:update_budget", target)
+        new_user_id = None
         if "blocked" in data:
             changes["blocked"] = bool(data["blocked"])  # an explicit null unblocks, so it is checked like false
-            if changes["blocked"] != key.blocked:
-                self.check("key:block" if changes["blocked"] else "key:unblock", target)
         if "access_group_ids" in data:
-            self.check("key:assign_access_groups", target)
             changes["access_group_ids"] = data["access_group_ids"] or []
         if "organization_id" in data and (data["organization_id"] or None) not in (None, _s(key.organization_id)):
             raise InvalidInput("A key's organization follows its team; it cannot be changed.", param="organization_id")
         if "user_id" in data and (data["user_id"] or None) != current_owner:
-            organization = key.organization
-            owner = self.owner_for(data["user_id"], organization) if data["user_id"] else None
-            changes["user"] = owner
+            owner = org_selectors.user_by_id(data["user_id"]) if data["user_id"] else None
+            if data["user_id"] and owner is None:
+                new_user_id = data["user_id"]
+            else:
+                changes["user"] = owner
         if "team_id" in data and (data["team_id"] or None) != _s(key.team_id):
-            team = referenced_team(self.tenant, data["team_id"]) if data["team_id"] else None
-            changes["team"] = team
-        if "user" in changes or "team" in changes:
-            if owner is None and team is None:
-                raise InvalidInput("A key needs an owner (user_id) or a team.", param="user_id")
-            # Moving a key is creating it somewhere else: the same rules as /key/generate there.
-            self.check(
-                "key:generate",
-                policy.new_key_target(
-                    owner_user_id=owner.user_id if owner else None,
-                    team=team,
-                    organization_id=key.organization_id if team is None else None,
-                    owner_in_team=org_selectors.is_team_member(team, owner) if team and owner else None,
-                ),
-            )
-        if data.get("models"):
-            organization = team.organization if team is not None else key.organization
-            self.ask_models(data["models"], selectors.model_ceilings(team, organization, owner))
+            changes["team"] = referenced_team(self.tenant, data["team_id"]) if data["team_id"] else None
         if "duration" in data:
             changes["duration"] = data["duration"]
-        return changes
+        return changes, new_user_id
 
 
 def _s(value: Any) -> str | None:
@@ -179,27 +134,17 @@ class KeyGenerateView(KeyView):
         else:
             organization = self.tenant.organization
         owner_id = data.get("user_id") or None
-        if owner_id is None and not (team is not None and actor.is_proxy_admin):
-            # LiteLLM: a key belongs to its creator unless an admin mints a team service-account key.
+        if owner_id is None and not actor.is_master and not (team is not None and actor.is_proxy_admin):
+            # LiteLLM: a key belongs to its creator unless an admin mints a team service-account key. The
+            # master key's keys belong to nobody: they never inherit its identity (SPEC §2).
             owner_id = actor.user_id
         owner = org_selectors.user_by_id(owner_id) if owner_id else None
-        target = policy.new_key_target(
-            owner_user_id=owner_id,
-            team=team,
-            organization_id=organization.pk if organization is not None else None,
-            owner_in_team=org_selectors.is_team_member(team, owner) if team is not None and owner_id else None,
-        )
-        self.check("key:generate", target)
-        if data.get("access_group_ids"):
-            self.check("key:assign_access_groups", target)
-        if owner_id and owner is None:
-            owner = self.owner_for(owner_id, organization)
-        if data.get("models"):
-            self.ask_models(data["models"], selectors.model_ceilings(team, organization, owner))
         budget = {f: data[f] for f in BUDGET_CHANGE_FIELDS if data.get(f) is not None}
         key, raw = services.key_generate(
             actor=self.acting_user,
+            by=actor,
             user=owner,
+            new_user_id=owner_id if owner_id and owner is None else None,
             team=team,
             organization=organization,
             key_alias=data.get("key_alias"),
@@ -231,8 +176,9 @@ class KeyUpdateView(KeyView):
             key = selectors.key_by_alias_in_context(self.tenant, passed)
             if key is None:
                 raise NotFound("Key not found.", param="key_alias")
-        changes = self.prepare_update(key, data, action="key:update")
-        key = services.key_update(actor=self.acting_user, key=key, data=changes)
+        changes, new_user_id = self.update_data(key, data)
+        key = services.key_update(actor=self.acting_user, key=key, data=changes, by=request.actor,
+                                  new_user_id=new_user_id)
         row = key_out(selectors.key_in_context(self.tenant, key.token) or key)
         written = {name: row[name] for name in data if name in row}
         if "metadata" in data:
@@ -259,12 +205,10 @@ class KeyDeleteView(KeyView):
         missing = [v for v in values if v not in found]
         if missing:
             raise NotFound(f"Keys not found: {', '.join(shown(v) for v in missing)}", param="key_aliases" if by_alias else "keys")
-        # Every key is checked before any is deleted: a refusal deletes nothing.
-        for key in found.values():
-            self.check("key:delete", policy.key_target(key))
+        # All or none: the first refusal rolls back the keys deleted before it.
         with transaction.atomic():
             for key in {k.pk: k for k in found.values()}.values():
-                services.key_delete(actor=self.acting_user, key=key)
+                services.key_delete(actor=self.acting_user, key=key, by=request.actor)
         return Response({"deleted_keys": list(values)})
 
 
@@ -285,8 +229,12 @@ class KeyRegenerateView(KeyView):
         new_key = data.pop("new_key", None)
         data.pop("grace_period", None)
         data.pop("new_master_key", None)
-        changes = self.prepare_update(row, data, action="key:regenerate")
-        row, raw = services.key_regenerate(actor=self.acting_user, key=row, new_raw_key=new_key, data=changes or None)
+        changes, new_user_id = self.update_data(row, data)
+        if new_user_id is not None:
+            raise InvalidInput(f"User {new_user_id} not found.", param="user_id")
+        row, raw = services.key_regenerate(
+            actor=self.acting_user, key=row, new_raw_key=new_key, data=changes or None, by=request.actor
+        )
         row = selectors.key_in_context(self.tenant, row.token) or row
         return Response(secret_out(row, raw))
 
@@ -365,9 +313,8 @@ class KeyBlockView(KeyView):
     )
     def post(self, request: Request) -> Response:
         key = self.find_key(self.body(KeyRefInput)["key"])
-        self.check("key:block" if self.blocked else "key:unblock", policy.key_target(key))
         service = services.key_block if self.blocked else services.key_unblock
-        key = service(actor=self.acting_user, key=key)
+        key = service(actor=self.acting_user, key=key, by=request.actor)
         return Response(key_out(selectors.key_in_context(self.tenant, key.token) or key))
 
 

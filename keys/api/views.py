@@ -47,22 +47,19 @@ class KeysView(OrgsView):
             raise NotFound("Key not found.", param="token")
         return key
 
-    def place(self, *, owner_id: str | None, team: Team | None, organization: Organization | None) -> tuple[
-        User | None, policy.Target
-    ]:
-        """Who would own a key and where: may the caller create it there? (`key:generate`)"""
-        owner = org_selectors.user_by_id(owner_id) if owner_id else None
-        target = policy.new_key_target(
-            owner_user_id=owner_id,
-            team=team,
-            organization_id=organization.pk if organization is not None and team is None else None,
-            owner_in_team=org_selectors.is_team_member(team, owner) if team is not None and owner else None,
-        )
-        # Asked before saying whether the owner exists, so user ids cannot be probed.
-        self.check("key:generate", target)
-        if owner_id and owner is None:
+    def owner(self, owner_id: str | None, *, team: Team | None, organization: Organization | None) -> User | None:
+        """The user a body names as a key's owner. A missing one answers 404 only after the policy has
+        refused or allowed the caller to own a key for that id, so user ids cannot be probed."""
+        if not owner_id:
+            return None
+        owner = org_selectors.user_by_id(owner_id)
+        if owner is None:
+            self.check("key:generate", policy.new_key_target(
+                owner_user_id=owner_id, team=team,
+                organization_id=organization.pk if organization is not None and team is None else None,
+            ))
             raise NotFound(f"User {owner_id} not found.", param="user_id")
-        return owner, target
+        return owner
 
 
 class KeyListView(KeysView):
@@ -91,13 +88,11 @@ class KeyListView(KeysView):
         organization = team.organization if team is not None else self.tenant.organization
         # Non-admins' keys are their own unless they say otherwise; an admin's are nobody's (LiteLLM's default).
         owner_id = data.get("user_id") if "user_id" in data or request.actor.is_proxy_admin else request.actor.user_id
-        owner, target = self.place(owner_id=owner_id, team=team, organization=organization)
-        if data.get("access_group_ids"):
-            self.check("key:assign_access_groups", target)
-        self.grant_models(data.get("models"), selectors.model_ceilings(team, organization, owner))
+        owner = self.owner(owner_id, team=team, organization=organization)
         fields = {name: data[name] for name in PLAIN_FIELDS if name in data and name != "spend"}
         key, raw = services.key_generate(
             actor=self.acting_user,
+            by=request.actor,
             user=owner,
             team=team,
             organization=organization if team is None else None,
@@ -124,37 +119,24 @@ class KeyDetailView(KeysView):
     def patch(self, request: Request, token: str) -> Response:
         key = self.key(token)
         sent = self.body(KeyUpdateSerializer, partial=True)
-        target = policy.key_target(key)
-        self.check("key:update", target)
-        if any(name in sent for name in KEY_BUDGET_FIELDS):
-            self.check("key:update_budget", target)
-        if "blocked" in sent and sent["blocked"] != key.blocked:
-            self.check("key:block" if sent["blocked"] else "key:unblock", target)
         changes: dict[str, Any] = {name: sent[name] for name in PLAIN_FIELDS if name in sent}
         if "access_group_ids" in sent:
-            self.check("key:assign_access_groups", target)
             changes["access_group_ids"] = [str(g) for g in sent["access_group_ids"]]
-        owner, team = key.user, key.team
-        owner_id = sent.get("user_id") if "user_id" in sent else (owner.user_id if owner else None)
-        team_id = str(sent["team_id"]) if sent.get("team_id") else None if "team_id" in sent else key.team_id
-        if owner_id != (owner.user_id if owner else None) or str(team_id or "") != str(key.team_id or ""):
-            # Moving a key is re-owning it here and creating it there.
-            self.check("key:reassign", target)
-            team = self.team(team_id) if team_id else None
+        if "team_id" in sent:
+            team_id = str(sent["team_id"]) if sent["team_id"] else None
+            if team_id != (str(key.team_id) if key.team_id else None):
+                changes["team"] = self.team(team_id) if team_id else None
+        if "user_id" in sent and sent["user_id"] != (key.user.user_id if key.user_id else None):
+            team = changes.get("team", key.team)
             organization = team.organization if team is not None else key.organization
-            owner, _ = self.place(owner_id=owner_id, team=team, organization=organization)
-            changes.update(user=owner, team=team)
-        if sent.get("models"):
-            organization = team.organization if team is not None else key.organization
-            self.grant_models(sent["models"], selectors.model_ceilings(team, organization, owner))
-        key = services.key_update(actor=self.acting_user, key=key, data=changes)
+            changes["user"] = self.owner(sent["user_id"], team=team, organization=organization)
+        key = services.key_update(actor=self.acting_user, key=key, data=changes, by=request.actor)
         return rendered(KeySerializer, self.key(key.token))
 
     @extend_schema(tags=TAGS, summary="Delete a key", responses={204: None, **READ_ERRORS})
     def delete(self, request: Request, token: str) -> Response:
         key = self.key(token)
-        self.check("key:delete", policy.key_target(key))
-        services.key_delete(actor=self.acting_user, key=key)
+        services.key_delete(actor=self.acting_user, key=key, by=request.actor)
         return Response(status=204)
 
 
@@ -165,9 +147,8 @@ class KeyBlockView(KeysView):
                    request=None, responses={200: KeySerializer, **READ_ERRORS})
     def post(self, request: Request, token: str) -> Response:
         key = self.key(token)
-        self.check("key:block" if self.blocked else "key:unblock", policy.key_target(key))
         service = services.key_block if self.blocked else services.key_unblock
-        return rendered(KeySerializer, self.key(service(actor=self.acting_user, key=key).token))
+        return rendered(KeySerializer, self.key(service(actor=self.acting_user, key=key, by=request.actor).token))
 
 
 class KeyUnblockView(KeyBlockView):
@@ -186,8 +167,9 @@ class KeyRegenerateView(KeysView):
     def post(self, request: Request, token: str) -> Response:
         key = self.key(token)
         data = self.body(KeyRegenerateSerializer) if request.data else {}
-        self.check("key:regenerate", policy.key_target(key))
-        key, raw = services.key_regenerate(actor=self.acting_user, key=key, new_raw_key=data.get("new_key"))
+        key, raw = services.key_regenerate(
+            actor=self.acting_user, key=key, new_raw_key=data.get("new_key"), by=request.actor
+        )
         key = self.key(key.token)
         key.raw_key = raw
         return rendered(KeySecretSerializer, key)

@@ -187,6 +187,7 @@ class TeamNewView(DirectoryView):
                 members[creator.pk] = (creator, "admin")
             team = services.team_create(
                 actor=self.acting_user,
+                by=request.actor,
                 organization=organization,
                 team_id=data.get("team_id") or None,
                 access_group_ids=data.get("access_group_ids"),
@@ -336,6 +337,7 @@ class TeamMemberAddView(DirectoryView):
                 added.append(
                     services.team_member_add(
                         actor=self.acting_user,
+                        by=request.actor,
                         team=team,
                         user=user,
                         role=role,
@@ -394,6 +396,7 @@ class TeamMemberUpdateView(TeamMemberView):
         data = self.body(TeamMemberUpdateInput)
         membership = services.team_member_update(
             actor=self.acting_user,
+            by=request.actor,
             membership=self.membership(data),
             role=data.get("role"),
             max_budget_in_team=data.get("max_budget_in_team"),
@@ -504,15 +507,9 @@ class UserNewView(DirectoryView):
                     )
             key_fields: dict[str, Any] = {"key": None, "token": None, "key_name": None, "expires": None}
             if data.get("auto_create_key", True):
-                target = policy.new_key_target(
-                    owner_user_id=user.user_id,
-                    team=key_team,
-                    organization_id=key_org.pk if key_org else None,
-                    owner_in_team=True if key_team is not None else None,
-                )
-                self.check("key:generate", target)
                 key, raw = key_services.key_generate(
                     actor=self.acting_user,
+                    by=request.actor,
                     user=user,
                     team=key_team,
                     organization=key_org,
@@ -564,27 +561,14 @@ class UserUpdateView(DirectoryView):
     )
     def post(self, request: Request) -> Response:
         data = self.body(UserUpdateInput)
-        role = data.get("user_role")
         user = selectors.user_in_context(self.tenant, user_id=data.get("user_id"), user_email=data.get("user_email"))
         if user is None:
             user = self.upsert(data)
             return Response({"user_id": user.user_id, "data": user_out(user)})
-        target = policy.user_target(user, new_platform_role=role if role and role != user.user_role else None)
-        self.check("user:update", target)
-        if role and role != user.user_role:
-            self.check("user:update_role", target)
-        if any(f in data for f in USER_LIMIT_FIELDS):
-            self.check("user:update_budget", target)
-            if data.get("models"):
-                ceilings = {
-                    f"organization {m.organization_id}": list(m.organization.models or [])
-                    for m in user.organization_memberships.select_related("organization")
-                }
-                self.ask_models(data["models"], ceilings)
         changes = {f: data[f] for f in (*USER_SERVICE_FIELDS, "password") if f in data}
         if changes.get("user_role") is None:
             changes.pop("user_role", None)
-        user = services.user_update(actor=self.acting_user, user=user, data=changes)
+        user = services.user_update(actor=self.acting_user, user=user, data=changes, by=request.actor)
         return Response({"user_id": user.user_id, "data": user_out(user)})
 
     def upsert(self, data: dict[str, Any]) -> User:
@@ -624,11 +608,9 @@ class UserDeleteView(DirectoryView):
     def post(self, request: Request) -> Response:
         user_ids = self.body(UserIdsInput)["user_ids"]
         users = [self.find_user(user_id=user_id) for user_id in dict.fromkeys(user_ids)]
-        for user in users:
-            self.check("user:delete", policy.user_target(user))
-        with transaction.atomic():
+        with transaction.atomic():  # all or none: a refusal rolls back the users deleted before it
             for user in users:
-                services.user_delete(actor=self.acting_user, user=user)
+                services.user_delete(actor=self.acting_user, user=user, by=request.actor)
         return Response({"deleted_users": list(dict.fromkeys(user_ids))})
 
 
@@ -787,6 +769,7 @@ class OrganizationMemberAddView(DirectoryView):
                 added.append(
                     services.organization_member_add(
                         actor=self.acting_user,
+                        by=request.actor,
                         organization=organization,
                         user=user,
                         user_role=role,
@@ -837,6 +820,7 @@ class OrganizationMemberUpdateView(OrganizationMemberView):
         data = self.body(OrganizationMemberUpdateInput)
         membership = services.organization_member_update(
             actor=self.acting_user,
+            by=request.actor,
             membership=self.membership(data),
             user_role=data.get("role"),
             max_budget_in_organization=data.get("max_budget_in_organization"),

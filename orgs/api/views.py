@@ -30,8 +30,6 @@ from .filters import (
 from .serializers import (
     ORGANIZATION_LIMIT_FIELDS,
     TEAM_LIMIT_FIELDS,
-    USER_LIMIT_FIELDS,
-    USER_ROLE_FIELDS,
     AuditEntrySerializer,
     OrganizationCreateSerializer,
     OrganizationMemberAddSerializer,
@@ -98,11 +96,6 @@ class OrgsView(RestView):
         if organization_id is None:
             return None
         return self.organization(organization_id)
-
-    def refuse_own_budget_raise(self, member: User, changing_budget: bool) -> None:
-        """Nobody raises their own budget through a membership either (SPEC §2)."""
-        if changing_budget and member.user_id == self.request.actor.user_id:
-            self.check("user:update_budget", policy.user_target(member))
 
     def grant_models(self, models: list[str] | None, ceilings: dict[str, list]) -> None:
         if not models:
@@ -203,6 +196,7 @@ class OrganizationMemberListView(OrgsView):
         user = self.any_user(data["user_id"])
         membership = services.organization_member_add(
             actor=self.acting_user,
+            by=request.actor,
             organization=organization,
             user=user,
             user_role=data["user_role"],
@@ -235,9 +229,9 @@ class OrganizationMemberDetailView(OrgsView):
         data = self.body(OrganizationMemberUpdateSerializer, partial=True)
         self.check("organization:member_manage", policy.organization_target(organization))
         membership = self.membership(organization, user_id)
-        self.refuse_own_budget_raise(membership.user, data.get("max_budget_in_organization") is not None)
         membership = services.organization_member_update(
             actor=self.acting_user,
+            by=request.actor,
             membership=membership,
             user_role=data.get("user_role"),
             max_budget_in_organization=data.get("max_budget_in_organization"),
@@ -363,7 +357,7 @@ class TeamMemberListView(OrgsView):
         self.check("team:member_manage", policy.team_target(team))
         user = self.any_user(data["user_id"])
         membership = services.team_member_add(
-            actor=self.acting_user, team=team, user=user, role=data["role"],
+            actor=self.acting_user, by=request.actor, team=team, user=user, role=data["role"],
             max_budget_in_team=data.get("max_budget_in_team"),
         )
         return rendered(TeamMemberSerializer, membership, status=201)
@@ -393,9 +387,8 @@ class TeamMemberDetailView(OrgsView):
         data = self.body(TeamMemberUpdateSerializer, partial=True)
         self.check("team:member_manage", policy.team_target(team))
         membership = self.membership(team, user_id)
-        self.refuse_own_budget_raise(membership.user, data.get("max_budget_in_team") is not None)
         membership = services.team_member_update(
-            actor=self.acting_user, membership=membership, role=data.get("role"),
+            actor=self.acting_user, by=request.actor, membership=membership, role=data.get("role"),
             max_budget_in_team=data.get("max_budget_in_team"),
         )
         return rendered(TeamMemberSerializer, membership)
@@ -474,24 +467,13 @@ class UserDetailView(OrgsView):
     def patch(self, request: Request, user_id: str) -> Response:
         user = self.user(user_id)
         data = self.body(UserUpdateSerializer, partial=True)
-        changed_role = [f for f in USER_ROLE_FIELDS if f in data and data[f] != getattr(user, f)]
-        if changed_role:
-            self.check("user:update_role", policy.user_target(user, new_platform_role=data.get("user_role")))
-        if any(name in data for name in USER_LIMIT_FIELDS):
-            self.check("user:update_budget", policy.user_target(user))
-        self.check("user:update", policy.user_target(user))
-        if data.get("models"):
-            organizations = Organization.objects.filter(memberships__user=user).only("organization_alias", "models")
-            self.grant_models(data["models"], {f"organization {o.organization_alias}": list(o.models or [])
-                                               for o in organizations})
-        user = services.user_update(actor=self.acting_user, user=user, data=data)
+        user = services.user_update(actor=self.acting_user, user=user, data=data, by=request.actor)
         return rendered(UserSerializer, _with_memberships(user))
 
     @extend_schema(tags=["users"], summary="Delete a user with their keys and memberships", responses={204: None, **READ_ERRORS})
     def delete(self, request: Request, user_id: str) -> Response:
         user = self.user(user_id)
-        self.check("user:delete", policy.user_target(user))
-        services.user_delete(actor=self.acting_user, user=user)
+        services.user_delete(actor=self.acting_user, user=user, by=request.actor)
         return Response(status=204)
 
 

@@ -75,7 +75,8 @@ def test_admin_key_add_by_team_admin_for_user_outside_the_team_shows_the_refusal
     client = logged_in(world.users["team_admin"])
     response = _submit(client, "keys.virtualkey", "add", form_id="virtualkey_form", key_alias="for-outsider",
                        user=outsider.user_id, team=str(world.own.rows["orgs.team"].pk))
-    assert "not assigned to team" in _errors(response)
+    # A user the team admin does not manage cannot even be chosen as the owner (SPEC §2).
+    assert "No active user has this user_id." in _errors(response)
     assert not VirtualKey.objects.filter(key_alias="for-outsider").exists()
 
 

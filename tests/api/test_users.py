@@ -127,13 +127,15 @@ def test_user_update_raising_own_rights_is_refused(tenant_a, client_for, body):
     )
 
 
-def test_user_update_of_a_members_budget_by_their_org_admin_is_saved(tenant_a, client_for):
+def test_user_update_of_a_members_platform_budget_by_their_org_admin_is_refused(tenant_a, client_for):
+    # A user's own budget is account-level (SPEC §2): proxy admins set it; org admins budget the membership.
     response = client_for(tenant_a.admin_key.raw, tenant_a.org).patch(
         f"/api/v1/users/{tenant_a.member.user_id}/", {"max_budget": 20}, format="json"
     )
 
-    assert response.status_code == 200
-    assert response.json()["max_budget"] == 20
+    assert response.status_code == 403
+    tenant_a.member.refresh_from_db()
+    assert tenant_a.member.max_budget is None
 
 
 def test_user_update_of_a_members_models_beyond_the_organization_is_refused(tenant_a, client_for):
@@ -147,11 +149,12 @@ def test_user_update_of_a_members_models_beyond_the_organization_is_refused(tena
     assert error_of(response)["param"] == "models"
 
 
-def test_user_delete_by_their_org_admin_removes_them(tenant_a, client_for):
+def test_user_delete_by_their_org_admin_is_refused(tenant_a, client_for):
+    # Deleting an account is account-level (SPEC §2): the org admin removes the membership instead.
     response = client_for(tenant_a.admin_key.raw, tenant_a.org).delete(f"/api/v1/users/{tenant_a.member.user_id}/")
 
-    assert response.status_code == 204
-    assert not User.objects.filter(user_id=tenant_a.member.user_id).exists()
+    assert response.status_code == 403
+    assert User.objects.filter(user_id=tenant_a.member.user_id).exists()
 
 
 def test_user_delete_of_self_is_refused(client_for):

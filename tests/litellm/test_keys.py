@@ -54,7 +54,7 @@ def test_key_generate_by_master_returns_secret_once_and_its_hash(api):
     assert body["key"].startswith("sk-")
     assert body["token"] == body["token_id"] == crypto.hash_secret(body["key"]) != body["key"]
     assert body["key_name"] == crypto.mask(body["key"])
-    assert body["user_id"] == "default_user_id"
+    assert body["user_id"] is None  # keys never inherit the master key's identity (SPEC §2)
     assert body["metadata"] == {"env": "test"}
     assert body["created_at"] and body["updated_at"]
 

@@ -100,7 +100,7 @@ def test_user_new_bad_input_is_400_naming_the_field(api, body, param):
 def test_user_new_with_unknown_team_is_400(api):
     response = api.post("/user/new", {"team_id": "4d6b7f2a-6a8e-4e5b-9a49-000000000000"})
     assert_error(response, 400, "bad_request_error", param="team_id")
-    assert User.objects.count() == 1  # only the master key's default_user_id
+    assert not User.objects.exclude(user_id="default_user_id").exists()  # nothing but the master key's user
 
 
 # --- /user/info -------------------------------------------------------------------------------
@@ -176,9 +176,12 @@ def test_user_update_of_an_org_peer_is_403(api, org, org_member):
     assert_error(response, 403, "auth_error")
 
 
-def test_user_update_by_org_admin_sets_a_members_budget(api, org_admin, org_member):
+def test_user_update_of_a_members_platform_budget_by_org_admin_is_403(api, org_admin, org_member):
+    # A user's own budget is account-level: proxy admins set it (their membership budget is the org's).
     response = api.post("/user/update", {"user_id": org_member.user_id, "max_budget": 50}, key=key_of(org_admin))
-    assert response.json()["data"]["max_budget"] == 50
+    assert_error(response, 403, "auth_error")
+    org_member.refresh_from_db()
+    assert org_member.max_budget is None
 
 
 def test_user_update_by_admin_upserts_a_missing_user(api):
@@ -230,8 +233,11 @@ def test_user_delete_by_admin_deletes_the_user_and_their_keys(api, outsider):
     assert not VirtualKey.objects.filter(pk=key.pk).exists()
 
 
-def test_user_delete_by_org_admin_of_their_member(api, org_admin, org_member):
-    assert api.post("/user/delete", {"user_ids": [org_member.user_id]}, key=key_of(org_admin)).status_code == 200
+def test_user_delete_by_org_admin_of_their_member_is_403(api, org_admin, org_member):
+    # Deleting an account is account-level (SPEC §2): an org admin removes the member from the org instead.
+    response = api.post("/user/delete", {"user_ids": [org_member.user_id]}, key=key_of(org_admin))
+    assert_error(response, 403, "auth_error")
+    assert User.objects.filter(pk=org_member.pk).exists()
 
 
 def test_user_delete_by_internal_user_is_403(api, org, org_member):

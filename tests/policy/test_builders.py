@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from accessctl import policy
+from orgs import selectors
 from orgs import services as org_services
 from orgs.models import User
 from tests.factories import (
@@ -70,7 +71,7 @@ def test_key_target_of_a_team_key_carries_the_teams_organization_and_grants():
 
     assert target == policy.Target(
         organization_id=str(org.pk), team_id=str(team.pk), owner_user_id=owner.user_id,
-        member_permissions=("/key/update",),
+        member_permissions=("/key/update",), key_token=key.token,
     )
 
 
@@ -79,9 +80,22 @@ def test_user_target_reads_prefetched_memberships_without_queries(django_assert_
     org, team = OrganizationFactory(), TeamFactory()
     OrganizationMembershipFactory(organization=org, user=user)
     TeamMembershipFactory(team=team, user=user)
-    loaded = User.objects.prefetch_related("organization_memberships", "team_memberships").get(pk=user.pk)
+    loaded = selectors.with_memberships(User.objects.filter(pk=user.pk)).get()
 
     with django_assert_num_queries(0):
         target = policy.user_target(loaded)
 
     assert (target.user_org_ids, target.user_team_ids) == ((str(org.pk),), (str(team.pk),))
+    assert target.owner.teams == ((str(team.pk), str(team.organization_id) if team.organization_id else None),)
+
+
+def test_actor_for_knows_the_organization_of_each_team():
+    org = OrganizationFactory()
+    team = TeamFactory(organization=org)
+    user = UserFactory()
+    TeamMembershipFactory(team=team, user=user, role="admin")
+
+    actor = policy.actor_for(user)
+
+    assert actor.team_org_ids == {str(team.pk): str(org.pk)}
+    assert actor.admin_team_org_ids == {str(org.pk)}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from accessctl.policy import ACTIONS, READ_ACTIONS, WRITE_ACTIONS, Actor, Target, can
+from accessctl.policy import ACTIONS, READ_ACTIONS, WRITE_ACTIONS, Actor, Target, UserFacts, can
 from orgs.roles import BASELINE_TEAM_MEMBER_PERMISSIONS, TEAM_MEMBER_PERMISSIONS
 
 ORG_A, ORG_B = "0a000000-0000-4000-8000-00000000000a", "0b000000-0000-4000-8000-00000000000b"
@@ -69,16 +69,20 @@ ROLES: dict[str, Role] = {
     "org_admin": Role(_user(org_roles={ORG_A: "org_admin"})),
     "org_member": Role(_user(org_roles={ORG_A: "internal_user"})),
     "org_viewer": Role(_user(org_roles={ORG_A: "internal_user_viewer"})),
-    "team_admin": Role(_user(team_roles={TEAM_A: "admin"})),
-    "team_member": Role(_user(team_roles={TEAM_A: "user"})),
-    "team_member[no grants]": Role(_user(team_roles={TEAM_A: "user"}), member_permissions=()),
+    "team_admin": Role(_user(team_roles={TEAM_A: "admin"}, team_org_ids={TEAM_A: ORG_A})),
+    "team_member": Role(_user(team_roles={TEAM_A: "user"}, team_org_ids={TEAM_A: ORG_A})),
+    "team_member[no grants]": Role(
+        _user(team_roles={TEAM_A: "user"}, team_org_ids={TEAM_A: ORG_A}), member_permissions=()
+    ),
     **{
-        f"team_member[+{route}]": Role(_user(team_roles={TEAM_A: "user"}), member_permissions=(route,))
+        f"team_member[+{route}]": Role(
+            _user(team_roles={TEAM_A: "user"}, team_org_ids={TEAM_A: ORG_A}), member_permissions=(route,)
+        )
         for route in TEAM_MEMBER_PERMISSIONS
     },
     **{
         f"team_member[all but {route}]": Role(
-            _user(team_roles={TEAM_A: "user"}),
+            _user(team_roles={TEAM_A: "user"}, team_org_ids={TEAM_A: ORG_A}),
             member_permissions=tuple(p for p in TEAM_MEMBER_PERMISSIONS if p != route),
         )
         for route in TEAM_MEMBER_PERMISSIONS
@@ -110,9 +114,18 @@ class Kind:
     build: Callable[[Role], Target | None]  # None: the target makes no sense for that role
 
 
+def _member(user_id: str, org: str, team: str | None = None, platform_role: str = "internal_user") -> UserFacts:
+    """A user who belongs to `org` (as internal_user) and, if given, to `team` of that org."""
+    return UserFacts(
+        user_id=user_id, platform_role=platform_role, org_roles=((org, "internal_user"),),
+        teams=((team, org),) if team else (),
+    )
+
+
 def _team_key(org: str, team: str, owner: str) -> Callable[[Role], Target]:
     return lambda role: Target(
-        organization_id=org, team_id=team, owner_user_id=owner, member_permissions=role.member_permissions
+        organization_id=org, team_id=team, owner_user_id=owner, member_permissions=role.member_permissions,
+        owner=_member(owner, org, team),
     )
 
 
@@ -138,9 +151,20 @@ KINDS = [
     Kind("new own personal key in org", "own", ("key:generate",), _own_personal(ORG_A)),
     Kind("new own personal key in org", "other", ("key:generate",), _own_personal(ORG_B)),
     Kind("new personal key for someone in org", "own", ("key:generate",),
-         lambda r: Target(organization_id=ORG_A, owner_user_id="bob")),
+         lambda r: Target(organization_id=ORG_A, owner_user_id="bob", owner=_member("bob", ORG_A))),
     Kind("new personal key for someone in org", "other", ("key:generate",),
-         lambda r: Target(organization_id=ORG_B, owner_user_id="mallory")),
+         lambda r: Target(organization_id=ORG_B, owner_user_id="mallory", owner=_member("mallory", ORG_B))),
+    # Whose key (SPEC §2): never a user above the caller, nor one who also belongs to another tenant.
+    Kind("new personal key for a proxy admin in org", "own", ("key:generate",),
+         lambda r: Target(organization_id=ORG_A, owner_user_id="root",
+                          owner=_member("root", ORG_A, platform_role="proxy_admin"))),
+    Kind("new personal key for a member of two orgs", "own", ("key:generate",),
+         lambda r: Target(organization_id=ORG_A, owner_user_id="eve", owner=UserFacts(
+             user_id="eve", org_roles=((ORG_A, "internal_user"), (ORG_B, "org_admin"))))),
+    Kind("new team key for a team member who is an org admin", "own", ("key:generate",),
+         lambda r: Target(organization_id=ORG_A, team_id=TEAM_A, owner_user_id="boss", owner_in_team=True,
+                          member_permissions=r.member_permissions,
+                          owner=UserFacts(user_id="boss", org_roles=((ORG_A, "org_admin"),), teams=((TEAM_A, ORG_A),)))),
     Kind("team", "own", tuple(TEAM_ACTIONS),
          lambda r: Target(organization_id=ORG_A, team_id=TEAM_A, member_permissions=r.member_permissions)),
     Kind("team", "other", tuple(TEAM_ACTIONS), lambda r: Target(organization_id=ORG_B, team_id=TEAM_B)),
@@ -148,7 +172,13 @@ KINDS = [
     Kind("new team in org", "other", ("team:create",), lambda r: Target(organization_id=ORG_B)),
     Kind("new global team", "none", ("team:create",), lambda r: Target(is_global=True)),
     Kind("colleague (org and team member)", "own", tuple(USER_ROW_ACTIONS),
-         lambda r: Target(owner_user_id="bob", user_org_ids=(ORG_A,), user_team_ids=(TEAM_A,))),
+         lambda r: Target(owner_user_id="bob", user_org_ids=(ORG_A,), user_team_ids=(TEAM_A,),
+                          owner=_member("bob", ORG_A, TEAM_A))),
+    Kind("colleague who also belongs to another org", "own", tuple(USER_ROW_ACTIONS),
+         lambda r: Target(owner_user_id="eve", user_org_ids=(ORG_A, ORG_B),
+                          owner=UserFacts(user_id="eve", org_roles=((ORG_A, "internal_user"), (ORG_B, "org_admin"))))),
+    Kind("user with no organization", "other", tuple(USER_ROW_ACTIONS),
+         lambda r: Target(owner_user_id="loner", owner=UserFacts(user_id="loner"))),
     Kind("self", "own", tuple(USER_ROW_ACTIONS), _self_user),
     Kind("stranger", "other", tuple(USER_ROW_ACTIONS),
          lambda r: Target(owner_user_id="mallory", user_org_ids=(ORG_B,), user_team_ids=(TEAM_B,))),
@@ -192,12 +222,16 @@ BASE_USER: dict[str, dict[str, Expect]] = {
     # Asking for someone else's personal key is refused before looking them up: nothing to probe.
     "new personal key for someone in org@own": {ALL: FORBIDDEN},
     "new personal key for someone in org@other": {ALL: FORBIDDEN},
+    "new personal key for a proxy admin in org@own": {ALL: FORBIDDEN},
+    "new personal key for a member of two orgs@own": {ALL: FORBIDDEN},
+    "new team key for a team member who is an org admin@own": {ALL: NOT_FOUND},
+    "colleague who also belongs to another org@own": {ALL: NOT_FOUND},
     "stranger's personal key@other": {ALL: NOT_FOUND, "key:generate": FORBIDDEN},
     "team@own": {ALL: NOT_FOUND},
     "new team in org@own": {ALL: NOT_FOUND},
     "new global team": {ALL: UNAUTHORIZED},
     "colleague (org and team member)@own": {ALL: NOT_FOUND},
-    "self@own": {ALL: FORBIDDEN, "user:info": OK, "user:list": OK, "user:update": OK},
+    "self@own": {ALL: FORBIDDEN, "user:info": OK, "user:list": OK, "user:update": OK, "user:update_password": OK},
     "new user in org@own": {ALL: NOT_FOUND},
     "new global user": {ALL: UNAUTHORIZED},
     "new proxy_admin user in org@own": {ALL: FORBIDDEN},
@@ -232,6 +266,8 @@ ORG_MEMBER = {
     "team@own": {ALL: FORBIDDEN, "team:delete": UNAUTHORIZED},
     "new team in org@own": {ALL: UNAUTHORIZED},
     "colleague (org and team member)@own": {ALL: FORBIDDEN},
+    "colleague who also belongs to another org@own": {ALL: FORBIDDEN},
+    "new team key for a team member who is an org admin@own": {ALL: BAD_REQUEST},  # not assigned to the team
     "new user in org@own": {ALL: UNAUTHORIZED},
     "organization@own": {
         ALL: FORBIDDEN, "organization:info": OK, "organization:list": OK, "organization:delete": UNAUTHORIZED
@@ -248,7 +284,7 @@ COLUMNS: dict[str, dict[str, dict[str, Expect]]] = {
         # A viewer creates nothing, wherever: refused from the role alone, before any organization is looked at.
         "new own personal key in org@own": {ALL: FORBIDDEN},
         "new own personal key in org@other": {ALL: FORBIDDEN},
-        "self@own": {ALL: FORBIDDEN, "user:info": OK, "user:list": OK},
+        "self@own": {ALL: FORBIDDEN, "user:info": OK, "user:list": OK, "user:update_password": OK},
     },
     "org_member": ORG_MEMBER,
     "org_viewer": {**ORG_MEMBER, "new own personal key in org@own": {ALL: FORBIDDEN}},
@@ -259,7 +295,15 @@ COLUMNS: dict[str, dict[str, dict[str, Expect]]] = {
         "new personal key for someone in org@own": {ALL: OK},
         "team@own": {ALL: OK},
         "new team in org@own": {ALL: OK},
-        "colleague (org and team member)@own": {ALL: OK, "user:update_role": FORBIDDEN},
+        # Account-level writes (role, budget, password, deletion) are the proxy admins' and the user's own.
+        "colleague (org and team member)@own": {
+            ALL: OK, "user:update_role": FORBIDDEN, "user:update_budget": FORBIDDEN,
+            "user:update_password": FORBIDDEN, "user:delete": FORBIDDEN,
+        },
+        "colleague who also belongs to another org@own": {ALL: FORBIDDEN, "user:info": OK, "user:list": OK},
+        "new personal key for a proxy admin in org@own": {ALL: FORBIDDEN},
+        "new personal key for a member of two orgs@own": {ALL: FORBIDDEN},
+        "new team key for a team member who is an org admin@own": {ALL: OK},
         "new user in org@own": {ALL: OK},
         "organization@own": {
             ALL: OK, "organization:delete": UNAUTHORIZED, "organization:update_limits": FORBIDDEN
@@ -273,6 +317,8 @@ COLUMNS: dict[str, dict[str, dict[str, Expect]]] = {
         **BASE_USER,
         "team key@own": {ALL: OK},
         "team@own": {ALL: OK, "team:delete": UNAUTHORIZED, "team:update_limits": FORBIDDEN},
+        # A team admin never mints a key for someone who outranks them in the organization.
+        "new team key for a team member who is an org admin@own": {ALL: FORBIDDEN},
         "colleague (org and team member)@own": {ALL: FORBIDDEN},
     },
     "team_member": {
@@ -309,7 +355,10 @@ def team_member_on_team_key(role: Role, action: str) -> Expect:
     granted = set(BASELINE_TEAM_MEMBER_PERMISSIONS) | set(
         stored if stored is not None else BASELINE_TEAM_MEMBER_PERMISSIONS
     )
-    return OK if KEY_ROUTES[action] in granted else MEMBER_DENIED
+    if KEY_ROUTES[action] not in granted:
+        return MEMBER_DENIED
+    # The table's team key belongs to a colleague: a member mints keys only for themself.
+    return FORBIDDEN if action == "key:generate" else OK
 
 
 def expected(role_name: str, kind: Kind, action: str) -> Expect:
@@ -322,6 +371,9 @@ def expected(role_name: str, kind: Kind, action: str) -> Expect:
     base = role_name.split("[", 1)[0]
     column = COLUMNS[base]
     if base == "team_member" and kind.name == "team key" and kind.scope == "own":
+        return team_member_on_team_key(ROLES[role_name], action)
+    if base == "team_member" and kind.name == "new team key for a team member who is an org admin":
+        # Granted /key/generate or not, a member mints keys only for themself.
         return team_member_on_team_key(ROLES[role_name], action)
     key = f"{kind.name}@{kind.scope}" if kind.scope != "none" else kind.name
     cell = column.get(key)

@@ -16,6 +16,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.db.models.functions import Lower
 
+from accessctl import policy
 from accessctl.common import field_values, model_update
 from accessctl.errors import Conflict, InvalidInput, NotFound
 from keys.authz import NO_DEFAULT_MODELS
@@ -217,8 +218,12 @@ def access_group_create(
     assigned_team_ids: list[Any] | None = None,
     assigned_key_ids: list[str] | None = None,
     access_group_id: Any = None,
+    by: policy.Actor | None = None,
 ) -> AccessGroup:
-    """Create a group (names unique per owner, ignoring case → 409) and its initial assignments."""
+    """Create a group (names unique per owner, ignoring case → 409) and its initial assignments. With
+    `by`, an organization's group never reaches beyond the organization's models."""
+    if by is not None:
+        _within_organization(by, organization, access_model_names)
     data = _validate_group_data(
         {
             "access_group_name": access_group_name,
@@ -326,11 +331,24 @@ def _unassign(group: AccessGroup, *, teams: Iterable[Team] = (), keys: Iterable[
     return removed_teams, removed_keys
 
 
+def _within_organization(by: policy.Actor, organization: Organization | None, models: Any) -> None:
+    """An org admin's group never reaches beyond the organization's models, whichever route writes it."""
+    if organization is not None and models:
+        ceiling = {"organization": list(organization.models or [])}
+        policy.raise_refusal(policy.can_grant_models(by, _clean_list(models, "access_model_names"), ceiling),
+                             param="access_model_names")
+
+
 @transaction.atomic
-def access_group_update(*, actor: User | None, group: AccessGroup, data: dict[str, Any]) -> AccessGroup:
+def access_group_update(
+    *, actor: User | None, group: AccessGroup, data: dict[str, Any], by: policy.Actor | None = None
+) -> AccessGroup:
     """Partial update: the fields present in `data` are set; `assigned_team_ids` / `assigned_key_ids`
-    replace the assignments from the group's side."""
+    replace the assignments from the group's side. With `by`, the group's models stay inside its
+    organization's."""
     group = AccessGroup.objects.select_for_update().get(pk=group.pk)
+    if by is not None:
+        _within_organization(by, group.organization, data.get("access_model_names"))
     clean = _validate_group_data({k: v for k, v in data.items() if k in GROUP_FIELDS})
     if "access_group_name" in clean and _name_taken(
         clean["access_group_name"], group.organization_id, exclude=group.pk

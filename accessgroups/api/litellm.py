@@ -86,6 +86,7 @@ class AccessGroupListView(AccessGroupView):
         self.check("access_group:create", target)
         group = services.access_group_create(
             actor=self.acting_user,
+            by=request.actor,
             organization=organization,
             **{k: v for k, v in data.items() if v is not None},
         )
@@ -111,7 +112,7 @@ class AccessGroupDetailView(AccessGroupView):
         data = self.body(AccessGroupUpdateInput)
         group = self.find_group(access_group_id)
         self.check("access_group:update", policy.access_group_target(group))
-        group = services.access_group_update(actor=self.acting_user, group=group, data=data)
+        group = services.access_group_update(actor=self.acting_user, group=group, data=data, by=request.actor)
         return Response(group_out(group))
 
     @extend_schema(

@@ -51,11 +51,6 @@ class AccessGroupsView(OrgsView):
             raise NotFound(f"Access group '{access_group_id}' not found", param="access_group_id")
         return group
 
-    def within_organization(self, group_organization: Any, data: dict[str, Any]) -> None:
-        """An org admin's group never reaches beyond the organization's models."""
-        if group_organization is not None:
-            self.grant_models(data.get("access_model_names"), {"organization": list(group_organization.models or [])})
-
 
 class AccessGroupListView(AccessGroupsView):
     filterset_class = AccessGroupFilter
@@ -81,10 +76,9 @@ class AccessGroupListView(AccessGroupsView):
         organization = self.organization_for_create(data.pop("organization_id", None))
         org_id = str(organization.pk) if organization is not None else None
         self.check("access_group:create", policy.Target(organization_id=org_id, is_global=organization is None))
-        self.within_organization(organization, data)
         data["assigned_team_ids"] = [str(t) for t in data.get("assigned_team_ids", [])]
         data["description"] = data.get("description") or ""
-        group = services.access_group_create(actor=self.acting_user, organization=organization, **data)
+        group = services.access_group_create(actor=self.acting_user, by=request.actor, organization=organization, **data)
         return rendered(AccessGroupSerializer, group, status=201)
 
 
@@ -106,10 +100,9 @@ class AccessGroupDetailView(AccessGroupsView):
         self.check("access_group:update", target)
         if any(name in data for name in ASSIGNMENT_FIELDS):
             self.check("access_group:assign", target)
-        self.within_organization(group.organization, data)
         if "assigned_team_ids" in data:
             data["assigned_team_ids"] = [str(t) for t in data["assigned_team_ids"]]
-        group = services.access_group_update(actor=self.acting_user, group=group, data=data)
+        group = services.access_group_update(actor=self.acting_user, group=group, data=data, by=request.actor)
         return rendered(AccessGroupSerializer, group)
 
     @extend_schema(

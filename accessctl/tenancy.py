@@ -48,7 +48,7 @@ class TenantContext:
         return self.actor.is_system or (self.mode == ALL and self.actor.reads_everything)
 
     def scope(self, queryset: QuerySet, *, org_field: str, owner_field: str | None = None,
-              team_field: str | None = None) -> QuerySet:
+              team_field: str | None = None, token_field: str | None = None) -> QuerySet:
         """Filter a queryset to this context, inside the query (a foreign row is simply absent).
 
         - "all" mode / system users: unfiltered.
@@ -67,6 +67,8 @@ class TenantContext:
             condition |= Q(**{f"{team_field}__in": list(actor.team_roles)})
         if team_field and actor.key_team_id:
             condition |= Q(**{team_field: actor.key_team_id})
+        if token_field and actor.is_service_account and actor.key_token:
+            condition |= Q(**{token_field: actor.key_token})  # a key without a user sees itself
         if actor.org_roles:
             condition |= Q(**{f"{org_field}__in": list(actor.org_roles)})
         return queryset.filter(condition)

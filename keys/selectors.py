@@ -100,6 +100,7 @@ def keys_in_context(tenant: TenantContext) -> QuerySet[VirtualKey]:
         org_field="organization",
         owner_field="user__user_id",
         team_field="team",
+        token_field="token",
     )
 
 

@@ -14,7 +14,6 @@ from tests.factories import (
     OrganizationFactory,
     OrganizationMembershipFactory,
     TeamFactory,
-    TeamMembershipFactory,
     UserFactory,
 )
 

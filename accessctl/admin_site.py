@@ -2,17 +2,30 @@
 from __future__ import annotations
 
 import datetime
+import math
 from typing import Any
 
+from django.conf import settings
 from django.contrib.admin import AdminSite
 from django.contrib.admin.apps import AdminConfig
 from django.db.models import F, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
+from accessctl import redaction
+
 DASHBOARD_ROWS = 10
 EXPIRY_WINDOW = datetime.timedelta(days=7)
 BUDGET_ALERT = 0.8  # spend at or above this share of max_budget is shown as an alert
+SHARE_CAP = 9999  # percent; a larger share (a tiny cap, or spend stored before amounts were bounded) shows as >9999
+
+
+def budget_share(spend: float, limit: float | None) -> int | None:
+    """Spend as a whole percentage of the cap, capped: never an overflow, whatever the stored numbers."""
+    if not limit:
+        return None
+    ratio = 100 * spend / limit
+    return round(ratio) if math.isfinite(ratio) and ratio <= SHARE_CAP else SHARE_CAP + 1
 
 
 class AccessAdminSite(AdminSite):
@@ -95,7 +108,7 @@ class Dashboard:
                     "object": obj,
                     "spend": obj.spend,
                     "max_budget": limit,
-                    "share": round(100 * obj.spend / limit) if limit else None,
+                    "share": budget_share(obj.spend, limit),
                     "url": f"admin:{model._meta.app_label}_{model._meta.model_name}_change",
                 })
         return sorted(rows, key=lambda r: -(r["share"] or 0))[:DASHBOARD_ROWS]
@@ -111,3 +124,9 @@ class AccessAdminConfig(AdminConfig):
     """`django.contrib.admin` with accessctl's site as the default `admin.site`."""
 
     default_site = "accessctl.admin_site.AccessAdminSite"
+
+    def ready(self) -> None:
+        super().ready()
+        # Every process that loads Django (gunicorn workers, runserver, commands, Celery) redacts secrets
+        # from every log record, gunicorn's access log included (accessctl/redaction.py).
+        redaction.install(lambda: getattr(settings, "ACCESSCTL_MASTER_KEY", ""))

@@ -4,7 +4,12 @@ from __future__ import annotations
 import datetime
 import re
 
-_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w|mo)\s*$")
+_DURATION = re.compile(r"^\s*(\d{1,12})\s*(s|m|h|d|w|mo)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# A century: anything longer is a typo, and every date computed from a duration stays far inside
+# datetime's range (a duration of 9999999999d would overflow it: a 500 before this bound).
+MAX_MONTHS = 1200
+MAX_SECONDS = 36525 * 86400
 
 
 class DurationError(ValueError):
@@ -16,7 +21,10 @@ def parse_duration(text: str) -> tuple[int, str]:
     match = _DURATION.match(text or "")
     if not match or int(match.group(1)) <= 0:
         raise DurationError(f"Invalid duration {text!r}: use a positive number followed by s, m, h, d, w or mo.")
-    return int(match.group(1)), match.group(2)
+    count, unit = int(match.group(1)), match.group(2)
+    if count > MAX_MONTHS if unit == "mo" else count * _UNIT_SECONDS[unit] > MAX_SECONDS:
+        raise DurationError(f"Invalid duration {text!r}: at most 100 years (36525d, 1200mo).")
+    return count, unit
 
 
 def add_months(moment: datetime.datetime, months: int) -> datetime.datetime:
@@ -36,8 +44,7 @@ def duration_delta(text: str, start: datetime.datetime) -> datetime.datetime:
         next_month = add_months(shifted, 1)
         last_day = (next_month - datetime.timedelta(days=1)).day
         return shifted.replace(day=min(day, last_day))
-    seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[unit]
-    return start + datetime.timedelta(seconds=count * seconds)
+    return start + datetime.timedelta(seconds=count * _UNIT_SECONDS[unit])
 
 
 def next_reset_at(text: str, now: datetime.datetime) -> datetime.datetime:

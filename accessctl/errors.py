@@ -5,7 +5,7 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.exceptions import SuspiciousOperation
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DatabaseError, DataError, IntegrityError
 from django.http import Http404, JsonResponse
@@ -60,6 +60,9 @@ class Unauthorized(ServiceError):
     type = "auth_error"
 
 
+BODY_TOO_LARGE = "The request body is too large (DATA_UPLOAD_MAX_MEMORY_SIZE, 2.5 MB by default)."
+
+
 def error_body(message: str, type: str, param: str | None, status: int) -> dict[str, Any]:
     return {"error": {"message": message, "type": type, "param": param, "code": str(status)}}
 
@@ -93,6 +96,7 @@ _TYPE_BY_STATUS = {
     405: "method_not_allowed",
     406: "bad_request_error",
     409: "conflict_error",
+    413: "request_too_large",
     415: "bad_request_error",
     429: "rate_limit_error",
 }
@@ -104,6 +108,8 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         return Response(exc.as_body(), status=exc.status)
     if isinstance(exc, Http404):
         return error_response(str(exc) or "Not found.", "not_found_error", None, 404)
+    if isinstance(exc, RequestDataTooBig):
+        return error_response(BODY_TOO_LARGE, "request_too_large", "body", 413)
     if isinstance(exc, SuspiciousOperation):
         # Too many form fields, too large a body, a malformed multipart body: the client's fault.
         return error_response(f"Malformed request: {exc}", "bad_request_error", "body", 400)

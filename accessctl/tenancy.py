@@ -26,6 +26,7 @@ from accessctl.schema import TenantAutoSchema
 from orgs.models import Organization, User
 
 ORG_HEADER = "HTTP_X_ORGANIZATION_ID"
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 ALL = "all"
 ORGANIZATION = "organization"
@@ -133,6 +134,9 @@ class TenantAPIView(APIView):
         super().initial(request, *args, **kwargs)
         request.tenant = resolve(request)
         request.actor = request.tenant.actor
+        if request.method in _BODY_METHODS:
+            # Parse now: a body too large, too deep or not JSON is refused before any lookup or write.
+            request.data  # noqa: B018
 
     def dispatch(self, request, *args, **kwargs):
         """A write request runs in one transaction, and a refused one (any 4xx/5xx answer) is rolled back

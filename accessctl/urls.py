@@ -25,5 +25,7 @@ urlpatterns = [
     path("", include("accessgroups.api.litellm_urls")),
 ]
 
+handler400 = "accessctl.views.bad_request"
+handler403 = "accessctl.views.permission_denied"
 handler404 = "accessctl.views.not_found"
 handler500 = "accessctl.views.server_error"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,15 @@ EDITABLE_FIELDS = (
 AUDITED_FIELDS = ("token", "key_name", *EDITABLE_FIELDS, "access_group_ids")
 
 
+# Amounts in USD (budgets, spend, per-model caps, one usage report) are finite, ≥ 0 and at most this:
+# a trillion dollars is no real budget, and sums of bounded amounts can never overflow a float
+# (1e308 reported twice made spend infinite, which PostgreSQL's JSON refuses and the dashboard divided by).
+MAX_AMOUNT = 1e12
+# Token counts of one usage report: bounded like amounts (and exact as JSON numbers, below 2**53).
+MAX_TOKENS = 10**12
+_FLOAT_MAX = sys.float_info.max
+
+
 def _label(actor: User | None) -> str:
     return actor.user_id if actor is not None else "system"
 
@@ -85,8 +95,8 @@ def _validate_budget(data: dict[str, Any], now: datetime.datetime) -> dict[str, 
                 number = float(value)
             except (TypeError, ValueError) as exc:
                 raise InvalidInput(f"{name} must be a number.", param=name) from exc
-            if number < 0 or number != number or number in (float("inf"), float("-inf")):
-                raise InvalidInput(f"{name} must be a finite number ≥ 0.", param=name)
+            if not 0 <= number <= MAX_AMOUNT:  # also refuses NaN
+                raise InvalidInput(f"{name} must be a number between 0 and {MAX_AMOUNT:g}.", param=name)
             clean[name] = number
     for name in ("tpm_limit", "rpm_limit", "max_parallel_requests"):
         value = clean.get(name)
@@ -110,8 +120,8 @@ def _validate_budget(data: dict[str, Any], now: datetime.datetime) -> dict[str, 
         for model, amount in (clean.get(name) or {}).items():
             if amount is None and name == "model_max_budget":
                 continue
-            if isinstance(amount, bool) or not isinstance(amount, int | float) or not 0 <= amount < float("inf"):
-                raise InvalidInput(f"{name}[{model}] must be a finite number ≥ 0.", param=name)
+            if isinstance(amount, bool) or not isinstance(amount, int | float) or not 0 <= amount <= MAX_AMOUNT:
+                raise InvalidInput(f"{name}[{model}] must be a number between 0 and {MAX_AMOUNT:g}.", param=name)
     if clean.get("budget_duration"):
         try:
             clean["budget_reset_at"] = next_reset_at(clean["budget_duration"], now)
@@ -486,18 +496,29 @@ class UsageResult:
 def _number(value: Any, param: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidInput(f"{param} must be a number.", param=param)
-    number = float(value)
-    if number < 0 or number != number or number in (float("inf"), float("-inf")):
-        raise InvalidInput(f"{param} must be a finite number ≥ 0.", param=param)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a float
+        number = float("inf")
+    if not 0 <= number <= MAX_AMOUNT:  # also refuses NaN
+        raise InvalidInput(f"{param} must be a number between 0 and {MAX_AMOUNT:g}.", param=param)
     return number
 
 
 def _count(value: Any, param: str) -> int:
     if value is None:
         return 0
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidInput(f"{param} must be a whole number ≥ 0.", param=param)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKENS:
+        raise InvalidInput(f"{param} must be a whole number between 0 and {MAX_TOKENS}.", param=param)
     return value
+
+
+def _stored_amount(value: Any) -> float:
+    """A per-model spend as stored, made a float in range: rows written before amounts were bounded may
+    hold infinity or more than a float can (saturated, so a per-model cap stays spent), or garbage (0)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        return 0.0
+    return float(min(max(value, 0), _FLOAT_MAX))
 
 
 def _crossed(new: float, added: float, cap: Any) -> bool:
@@ -560,7 +581,8 @@ def usage_report(
                 continue
             current = rows.values("spend", "model_spend", *caps).get()
             model_spend = dict(current["model_spend"] or {})
-            model_spend[model] = float(model_spend.get(model) or 0.0) + amount
+            # min(): a sum that leaves the float range would make the JSON unstorable (Infinity).
+            model_spend[model] = min(_stored_amount(model_spend.get(model)) + amount, _FLOAT_MAX)
             rows.update(model_spend=model_spend)
             new_spend = float(current["spend"])
             if scope == "key":

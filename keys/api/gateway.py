@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote_plus
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
 from django.http import HttpResponse
 from django.utils import timezone
@@ -23,9 +24,9 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import serializers
 from rest_framework.views import APIView
 
-from accessctl import policy
+from accessctl import jsonbody, policy
 from accessctl.authentication import MASTER_USER_ID, BearerKeyAuthentication, KeyCredentials, bearer_value
-from accessctl.errors import ServiceError, error_body
+from accessctl.errors import BODY_TOO_LARGE, ServiceError, error_body
 from keys import cache, crypto
 from keys.authz import KeySnapshot, allowed_names, authorize, status_decision
 from keys.services import usage_report
@@ -80,7 +81,11 @@ def _caller(request: Any) -> KeySnapshot | object:
 
 
 def _resources(params: Mapping[str, Any]) -> dict[str, str]:
-    """`model` / `mcp_server_id` / `agent_id` from the body or query; at least one, each a non-empty string."""
+    """`model` / `mcp_server_id` / `agent_id` from the body or query; at least one, each a non-empty string.
+
+    Names are matched exactly as sent: `" gpt-4o"` is not `gpt-4o` (a gateway that trimmed differently
+    could otherwise be told yes for a name it then routes elsewhere).
+    """
     found: dict[str, str] = {}
     for name in RESOURCE_PARAMS:
         value = params.get(name)
@@ -88,29 +93,42 @@ def _resources(params: Mapping[str, Any]) -> dict[str, str]:
             continue
         if not isinstance(value, str) or not value.strip():
             raise _Refusal(f"{name} must be a non-empty string.", "bad_request_error", 400, name)
-        found[name] = value.strip()
+        found[name] = value
     if not found:
         raise _Refusal("One of model, mcp_server_id or agent_id is required.", "bad_request_error", 400, "model")
     return found
 
 
 def _query(request: Any) -> dict[str, str]:
-    """The resource parameters of the query string. Parsed by hand: a QueryDict costs more than the check."""
+    """The resource parameters of the query string. Parsed by hand: a QueryDict costs more than the check.
+
+    A parameter given twice is refused (400): which one a gateway or proxy in front would act on is
+    not ours to guess, so the answer must not be about one while the request goes on with the other.
+    """
     found: dict[str, str] = {}
     for part in request.META.get("QUERY_STRING", "").split("&"):
         name, _, value = part.partition("=")
+        if "%" in name or "+" in name:
+            name = unquote_plus(name)
         if name in RESOURCE_PARAMS:
+            if name in found:
+                raise _Refusal(f"{name} may be given only once.", "bad_request_error", 400, name)
             found[name] = unquote_plus(value) if ("%" in value or "+" in value) else value
     return found
 
 
 def _json_body(request: Any) -> dict[str, Any]:
-    raw = request.body
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        raise _Refusal(BODY_TOO_LARGE, "request_too_large", 413, "body") from None
     if not raw:
         return {}
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        data = jsonbody.loads(raw)
+    except jsonbody.TooDeep as exc:
+        raise _Refusal(str(exc), "bad_request_error", 400, exc.param) from None
+    except ValueError:
         raise _Refusal("Malformed request body: not JSON.", "bad_request_error", 400, "body") from None
     if not isinstance(data, dict):
         raise _Refusal("The request body must be a JSON object.", "bad_request_error", 400, "body")
@@ -152,11 +170,14 @@ def _allowed_body(snapshot: KeySnapshot | object) -> dict[str, Any]:
     }
 
 
-def check(request: Any, params: Mapping[str, Any] | None) -> HttpResponse:
-    """May the bearer call this model / MCP server / agent now? 200, or 401/403 with the reason's type."""
+def check(request: Any, read_params: Callable[[Any], Mapping[str, Any]]) -> HttpResponse:
+    """May the bearer call this model / MCP server / agent now? 200, or 401/403 with the reason's type.
+
+    `read_params` reads the resource parameters (query string or JSON body) once the key is known.
+    """
     try:
         snapshot = _caller(request)
-        resources = _resources(_json_body(request) if params is None else params)
+        resources = _resources(read_params(request))
         if snapshot is not MASTER:
             decision = authorize(snapshot, now=timezone.now(), **resources)
             if not decision.allowed:
@@ -310,7 +331,7 @@ class AuthzCheckView(_FastView):
         tags=["gateway"],
     )
     def get(self, request, *args, **kwargs):
-        return check(request, _query(request))
+        return check(request, _query)
 
     @extend_schema(
         operation_id="authz_check",
@@ -320,7 +341,7 @@ class AuthzCheckView(_FastView):
         tags=["gateway"],
     )
     def post(self, request, *args, **kwargs):
-        return check(request, None)
+        return check(request, _json_body)
 
 
 _MODEL_LIST_RESPONSES = {

@@ -49,6 +49,11 @@ def shown(value: str) -> str:
     return mask(value) if value.startswith("sk-") else value
 
 
+def echoed(passed: str, key: VirtualKey) -> str:
+    """How a key the caller passed is answered back: a secret as the key's token (its hash), never raw."""
+    return key.token if passed.startswith("sk-") else passed
+
+
 def referenced_team(tenant: TenantContext, team_id: str) -> Team:
     """A team named in a body; missing and foreign teams answer the same 400 (LiteLLM's)."""
     team = org_selectors.team_in_context(tenant, team_id)
@@ -185,7 +190,7 @@ class KeyUpdateView(KeyView):
             written["metadata"] = data["metadata"]  # clients expect it echoed as sent
         if "duration" in data:
             written["duration"], written["expires"] = data["duration"], row["expires"]
-        return Response({"key": passed, **written})
+        return Response({"key": echoed(passed, key), **written})
 
 
 class KeyDeleteView(KeyView):
@@ -209,7 +214,7 @@ class KeyDeleteView(KeyView):
         with transaction.atomic():
             for key in {k.pk: k for k in found.values()}.values():
                 services.key_delete(actor=self.acting_user, key=key, by=request.actor)
-        return Response({"deleted_keys": list(values)})
+        return Response({"deleted_keys": [echoed(value, found[value]) for value in values]})
 
 
 class KeyRegenerateView(KeyView):
@@ -256,7 +261,7 @@ class KeyInfoView(KeyView):
         # Not found (or outside the tenant) is answered before permission, as LiteLLM does.
         key = self.find_key(passed, message="Key not found in database")
         self.check("key:info", policy.key_target(key))
-        return Response({"key": passed, "info": KeyInfoRowOut(key).data})
+        return Response({"key": echoed(passed, key), "info": KeyInfoRowOut(key).data})
 
 
 class KeyListView(KeyView):

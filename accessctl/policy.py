@@ -181,6 +181,7 @@ READ_ACTIONS = frozenset(
         "access_group:read",
         "catalog:read",
         "audit:read",
+        "bulk_job:read",
     }
 )
 WRITE_ACTIONS = frozenset(
@@ -682,6 +683,16 @@ def _usage(actor: Actor, action: str, target: Target) -> Verdict:
     return deny(403, "Only system users and the master key may report usage.")
 
 
+def _bulk_jobs(actor: Actor, action: str, target: Target) -> Verdict:
+    """A bulk job lists which keys or teams an assignment chose: its requester reads it, and so do those
+    who may make assignments in its organization (its org admins); to anyone else it does not exist."""
+    if target.owner_user_id is not None and target.owner_user_id == actor.user_id:
+        return ALLOW
+    if target.organization_id and actor.is_org_admin(target.organization_id):
+        return ALLOW
+    return NOT_FOUND
+
+
 _RULES: dict[str, Any] = {
     "key": _keys,
     "team": _teams,
@@ -691,6 +702,7 @@ _RULES: dict[str, Any] = {
     "catalog": _catalog,
     "audit": _audit,
     "usage": _usage,
+    "bulk_job": _bulk_jobs,
 }
 
 
@@ -860,3 +872,10 @@ def user_target(user: Any, *, new_platform_role: str | None = None) -> Target:
 
 def access_group_target(group: Any) -> Target:
     return Target(organization_id=_s(group.organization_id), is_global=group.organization_id is None)
+
+
+def bulk_job_target(job: Any) -> Target:
+    # "system" marks a job no user started (the admin's or a command's): no user owns it.
+    owner = job.requested_by if job.requested_by not in ("", "system") else None
+    return Target(organization_id=_s(job.organization_id), owner_user_id=owner,
+                  is_global=job.organization_id is None)

@@ -9,6 +9,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from accessctl.errors import NotFound
+from accessctl import policy
 from accessctl.policy import access_group_target
 from accessctl.tenancy import TenantAPIView
 from accessgroups.bulk import KEYS, TEAMS, Selection, bulk_assign_start
@@ -116,6 +117,7 @@ class BulkJobDetailView(TenantAPIView):
             pk = None
         jobs = request.tenant.scope(BulkJob.objects.all(), org_field="organization", owner_field="requested_by")
         job = jobs.filter(pk=pk).first() if pk is not None else None
-        if job is None:
+        if job is None or not policy.can(request.actor, "bulk_job:read", policy.bulk_job_target(job)):
+            # Not the requester nor an admin of its organization: the same 404 as a missing job.
             raise NotFound(f"Bulk job '{job_id}' not found", param="job_id")
         return Response(BulkJobOutput(job).data)

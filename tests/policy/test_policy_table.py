@@ -200,6 +200,11 @@ KINDS = [
     Kind("list of my own rows", "own", ("key:list", "team:list"),
          lambda r: None if r.actor.user_id is None else Target(owner_user_id=r.actor.user_id)),
     Kind("usage report", "none", ("usage:report",), lambda r: Target()),
+    Kind("bulk job", "own", ("bulk_job:read",), lambda r: Target(organization_id=ORG_A, owner_user_id="bob")),
+    Kind("bulk job", "other", ("bulk_job:read",), lambda r: Target(organization_id=ORG_B, owner_user_id="mallory")),
+    Kind("my own bulk job", "own", ("bulk_job:read",),
+         lambda r: None if r.actor.user_id is None else Target(organization_id=ORG_B, owner_user_id=r.actor.user_id)),
+    Kind("platform bulk job", "none", ("bulk_job:read",), lambda r: Target(owner_user_id="root", is_global=True)),
 ]
 
 
@@ -250,6 +255,10 @@ BASE_USER: dict[str, dict[str, Expect]] = {
     },
     "list of my own rows@own": {ALL: OK},
     "usage report": {ALL: FORBIDDEN},
+    # A bulk job names the keys or teams it chose: its requester and the org's admins read it, nobody else.
+    "bulk job@own": {ALL: NOT_FOUND},
+    "my own bulk job@own": {ALL: OK},
+    "platform bulk job": {ALL: NOT_FOUND},
 }
 
 # A member of the organization who is not on the team: sees the org's rows, may change none of them.
@@ -312,6 +321,7 @@ COLUMNS: dict[str, dict[str, dict[str, Expect]]] = {
         "global access group": {ALL: FORBIDDEN, "access_group:read": OK},
         "audit entries@own": {ALL: OK},
         "list (no row)": {ALL: OK, "team:list": UNAUTHORIZED},
+        "bulk job@own": {ALL: OK},
     },
     "team_admin": {
         **BASE_USER,

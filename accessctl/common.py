@@ -1,4 +1,4 @@
-"""Helpers shared by every app's services: partial updates with a before/after diff."""
+"""Helpers shared by every app: partial updates with a before/after diff, spreadsheet-safe CSV cells."""
 from __future__ import annotations
 
 import datetime
@@ -69,3 +69,16 @@ def model_update(
             update_fields.append("updated_at")
         instance.save(update_fields=update_fields)
     return before, after
+
+
+# A spreadsheet evaluates a cell that starts with one of these as a formula (`=HYPERLINK(...)`, `@SUM(...)`,
+# and tab or carriage return before one): OWASP's "CSV injection".
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: a string that could start a formula is prefixed with `'`.
+    Numbers are written as numbers."""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value

@@ -16,7 +16,8 @@ from django.utils import timezone
 from django.utils.html import format_html_join
 
 from accessctl import policy
-from accessctl.admin import NameListField, ServiceAdmin, UserIdField, request_actor
+from accessctl.admin import NameListField, ServiceAdmin, UserIdField, refuse, request_actor
+from accessctl.common import csv_cell
 from accessctl.errors import ServiceError
 from accessgroups.admin import KeyAccessGroupInline, bulk_assign_actions, group_names
 from keys import services
@@ -300,14 +301,14 @@ class VirtualKeyAdmin(ServiceAdmin):
         writer = csv.writer(response)
         writer.writerow(EXPORT_COLUMNS)
         for key in queryset.order_by("created_at", "id").iterator(chunk_size=2000):
-            writer.writerow([
+            writer.writerow([csv_cell(cell) for cell in (
                 key.key_name, key.key_alias or "", key.token,
                 key.user.user_id if key.user_id else "", str(key.team_id or ""),
                 key.team.team_alias if key.team_id else "", str(key.organization_id or ""), key.status,
                 " ".join(key.models or []), " ".join(key.access_group_ids or []), key.spend,
                 "" if key.max_budget is None else key.max_budget,
                 key.expires.isoformat() if key.expires else "", key.created_at.isoformat(),
-            ])
+            )])
         return response
 
 

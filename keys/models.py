@@ -4,6 +4,7 @@ from __future__ import annotations
 import uuid
 
 from django.db import models as db
+from django.db.models import Q
 from django.utils import timezone
 
 from orgs.models import BudgetFields, Organization, SpendFields, Team, User
@@ -19,8 +20,15 @@ class VirtualKey(BudgetFields, SpendFields):
     key_name = db.CharField(
         max_length=32, editable=False, help_text="Masked form of the secret, e.g. sk-...abcd."
     )
+    # Unique per tenant, not globally: a global rule would tell one organization which aliases another
+    # uses ("already exists"). See Meta.constraints and README "Key aliases".
     key_alias = db.CharField(
-        max_length=255, null=True, blank=True, unique=True, help_text="Optional name, unique across all keys."
+        max_length=255,
+        null=True,
+        blank=True,
+        db_index=True,
+        help_text="Optional name, unique within the key's organization (or, for a key outside any "
+        "organization, among its owner's keys).",
     )
     # No single-column index on `user` or `team`: the (user, created_at) and (team, created_at) indexes
     # serve those lookups, and every extra index is rewritten on each bulk access-group update.
@@ -71,6 +79,23 @@ class VirtualKey(BudgetFields, SpendFields):
         ordering = ["-created_at", "id"]
         verbose_name = "virtual key"
         indexes = [db.Index(fields=["team", "created_at"]), db.Index(fields=["user", "created_at"])]
+        constraints = [
+            db.UniqueConstraint(
+                fields=["organization", "key_alias"],
+                condition=Q(organization__isnull=False),
+                name="key_alias_unique_in_organization",
+            ),
+            db.UniqueConstraint(
+                fields=["user", "key_alias"],
+                condition=Q(organization__isnull=True, user__isnull=False),
+                name="key_alias_unique_for_owner",
+            ),
+            db.UniqueConstraint(
+                fields=["key_alias"],
+                condition=Q(organization__isnull=True, user__isnull=True),
+                name="key_alias_unique_without_owner",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.key_alias or self.key_name

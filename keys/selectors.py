@@ -9,6 +9,7 @@ from django.db.models import Q, QuerySet
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from accessctl.errors import InvalidInput
 from accessgroups.models import AccessGroup
 
 from .authz import GroupRow, KeyRows
@@ -109,15 +110,30 @@ def key_in_context(tenant: TenantContext, value: str) -> VirtualKey | None:
     return keys_in_context(tenant).filter(token=token_for(value)).first()
 
 
+def _one_per_alias(keys: Iterable[VirtualKey]) -> dict[str, VirtualKey]:
+    """Keys by alias; an alias shared by keys of several tenants in the caller's view (aliases are unique
+    per tenant, and a platform admin or a member of several organizations sees more than one) → 400."""
+    found: dict[str, VirtualKey] = {}
+    for key in keys:
+        if key.key_alias in found:
+            raise InvalidInput(
+                f"Several keys you can reach are named '{key.key_alias}': pass `key` (the secret or its hash), "
+                "or choose the organization with X-Organization-Id.",
+                param="key_alias",
+            )
+        found[key.key_alias] = key
+    return found
+
+
 def key_by_alias_in_context(tenant: TenantContext, alias: str) -> VirtualKey | None:
-    return keys_in_context(tenant).filter(key_alias=alias).first()
+    return _one_per_alias(keys_in_context(tenant).filter(key_alias=alias)[:2]).get(alias)
 
 
 def keys_by_values(tenant: TenantContext, values: Iterable[str], *, aliases: bool = False) -> dict[str, VirtualKey]:
     """Keys by raw/hash (or alias), in one query; the result maps each value passed to its key."""
     values = list(dict.fromkeys(values))
     if aliases:
-        found = {k.key_alias: k for k in keys_in_context(tenant).filter(key_alias__in=values)}
+        found = _one_per_alias(keys_in_context(tenant).filter(key_alias__in=values))
         return {v: found[v] for v in values if v in found}
     tokens = {v: token_for(v) for v in values}
     found = {k.token: k for k in keys_in_context(tenant).filter(token__in=set(tokens.values()))}

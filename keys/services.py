@@ -65,21 +65,37 @@ def _key_affects(key: VirtualKey, *extra_tokens: str) -> Affects:
     return Affects(tokens={key.token, *extra_tokens})
 
 
-def validate_key_alias(alias: Any, exclude_pk: Any = None) -> str | None:
+ALIAS_TAKEN = "Key with alias '{alias}' already exists. Key aliases are unique within an organization."
+
+
+def _pk(value: Any) -> Any:
+    return getattr(value, "pk", value)
+
+
+def alias_scope(organization: Any, user: Any) -> dict[str, Any]:
+    """Where a key alias must be unique (the key's tenant): its organization; outside any organization,
+    its owner's keys; a key with neither, the other such keys. Mirrors VirtualKey.Meta.constraints."""
+    if organization is not None:
+        return {"organization": _pk(organization)}
+    if user is not None:
+        return {"organization__isnull": True, "user": _pk(user)}
+    return {"organization__isnull": True, "user__isnull": True}
+
+
+def validate_key_alias(alias: Any, *, organization: Any = None, user: Any = None, exclude_pk: Any = None) -> str | None:
+    """A valid alias, free in the key's tenant. Another tenant's aliases are never consulted, so an
+    answer never reveals what another organization named its keys."""
     if alias in (None, ""):
         return None
     if not isinstance(alias, str):
         raise InvalidInput("key_alias must be a string.", param="key_alias")
     if any(ord(c) < 32 for c in alias) or ".." in alias:
         raise InvalidInput("key_alias may not contain control characters or '..'.", param="key_alias")
-    taken = VirtualKey.objects.filter(key_alias=alias)
+    taken = VirtualKey.objects.filter(key_alias=alias, **alias_scope(organization, user))
     if exclude_pk is not None:
         taken = taken.exclude(pk=exclude_pk)
     if taken.exists():
-        raise InvalidInput(
-            f"Key with alias '{alias}' already exists. Unique key aliases across all keys are required.",
-            param="key_alias",
-        )
+        raise InvalidInput(ALIAS_TAKEN.format(alias=alias), param="key_alias")
     return alias
 
 
@@ -301,7 +317,7 @@ def key_generate(
             key = VirtualKey.objects.create(
                 token=token,
                 key_name=crypto.mask(raw),
-                key_alias=validate_key_alias(key_alias),
+                key_alias=validate_key_alias(key_alias, organization=organization, user=user),
                 user=user,
                 team=team,
                 organization=organization,
@@ -314,7 +330,7 @@ def key_generate(
                 **budget,
             )
     except IntegrityError as exc:
-        raise InvalidInput("Key with this alias already exists.", param="key_alias") from exc
+        raise InvalidInput(ALIAS_TAKEN.format(alias=key_alias), param="key_alias") from exc
     if access_group_ids:
         set_assigned_groups(target=key, group_ids=access_group_ids, organization=organization)
     record(
@@ -350,8 +366,6 @@ def key_update(
     changes = _validate_budget(changes, now)
     if "duration" in data:
         changes["expires"] = _expiry(data["duration"], now)
-    if "key_alias" in changes:
-        changes["key_alias"] = validate_key_alias(changes["key_alias"], exclude_pk=key.pk)
     if "models" in changes:
         changes["models"] = validate_models(changes["models"])
     if "blocked" in changes:
@@ -359,6 +373,14 @@ def key_update(
     if "team" in changes:
         team = changes["team"]
         changes["organization"] = team.organization if team is not None else changes.get("organization")
+    if {"key_alias", "organization", "user"} & set(changes):
+        # The alias must be free where the key ends up (a move to another tenant or owner included).
+        changes["key_alias"] = validate_key_alias(
+            changes.get("key_alias", key.key_alias),
+            organization=changes.get("organization", key.organization_id),
+            user=changes.get("user", key.user_id),
+            exclude_pk=key.pk,
+        )
     old_token = key.token
     old_groups = list(key.access_group_ids)
     before, after = model_update(key, {**changes, "updated_by": _label(actor)}, EDITABLE_FIELDS)

@@ -8,8 +8,8 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
-from accessctl.errors import NotFound
 from accessctl import policy
+from accessctl.errors import NotFound
 from accessctl.policy import access_group_target
 from accessctl.tenancy import TenantAPIView
 from accessgroups.bulk import KEYS, TEAMS, Selection, bulk_assign_start

@@ -1,4 +1,5 @@
 """Settings, read once from the environment (and a `.env` file if present), as SPEC §8 lists them."""
+import datetime
 import sys
 from pathlib import Path
 
@@ -29,6 +30,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI served from here, not from a CDN
     "guardian",
+    "axes",
     "orgs",
     "keys",
     "accessgroups",
@@ -43,6 +45,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a lockout into the 429 answer
 ]
 
 ROOT_URLCONF = "accessctl.urls"
@@ -118,14 +121,36 @@ ACCESSCTL_INVALIDATION_FEED = env.bool("ACCESSCTL_INVALIDATION_FEED", default=Tr
 
 AUTH_USER_MODEL = "orgs.User"
 AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out login before any password check
     "django.contrib.auth.backends.ModelBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
 ANONYMOUS_USER_NAME = None  # guardian: no anonymous user row
 
+# Applied by the user services on every path that sets a password (admin, /user/update, REST users) and by
+# `changepassword` / `createsuperuser`.
 AUTH_PASSWORD_VALIDATORS = [
+    {
+        "NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator",
+        "OPTIONS": {"user_attributes": ("user_id", "user_email", "user_alias")},
+    },
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 8}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# Admin login throttling (django-axes): after 5 failed passwords for one user_id from one address, that
+# pair is locked out for 15 minutes (429), whatever the password; a success resets the count. Keyed on
+# the pair, so nobody can lock a user out from elsewhere by failing on purpose.
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = datetime.timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_USERNAME_FORM_FIELD = "username"  # the admin login form's field, which carries the user_id
+AXES_SENSITIVE_PARAMETERS = ["password"]
+# Unlock with `manage.py axes_reset_username <user_id>` (or axes_reset_ip / axes_reset); the attempt
+# tables stay out of the admin, whose every page is scoped by tenant.
+AXES_ENABLE_ADMIN = False
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -4,6 +4,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django.contrib.auth import password_validation
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -99,6 +101,16 @@ def _clean_user_data(data: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
+def _validate_password(password: Any, user: User) -> None:
+    """Django's AUTH_PASSWORD_VALIDATORS, on every path that sets a password (LiteLLM, REST, admin)."""
+    if not isinstance(password, str):
+        raise InvalidInput("password must be a string.", param="password")
+    try:
+        password_validation.validate_password(password, user)
+    except DjangoValidationError as exc:
+        raise InvalidInput(" ".join(exc.messages), param="password") from exc
+
+
 @transaction.atomic
 def user_create(
     *, actor: User | None, user_id: str | None = None, password: str | None = None, **data: Any
@@ -108,6 +120,8 @@ def user_create(
     if not isinstance(user_id, str) or not user_id.strip() or len(user_id) > 255:
         raise InvalidInput("user_id must be a non-empty string of at most 255 characters.", param="user_id")
     clean = _clean_user_data(data)
+    if password:
+        _validate_password(password, User(user_id=user_id, **clean))
     if User.objects.filter(user_id=user_id).exists():
         raise Conflict(f"User with user_id {user_id} already exists", param="user_id")
     if clean.get("user_email") and User.objects.filter(user_email__iexact=clean["user_email"]).exists():
@@ -168,6 +182,8 @@ def user_update(*, actor: User | None, user: User, data: dict[str, Any], by: pol
         authorize_user_update(by, user, data)
     user = User.objects.select_for_update().get(pk=user.pk)
     clean = _clean_user_data(data)
+    if data.get("password"):
+        _validate_password(data["password"], user)
     if clean.get("user_email") and User.objects.filter(user_email__iexact=clean["user_email"]).exclude(
         pk=user.pk
     ).exists():

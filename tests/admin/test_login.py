@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+from django.http import HttpRequest
 from django.test import Client
 from django.urls import reverse
 
@@ -72,7 +73,7 @@ def test_admin_login_for_an_org_member_without_admin_role_is_refused(client):
 def test_admin_password_set_by_user_update_route_lets_the_org_admin_log_in(client):
     user = OrganizationMembershipFactory(user_role=OrgRole.ORG_ADMIN).user
     org_services.user_update(actor=None, user=user, data={"password": PASSWORD})
-    assert client.login(username=user.user_id, password=PASSWORD)
+    assert client.login(request=HttpRequest(), username=user.user_id, password=PASSWORD)
     assert _index_status(client) == 200
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 from django.contrib import admin
+from django.http import HttpRequest
 from django.test import Client
 from django.urls import reverse
 
@@ -441,7 +442,7 @@ def test_admin_user_password_change_lets_the_user_log_in_and_is_not_audited_in_c
     data = form_data(admin_client.get(url).content.decode(), "user_form")
     data.update({"new_password1": "viewer-secret-pass", "new_password2": "viewer-secret-pass"})
     assert admin_client.post(url, data).status_code == 302
-    assert Client().login(username=user.user_id, password="viewer-secret-pass")
+    assert Client().login(request=HttpRequest(), username=user.user_id, password="viewer-secret-pass")
     assert "viewer-secret-pass" not in str(AuditEntry.objects.get(action="user_update").after)
 
 

@@ -6,6 +6,7 @@ import io
 import pytest
 from django.apps import apps
 from django.core.management import call_command
+from django.http import HttpRequest
 from django.test import Client
 
 from accessgroups.models import AccessGroup, Agent, CatalogModel, MCPServer
@@ -73,7 +74,7 @@ def test_load_demo_keeps_access_group_lists_in_sync():
 def test_load_demo_admin_logs_in_with_the_printed_password():
     output = _load()
     assert ADMIN_USER_ID in output and ADMIN_PASSWORD in output
-    assert Client().login(username=ADMIN_USER_ID, password=ADMIN_PASSWORD)
+    assert Client().login(request=HttpRequest(), username=ADMIN_USER_ID, password=ADMIN_PASSWORD)
 
 
 def test_load_demo_prints_no_key_secret():

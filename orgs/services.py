@@ -321,10 +321,13 @@ def organization_delete(*, actor: User | None, organization: Organization) -> Or
     return org
 
 
-def _membership_budget(actor: User | None, existing: Budget | None, max_budget: Any) -> Budget | None:
+def _membership_budget(actor: User | None, existing: Budget | None, max_budget: Any, param: str) -> Budget | None:
     if max_budget is None:
         return existing
-    clean = _validate_budget({"max_budget": max_budget}, timezone.now())
+    try:
+        clean = _validate_budget({"max_budget": max_budget}, timezone.now())
+    except InvalidInput as exc:  # named as the caller sent it
+        raise InvalidInput(exc.message.replace("max_budget", param, 1), param=param) from exc
     if existing is None:
         return Budget.objects.create(max_budget=clean["max_budget"], created_by=_label(actor), updated_by=_label(actor))
     existing.max_budget = clean["max_budget"]
@@ -353,7 +356,8 @@ def _change_membership(
         membership.save(update_fields=[role_field, "updated_at"])
     if max_budget is not None:
         old = membership.budget.max_budget if membership.budget else None
-        membership.budget = _membership_budget(actor, membership.budget, max_budget)
+        param = "max_budget_in_team" if isinstance(membership, TeamMembership) else "max_budget_in_organization"
+        membership.budget = _membership_budget(actor, membership.budget, max_budget, param)
         membership.save(update_fields=["budget", "updated_at"])
         if old != membership.budget.max_budget:
             before[budget_label], after[budget_label] = old, membership.budget.max_budget
@@ -384,7 +388,7 @@ def organization_member_add(
         organization=organization,
         user=user,
         user_role=user_role,
-        budget=_membership_budget(actor, None, max_budget_in_organization),
+        budget=_membership_budget(actor, None, max_budget_in_organization, "max_budget_in_organization"),
     )
     record(
         actor=actor,
@@ -622,7 +626,7 @@ def team_member_add(
             f"User already in team. Member: user_id={user.user_id}", param="user_id", type="team_member_already_in_team"
         )
     membership = TeamMembership.objects.create(
-        team=team, user=user, role=role, budget=_membership_budget(actor, None, max_budget_in_team)
+        team=team, user=user, role=role, budget=_membership_budget(actor, None, max_budget_in_team, "max_budget_in_team")
     )
     record(
         actor=actor,

@@ -30,7 +30,8 @@ serve: install  ## production server: gunicorn, $(WEB_CONCURRENCY) workers on $(
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	exec $(BIN)/gunicorn accessctl.wsgi:application --bind 0.0.0.0:$(PORT) --workers $(WEB_CONCURRENCY) \
-		--worker-tmp-dir /dev/shm --graceful-timeout 10 --no-control-socket
+		--worker-tmp-dir /dev/shm --graceful-timeout 10 --no-control-socket \
+		--access-logfile - # secrets in paths, queries and headers are masked (accessctl/redaction.py)
 
 bench: install services  ## the hot path under load (wrk): /healthz vs the warm check, SQLite+file cache and PostgreSQL+Redis
 	command -v wrk >/dev/null || apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }

@@ -42,6 +42,20 @@ class AccessAdminSite(AdminSite):
         user = request.user
         return bool(user.is_active and user.is_authenticated and user.policy_actor.uses_admin)
 
+    def login(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        """The admin login, throttled by django-axes: a locked-out user_id and address get axes' 429.
+
+        This is what `axes.middleware.AxesMiddleware` does, done here because the admin login is the only
+        password login: the middleware would run on every request, the gateway's hot path included.
+        """
+        # Imported here: this module is the admin's AppConfig, loaded before axes' models are ready.
+        from axes.helpers import get_lockout_response
+
+        response = super().login(request, extra_context)
+        if getattr(request, "axes_locked_out", None):
+            return get_lockout_response(request, response, getattr(request, "axes_credentials", None))
+        return response
+
     def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         context = {"dashboard": Dashboard(self, request), **(extra_context or {})}
         return super().index(request, context)

@@ -9,16 +9,43 @@ from django import forms
 from django.contrib import admin, messages
 from django.db import models
 from django.db.models import QuerySet
+from django.forms.fields import InvalidJSONInput
 from django.forms.formsets import DELETION_FIELD_NAME
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from accessctl import policy
 from accessctl.errors import ServiceError
+from accessctl.jsonbody import MAX_JSON_DEPTH, TooDeep, check_depth
 from accessctl.tenancy import ALL, PERSONAL, TenantContext
 from orgs.roles import OrgRole, TeamRole
 
 # --- form fields --------------------------------------------------------------------------------
+
+
+class BoundedJSONFormField(forms.JSONField):
+    """Django's JSON form field with the API's nesting bound (accessctl/jsonbody.py): too deep a value is
+    a form error, never a RecursionError (a 500) while cleaning or re-displaying the form."""
+
+    too_deep = f"Nested deeper than {MAX_JSON_DEPTH} levels."
+
+    def to_python(self, value: Any) -> Any:
+        try:
+            data = super().to_python(value)
+        except RecursionError:
+            raise forms.ValidationError(self.too_deep, code="invalid") from None
+        if isinstance(value, str):
+            try:
+                check_depth(data, value)
+            except TooDeep:
+                raise forms.ValidationError(self.too_deep, code="invalid") from None
+        return data
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        try:
+            return super().bound_data(data, initial)
+        except RecursionError:
+            return InvalidJSONInput(data)
 
 
 class NameListField(forms.Field):
@@ -193,6 +220,7 @@ class ServiceAdmin(TenantForeignKeys, admin.ModelAdmin):
     field_actions: ClassVar[dict[str, tuple[str, ...]]] = {}
     list_per_page = 50
     save_as = False
+    formfield_overrides = {models.JSONField: {"form_class": BoundedJSONFormField}}
 
     # --- what the user sees ---------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 
 from accessctl import policy
 from accessctl.admin import (
+    BoundedJSONFormField,
     NameListField,
     ReadOnlyAdmin,
     ServiceAdmin,
@@ -382,7 +383,7 @@ class OrganizationForm(forms.ModelForm):
     budget_duration = forms.CharField(
         required=False, max_length=16, empty_value=None, help_text='How often spend resets: "30s", "1h", "7d", "1mo".'
     )
-    model_max_budget = forms.JSONField(required=False, help_text='Per-model caps, e.g. {"openai/gpt-4o": 10.0}.')
+    model_max_budget = BoundedJSONFormField(required=False, help_text='Per-model caps, e.g. {"openai/gpt-4o": 10.0}.')
 
     class Meta:
         model = Organization

@@ -340,3 +340,21 @@ def test_csv_export_keeps_plain_cells_and_numbers(world):
     row = next(csv.DictReader(io.StringIO(response.content.decode())))
     assert row["key_alias"] == "hygiene-key" and row["spend"] == "0.0" and row["key_name"].startswith("sk-...")
 
+
+
+# --- the admin's JSON fields ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("depth", [pytest.param(3000, id="3000-deep"), pytest.param(40, id="just-too-deep")])
+def test_admin_key_form_with_deeply_nested_metadata_shows_a_form_error(world, depth):
+    client = Client()
+    client.force_login(AdminFactory())
+    url = reverse("admin:keys_virtualkey_change", args=[world.key.pk])
+    data = form_data(client.get(url).content.decode(), "virtualkey_form")
+    data["metadata"] = "[" * depth + "]" * depth
+
+    response = client.post(url, data)
+
+    assert response.status_code == 200 and "Nested deeper than 32 levels." in response.content.decode()
+    world.key.refresh_from_db()
+    assert world.key.metadata == {}

@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.utils.html import format_html_join
 
 from accessctl import policy
-from accessctl.admin import NameListField, ServiceAdmin, UserIdField, refuse, request_actor
+from accessctl.admin import NameListField, ServiceAdmin, UserIdField, request_actor
 from accessctl.common import csv_cell
 from accessctl.errors import ServiceError
 from accessgroups.admin import KeyAccessGroupInline, bulk_assign_actions, group_names

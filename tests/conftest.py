@@ -3,6 +3,14 @@ import pytest
 from django.core.cache import cache
 
 
+def pytest_configure(config):
+    # PBKDF2's million rounds cost ~0.3 s per password set or checked; the suite sets thousands.
+    # Servers the tests start as subprocesses keep the production hasher.
+    from django.conf import settings
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture(autouse=True)
 def _clear_cache():
     cache.clear()

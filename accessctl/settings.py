@@ -41,6 +41,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "accessctl.lanes.DatabaseLaneMiddleware",  # before anything that reads the session from the database
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -78,6 +79,30 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "transaction_mode": "IMMEDIATE",
         }
     )
+# Time limits on every path to the database (SPEC §6: a slow dependency never stalls the hot path).
+# `make serve` (gunicorn.conf.py) tightens them for the web server; Celery workers and commands keep the
+# longer defaults, their bulk statements being legitimately longer.
+DB_CONNECT_TIMEOUT = env.int("DB_CONNECT_TIMEOUT", default=2)  # seconds to connect (PostgreSQL)
+DB_STATEMENT_TIMEOUT_MS = env.int("DB_STATEMENT_TIMEOUT_MS", default=30_000)  # PostgreSQL statement_timeout
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    _pg_options = DATABASES["default"].setdefault("OPTIONS", {})
+    _pg_options.setdefault("connect_timeout", DB_CONNECT_TIMEOUT)
+    _pg_options.setdefault(
+        "options", f"-c statement_timeout={DB_STATEMENT_TIMEOUT_MS} -c idle_in_transaction_session_timeout=60000"
+    )
+    # A peer that vanished (host down, partition) is noticed in seconds, not after the kernel's 2 hours.
+    _pg_options.setdefault("keepalives", 1)
+    _pg_options.setdefault("keepalives_idle", 5)
+    _pg_options.setdefault("keepalives_interval", 2)
+    _pg_options.setdefault("keepalives_count", 3)
+    _pg_options.setdefault("tcp_user_timeout", DB_STATEMENT_TIMEOUT_MS + 5000)
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The busy timeout is SQLite's only wait: how long a write waits for another's lock.
+    DATABASES["default"]["OPTIONS"]["timeout"] = env.float("DB_LOCK_TIMEOUT", default=20.0)
+# Persistent connections, checked before reuse: no connection set-up per request (a flood of unknown keys
+# cost one each), and a connection the server dropped is replaced instead of failing a request.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 _cache_url = env.str("CACHE_URL", default="") or env.str("REDIS_URL", default="")
@@ -89,8 +114,10 @@ if _cache_url.startswith(("redis://", "rediss://")):
             "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="accessctl"),
             "OPTIONS": {
                 "CLIENT_CLASS": "django_redis.client.DefaultClient",
-                "SOCKET_CONNECT_TIMEOUT": 0.5,
-                "SOCKET_TIMEOUT": 0.5,
+                # A failing call opens the cache's circuit breaker (keys.breaker): the checks then skip
+                # Redis for a second, so this is paid once per second per process, not per check.
+                "SOCKET_CONNECT_TIMEOUT": env.float("REDIS_CONNECT_TIMEOUT", default=0.25),
+                "SOCKET_TIMEOUT": env.float("REDIS_SOCKET_TIMEOUT", default=0.25),
             },
         }
     }
@@ -117,6 +144,24 @@ else:
 # With a Redis cache, invalidations are also published to every serving process (keys/feed.py), so a
 # warm check needs no round trip to Redis; off, each check proves its process's copy with one shared read.
 ACCESSCTL_INVALIDATION_FEED = env.bool("ACCESSCTL_INVALIDATION_FEED", default=True)
+
+# Each serving process reads the invalidation log (keys/revocations.py) this often, in a thread of its
+# own; a revocation takes effect everywhere within about this even if the cache never heard of it. The
+# test suite's in-process server reads it only when a test says so.
+ACCESSCTL_REVOCATION_POLL_SECONDS = env.float(
+    "ACCESSCTL_REVOCATION_POLL_SECONDS", default=0.0 if "pytest" in sys.modules else 0.2
+)
+# /readyz answers within this, saying "unavailable" for a dependency that did not answer in time. Its
+# database probe runs in a thread of its own (so a hung database cannot hold the request); the test
+# suite's in-process server probes inline.
+ACCESSCTL_READY_TIMEOUT_SECONDS = env.float("ACCESSCTL_READY_TIMEOUT_SECONDS", default=0.8)
+ACCESSCTL_READY_PROBE_THREAD = env.bool("ACCESSCTL_READY_PROBE_THREAD", default="pytest" not in sys.modules)
+# How many requests of one process may wait on the database at once (0: no limit). gunicorn.conf.py sets
+# it below the thread count, so threads always remain for the checks served from memory.
+ACCESSCTL_DB_LANE = env.int("ACCESSCTL_DB_LANE", default=0)
+ACCESSCTL_DB_LANE_WAIT_SECONDS = env.float("ACCESSCTL_DB_LANE_WAIT_SECONDS", default=1.0)
+# Set by gunicorn.conf.py: a file whose presence means "draining" (SIGTERM received; /readyz says 503).
+ACCESSCTL_DRAIN_FILE = env.str("ACCESSCTL_DRAIN_FILE", default="")
 
 AUTH_USER_MODEL = "orgs.User"
 AUTHENTICATION_BACKENDS = [

@@ -26,8 +26,11 @@ from django.core.cache import cache
 from django.db import DatabaseError
 from django.db.models import Q
 
-from . import feed
+from accessctl.lanes import database_lane
+
+from . import feed, revocations
 from .authz import KeySnapshot, build_snapshot
+from .breaker import CLOSED, CircuitBreaker
 from .models import VirtualKey
 from .selectors import key_rows, key_with_path
 
@@ -39,6 +42,7 @@ logger = logging.getLogger(__name__)
 SNAPSHOT_TTL_SECONDS = 300  # bounds staleness if an invalidation is ever lost (cache outage during a write)
 GENERATION_TTL_SECONDS = 2 * SNAPSHOT_TTL_SECONDS  # outlives the values it tags; expiry only causes a miss
 CATALOG_TTL_SECONDS = 300
+COLD_LANE_WAIT_SECONDS = 0.2
 _SNAPSHOT = "authz:snap:"
 _GENERATION = "authz:gen:"
 _CATALOG = "catalog:models"
@@ -56,11 +60,15 @@ def generation_key(name: str) -> str:
 
 
 def load_snapshot(token: str) -> KeySnapshot | None:
-    """Build the snapshot from the database (the cold path: two queries). None for an unknown token."""
-    key = key_with_path(token)
-    if key is None:
-        return None
-    return build_snapshot(key_rows(key))
+    """Build the snapshot from the database (the cold path: two queries). None for an unknown token.
+
+    Takes a place in the database lane (accessctl.lanes) for a short while only: on a hung database a cold
+    check fails fast (LaneFull, a DatabaseError) instead of taking a thread the warm checks need."""
+    with database_lane(wait=COLD_LANE_WAIT_SECONDS):
+        key = key_with_path(token)
+        if key is None:
+            return None
+        return build_snapshot(key_rows(key))
 
 
 def _claim_generation(name: str, seen: Any) -> Any:
@@ -76,27 +84,42 @@ def _claim_generation(name: str, seen: Any) -> Any:
         return None
 
 
-# name → (generation, value, when it was last proven current) as this process last read it. Served
-# after a shared read finds the generation unchanged, or, while the invalidation feed is live, as it is
-# for up to LOCAL_TRUST_SECONDS: an invalidation written by a process that does not publish (a release
-# from before the feed, during a rolling deploy) is seen within that time.
-_local: dict[str, tuple[Any, Any, float]] = {}
+# name → (generation, value, when it was last proven current, log tag) as this process last read it.
+# Served after a shared read finds the generation unchanged, or, while the invalidation feed is live, as
+# it is for up to LOCAL_TRUST_SECONDS: an invalidation written by a process that does not publish (a
+# release from before the feed, during a rolling deploy) is seen within that time. Never served once the
+# invalidation log (keys.revocations) holds a note naming it written after it was loaded.
+_local: dict[str, tuple[Any, Any, float, int]] = {}
+# name → (until when, log tag): keys this process found missing in the database. A flood of unknown keys
+# costs one database read per key and process per NEGATIVE_TTL_SECONDS, and never evicts real copies.
+_missing: dict[str, tuple[float, int]] = {}
 _local_lock = threading.Lock()
 # Bumped by every drop. A copy read from the cache or the database across a drop may predate it (another
 # thread applied the invalidation before this one stored its copy), so it is not kept.
 _epoch = 0
 LOCAL_MAX_ENTRIES = 20_000
+MISSING_MAX_ENTRIES = 50_000
 LOCAL_TRUST_SECONDS = 5.0
+NEGATIVE_TTL_SECONDS = 30.0
 _now = time.monotonic
 
 
-def _remember(name: str, generation: Any, value: Any, epoch: int) -> None:
+def _remember(name: str, generation: Any, value: Any, epoch: int, tag: int) -> None:
     with _local_lock:
         if epoch != _epoch:
             return
         if name not in _local and len(_local) >= LOCAL_MAX_ENTRIES:
             del _local[next(iter(_local))]  # the oldest entry; the rest stay warm
-        _local[name] = (generation, value, _now())
+        _local[name] = (generation, value, _now(), tag)
+
+
+def _remember_missing(name: str, epoch: int, tag: int) -> None:
+    with _local_lock:
+        if epoch != _epoch:
+            return
+        if name not in _missing and len(_missing) >= MISSING_MAX_ENTRIES:
+            del _missing[next(iter(_missing))]
+        _missing[name] = (_now() + NEGATIVE_TTL_SECONDS, tag)
 
 
 def _forget(names: Iterable[str]) -> None:
@@ -105,6 +128,7 @@ def _forget(names: Iterable[str]) -> None:
         _epoch += 1
         for name in names:
             _local.pop(name, None)
+            _missing.pop(name, None)
 
 
 def _forget_all() -> None:
@@ -112,51 +136,125 @@ def _forget_all() -> None:
     with _local_lock:
         _epoch += 1
         _local.clear()
+        _missing.clear()
 
 
 # Applies every invalidation published so far to `_local`; `current()` says whether copies may be trusted.
 _feed = feed.ProcessFeed(on_names=_forget, on_reset=_forget_all)
+# The invalidation log: what the database says went stale (read by a thread of each serving process).
+_log = revocations.RevocationLog(on_names=_forget, on_reset=_forget_all)
+# The shared cache's breaker: a dead or hung cache is skipped at once, not waited for on every check.
+_breaker = CircuitBreaker("cache", open_seconds=1.0)
 
 
 def feed_state() -> str:
-    """This process's invalidation feed: "off", "live" or "degraded" (see keys.feed)."""
-    return _feed.state()
+    """This process's invalidation feed: "off", "live" or "degraded" (see keys.feed). Probes an idle
+    feed (a PING, answered within LIVENESS) so that an instance with no traffic still reads "live"."""
+    if _breaker.state() != CLOSED:
+        return "degraded" if _feed.enabled() else "off"
+    return _feed.state(probe=True)
+
+
+def log_state() -> str:
+    """This process's invalidation log reader: "off", "live" (read within a second) or "stale"."""
+    return _log.state()
+
+
+def cache_breaker_state() -> str:
+    """The shared cache's circuit breaker: "closed", "open" (checks skip the cache) or "half-open"."""
+    return _breaker.state()
+
+
+def reset_process_state() -> None:
+    """Forget every copy and close the breaker (tests: each starts as a fresh process would)."""
+    _forget_all()
+    _breaker.reset()
+
+
+def cache_failed() -> None:
+    """Another user of the cache (the readiness probe) found it failing: open the breaker."""
+    _breaker.failed()
+
+
+def _feed_current() -> bool:
+    return _breaker.state() == CLOSED and _feed.current()
+
+
+def _local_copy(name: str, proven_within: float | None) -> tuple[bool, Any]:
+    """(True, value) for a copy this process may serve without a shared read; value None: a missing key."""
+    local = _local.get(name)
+    if local is not None:
+        if (proven_within is None or _now() - local[2] <= proven_within) and _log.fresh(name, local[3]):
+            return True, local[1]
+        return False, None
+    missing = _missing.get(name)
+    if missing is not None and _now() < missing[0] and _log.fresh(name, missing[1]):
+        return True, None
+    return False, None
 
 
 def _read_through(value_key: str, name: str, loader: Callable[[], T | None], ttl: int) -> T | None:
-    """The cached value if its generation is current, else `loader()` (stored when it is not None)."""
-    if _feed.current():
-        local = _local.get(name)
-        if local is not None and _now() - local[2] <= LOCAL_TRUST_SECONDS:
-            return local[1]
+    """The cached value if its generation is current, else `loader()` (stored when it is not None).
+
+    Copies are served without a shared read while the feed is live (proven within LOCAL_TRUST_SECONDS),
+    or, while the cache is out of reach (its breaker open), on the word of the invalidation log alone
+    when it was read within a second. Every copy, local or shared, is refused once the log names it.
+    """
+    if _feed_current():
+        served, value = _local_copy(name, LOCAL_TRUST_SECONDS)
+        if served:
+            return value
+    elif _breaker.state() != CLOSED and _log.live():
+        served, value = _local_copy(name, None)
+        if served:
+            return value
     epoch = _epoch  # after the feed applied what has arrived: a later drop forbids keeping what is read
+    tag = _log.tag()  # before the load: a note written after it is newer than the tag
+    if not _breaker.allow():
+        return _load(name, loader, epoch, tag)
     gen_key = generation_key(name)
     try:
         generation = cache.get(gen_key)
         if generation is not None:
             local = _local.get(name)
-            if local is not None and local[0] == generation:
-                _remember(name, generation, local[1], epoch)
+            if local is not None and local[0] == generation and _log.fresh(name, local[3]):
+                _breaker.succeeded()
+                _remember(name, generation, local[1], epoch, local[3])
                 return local[1]
             entry = cache.get(value_key)
-            if entry is not None and entry[0] == generation:
-                _remember(name, generation, entry[1], epoch)
+            if entry is not None and len(entry) == 3 and entry[0] == generation and _log.fresh(name, entry[2]):
+                _breaker.succeeded()
+                _remember(name, generation, entry[1], epoch, entry[2])
                 return entry[1]
+        claimed = _claim_generation(name, generation)
+        _breaker.succeeded()
     except Exception:  # noqa: BLE001 - any cache failure falls back to the database
+        _breaker.failed()
         logger.warning("authorization cache unreachable; answering from the database")
-        return loader()
-    claimed = _claim_generation(name, generation)
+        return _load(name, loader, epoch, tag)
     value = loader()
     try:
         if value is None:
+            _remember_missing(name, epoch, tag)
             # Nothing to store: drop the claim so unknown tokens leave nothing behind.
             if claimed is not None and generation is None:
                 cache.delete(gen_key)
         elif claimed is not None:
-            cache.set(value_key, (claimed, value), ttl)
-            _remember(name, claimed, value, epoch)
+            cache.set(value_key, (claimed, value, tag), ttl)
+            _remember(name, claimed, value, epoch, tag)
     except Exception:  # noqa: BLE001
+        _breaker.failed()
         logger.warning("authorization cache unreachable; value not stored")
+    return value
+
+
+def _load(name: str, loader: Callable[[], T | None], epoch: int, tag: int) -> T | None:
+    """From the database with the cache out of reach; kept locally, proven by the log alone from now on."""
+    value = loader()
+    if value is None:
+        _remember_missing(name, epoch, tag)
+    else:
+        _remember(name, None, value, epoch, tag)  # generation None: never matches a shared one
     return value
 
 
@@ -181,11 +279,33 @@ def get_catalog() -> Mapping[str, str]:
     return _read_through(_CATALOG, _CATALOG, load_catalog, CATALOG_TTL_SECONDS) or {}
 
 
-def _delete(names: list[str], cache_keys: list[str]) -> None:
-    """Drop this process's copies and the shared entries, then announce it to every process (on Redis in
-    the same transaction): a process that hears of it already misses the shared entries."""
-    _forget(names)
-    feed.delete_and_announce(cache_keys, names)
+def _delete(names: list[str] | None, cache_keys: list[str]) -> None:
+    """Drop this process's copies, note the invalidation in the database's log (durable: it takes effect
+    on every process even if what follows fails), then delete the shared entries and announce it to every
+    process (on Redis in the same transaction). Raises when the cache cannot be reached."""
+    if names is None:
+        _forget_all()
+    else:
+        _forget(names)
+    try:
+        revocations.write(names)
+    except DatabaseError:
+        logger.error("invalidation log unwritable; the cache alone is told of this invalidation")
+    if not _breaker.allow():
+        raise CacheUnavailable("the cache's circuit breaker is open")
+    try:
+        if names is None:
+            feed.delete_all_and_announce(cache_keys[0])
+        else:
+            feed.delete_and_announce(cache_keys, names)
+    except Exception:
+        _breaker.failed()
+        raise
+    _breaker.succeeded()
+
+
+class CacheUnavailable(Exception):
+    """The shared cache was skipped (its breaker is open)."""
 
 
 def invalidate_catalog() -> None:
@@ -193,7 +313,7 @@ def invalidate_catalog() -> None:
     try:
         _delete([_CATALOG], [_CATALOG, generation_key(_CATALOG)])
     except Exception:  # noqa: BLE001
-        logger.error("authorization cache unreachable; the catalog could not be invalidated")
+        logger.error("authorization cache unreachable; the catalog is invalidated through the log only")
 
 
 def _named_group_query(names: Iterable[str]) -> Q:
@@ -260,7 +380,9 @@ def invalidate_tokens(tokens: Iterable[str]) -> None:
     try:
         _delete(names, cache_keys)
     except Exception:  # noqa: BLE001
-        logger.error("authorization cache unreachable; %d snapshots could not be invalidated", len(names))
+        logger.error(
+            "authorization cache unreachable; %d snapshots are invalidated through the log only", len(names)
+        )
 
 
 def invalidate(affects: Affects) -> None:
@@ -281,8 +403,7 @@ def invalidate(affects: Affects) -> None:
 def invalidate_all() -> None:
     """Drop every snapshot and the catalog on every server: deleting the generations is enough (a value
     is only served under its generation), then every process is told to drop its copies."""
-    _forget_all()
     try:
-        feed.delete_all_and_announce(generation_key("*"))
+        _delete(None, [generation_key("*")])
     except Exception:  # noqa: BLE001
-        logger.error("authorization cache unreachable; the snapshots could not be invalidated")
+        logger.error("authorization cache unreachable; the snapshots are invalidated through the log only")

@@ -104,6 +104,18 @@ class InvalidationFeed:
                 self.close()
                 return False
 
+    def probe(self, timeout: float = LIVENESS_SECONDS) -> bool:
+        """`current()`, after waiting up to `timeout` for a PING sent now to be answered: an idle process
+        has sent none lately, which makes it not current without anything being wrong. Not for the hot
+        path (it may wait); for the readiness probe."""
+        deadline = self._clock() + timeout
+        while True:
+            if self.current():
+                return True
+            if self._pubsub is None or self._clock() >= deadline:
+                return False
+            time.sleep(0.005)  # not a blocking read: request threads poll the same socket
+
     def close(self) -> None:
         """Drop the subscription (its connection too); the next poll after the back-off subscribes again."""
         pubsub, self._pubsub, self._confirmed = self._pubsub, None, False
@@ -277,13 +289,19 @@ class ProcessFeed:
         feed = self._get()
         return feed is not None and feed.current()
 
-    def state(self) -> str:
+    def state(self, *, probe: bool = False) -> str:
         """For the readiness probe: "off" (a cache without a feed, or turned off), "live", or "degraded"
-        (each check proves its copy with a shared read until the feed is whole again)."""
+        (each check proves its copy with a shared read until the feed is whole again). With `probe`, an
+        idle feed is proven first (a PING answered within LIVENESS_SECONDS), so idleness is not degradation."""
         feed = self._get()
         if feed is None:
             return "off"
+        if probe and isinstance(feed, InvalidationFeed):
+            return "live" if feed.probe() else "degraded"
         return "live" if feed.current() else "degraded"
+
+    def enabled(self) -> bool:
+        return self._get() is not None
 
     def _get(self) -> Feed | None:
         caches, enabled = settings.CACHES, getattr(settings, "ACCESSCTL_INVALIDATION_FEED", True)

@@ -114,3 +114,24 @@ class VirtualKey(BudgetFields, SpendFields):
         if self.is_expired:
             return "expired"
         return "active"
+
+
+class Invalidation(db.Model):
+    """A durable note that the cached decisions of these keys (or of every key) went stale.
+
+    Written right after a write that changes who may call what commits, before its response; every serving
+    process reads the new notes a few times a second (`keys.revocations`) and refuses to serve a cached
+    decision older than a note that names it. A revocation therefore takes effect even when the shared
+    cache could not be told (down, paused, partitioned from the writer): the database holds it.
+    """
+
+    id = db.BigAutoField(primary_key=True)
+    at = db.DateTimeField(default=timezone.now, db_index=True)
+    tokens = db.JSONField(default=list, blank=True)
+    everything = db.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"invalidation {self.id}: " + ("every key" if self.everything else f"{len(self.tokens)} keys")

@@ -447,6 +447,13 @@ def key_regenerate(
 def _set_blocked(actor: User | None, key: VirtualKey, blocked: bool) -> VirtualKey:
     key = VirtualKey.objects.select_for_update().get(pk=key.pk)
     if key.blocked == blocked:
+        if blocked:
+            # Nothing changes, so nothing is audited; but a block repeated because the first one's cache
+            # invalidation may have been lost must reach every cache again.
+            from .cache import invalidate_tokens
+
+            token = key.token
+            transaction.on_commit(lambda: invalidate_tokens([token]))
         return key
     key.blocked = blocked
     key.updated_by = _label(actor)

@@ -13,9 +13,13 @@ def pytest_configure(config):
 
 @pytest.fixture(autouse=True)
 def _clear_cache():
+    from keys import cache as snapshot_cache
+
     cache.clear()
+    snapshot_cache.reset_process_state()  # a breaker a test opened (a closed port) must not outlive it
     yield
     cache.clear()
+    snapshot_cache.reset_process_state()
 
 
 @pytest.fixture

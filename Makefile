@@ -26,12 +26,10 @@ run: install  ## migrate, load the demo, serve the admin on $(PORT) (embedded SQ
 	$(BIN)/python manage.py load_demo
 	$(BIN)/python manage.py runserver 0.0.0.0:$(PORT)
 
-serve: install  ## production server: gunicorn, $(WEB_CONCURRENCY) workers on $(PORT), static files by whitenoise
+serve: install  ## production server: gunicorn (gunicorn.conf.py: threads, drain on SIGTERM), $(WEB_CONCURRENCY) workers on $(PORT)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	exec $(BIN)/gunicorn accessctl.wsgi:application --bind 0.0.0.0:$(PORT) --workers $(WEB_CONCURRENCY) \
-		--worker-tmp-dir /dev/shm --graceful-timeout 10 --no-control-socket \
-		--access-logfile - # secrets in paths, queries and headers are masked (accessctl/redaction.py)
+	WEB_CONCURRENCY=$(WEB_CONCURRENCY) exec $(BIN)/gunicorn -c gunicorn.conf.py --bind 0.0.0.0:$(PORT)
 
 bench: install services  ## the hot path under load (wrk): /healthz vs the warm check, SQLite+file cache and PostgreSQL+Redis
 	command -v wrk >/dev/null || apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }
@@ -41,7 +39,7 @@ demo: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py load_demo
 
-.PHONY: worker bench-bulk
+.PHONY: worker bench-bulk bench-faults
 CELERY_BROKER_URL ?= redis://127.0.0.1:6379/0
 
 worker: install services  ## a Celery worker with beat (budget resets, key expiry, bulk jobs) on $(CELERY_BROKER_URL)
@@ -50,6 +48,10 @@ worker: install services  ## a Celery worker with beat (budget resets, key expir
 
 bench-bulk: install services  ## bulk assignment and key listing at scale, on PostgreSQL
 	$(BIN)/python benchmarks/bench_bulk.py
+
+bench-faults: install services  ## warm checks during each fault (Redis killed/paused, database paused, random-key flood)
+	command -v wrk >/dev/null || apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }
+	$(BIN)/python benchmarks/bench_faults.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -16,10 +16,10 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection
+from django.db import connection, transaction
 from django.http import JsonResponse
 
-from keys.cache import cache_breaker_state, cache_failed, feed_state, log_state
+from keys.cache import cache_answered, cache_breaker_state, cache_failed, feed_state, log_state
 
 
 def healthz(request) -> JsonResponse:
@@ -34,7 +34,9 @@ def draining() -> bool:
 
 
 def _select_one() -> None:
-    with connection.cursor() as cursor:
+    # In a transaction: on SQLite (IMMEDIATE transactions) that takes the write lock, so a database that
+    # cannot take writes (a lock held too long) is not ready either.
+    with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT 1")
 
 
@@ -94,10 +96,13 @@ def _inline_database_check() -> str:
 def _cache_check() -> str:
     try:
         cache.set("readyz", "1", 5)
-        return "ok" if cache.get("readyz") == "1" else "error: read back failed"
+        if cache.get("readyz") != "1":
+            return "error: read back failed"
     except Exception as exc:  # noqa: BLE001
         cache_failed()  # the checks skip the cache from now on, as if one of them had failed
         return f"error: {type(exc).__name__}"
+    cache_answered()  # the cache is back: the checks use it again without waiting for their own probe
+    return "ok"
 
 
 def readyz(request) -> JsonResponse:

@@ -157,9 +157,10 @@ ACCESSCTL_REVOCATION_POLL_SECONDS = env.float(
 ACCESSCTL_READY_TIMEOUT_SECONDS = env.float("ACCESSCTL_READY_TIMEOUT_SECONDS", default=0.8)
 ACCESSCTL_READY_PROBE_THREAD = env.bool("ACCESSCTL_READY_PROBE_THREAD", default="pytest" not in sys.modules)
 # How many requests of one process may wait on the database at once (0: no limit). gunicorn.conf.py sets
-# it below the thread count, so threads always remain for the checks served from memory.
+# it below the thread count, so threads always remain for the checks served from memory. A request waits
+# at most ACCESSCTL_DB_LANE_WAIT_SECONDS for a place (waiting holds a thread too), then gets a 503.
 ACCESSCTL_DB_LANE = env.int("ACCESSCTL_DB_LANE", default=0)
-ACCESSCTL_DB_LANE_WAIT_SECONDS = env.float("ACCESSCTL_DB_LANE_WAIT_SECONDS", default=1.0)
+ACCESSCTL_DB_LANE_WAIT_SECONDS = env.float("ACCESSCTL_DB_LANE_WAIT_SECONDS", default=0.1)
 # Set by gunicorn.conf.py: a file whose presence means "draining" (SIGTERM received; /readyz says 503).
 ACCESSCTL_DRAIN_FILE = env.str("ACCESSCTL_DRAIN_FILE", default="")
 

@@ -169,11 +169,17 @@ def reset_process_state() -> None:
     """Forget every copy and close the breaker (tests: each starts as a fresh process would)."""
     _forget_all()
     _breaker.reset()
+    _log.reset()
 
 
 def cache_failed() -> None:
     """Another user of the cache (the readiness probe) found it failing: open the breaker."""
     _breaker.failed()
+
+
+def cache_answered() -> None:
+    """Another user of the cache (the readiness probe) found it answering: close the breaker."""
+    _breaker.succeeded()
 
 
 def _feed_current() -> bool:
@@ -204,9 +210,11 @@ def _read_through(value_key: str, name: str, loader: Callable[[], T | None], ttl
         served, value = _local_copy(name, LOCAL_TRUST_SECONDS)
         if served:
             return value
-    elif _breaker.state() != CLOSED and _log.live():
+    elif _log.live():
+        # The cache out of reach: the log alone vouches for copies. Otherwise it vouches for "no such key"
+        # (a key created since is named by a note), and copies of real keys are proven by a shared read.
         served, value = _local_copy(name, None)
-        if served:
+        if served and (value is None or _breaker.state() != CLOSED):
             return value
     epoch = _epoch  # after the feed applied what has arrived: a later drop forbids keeping what is read
     tag = _log.tag()  # before the load: a note written after it is newer than the tag

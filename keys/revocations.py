@@ -89,6 +89,13 @@ class RevocationLog:
         self._pid = 0
         self.reads = self.failures = 0
 
+    def reset(self) -> None:
+        """Forget every note read (tests: each starts as a fresh process would)."""
+        with self._lock:
+            self._seen, self._stale = {}, {}
+            self._everything = self._high = 0
+            self._read_started = None
+
     # --- the hot path ----------------------------------------------------------------------------
 
     def tag(self) -> int:

@@ -20,7 +20,7 @@ import time
 wsgi_app = "accessctl.wsgi:application"
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")  # "sync": one request per process
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+threads = int(os.environ.get("GUNICORN_THREADS", "16"))
 keepalive = 5
 timeout = 30
 graceful_timeout = 15
@@ -35,7 +35,10 @@ DRAIN_SECONDS = float(os.environ.get("ACCESSCTL_DRAIN_SECONDS", "5"))
 # The web server's time limits (settings.py keeps longer ones for Celery and commands).
 os.environ.setdefault("DB_STATEMENT_TIMEOUT_MS", "5000")
 os.environ.setdefault("DB_LOCK_TIMEOUT", "5")
-os.environ.setdefault("ACCESSCTL_DB_LANE", str(max(1, threads - 2)))
+# Of each process's threads: a quarter may wait on the database, half may hold unknown keys' answers, and
+# the rest are always there for warm checks and probes.
+os.environ.setdefault("ACCESSCTL_DB_LANE", str(max(1, threads // 4)))
+os.environ.setdefault("ACCESSCTL_UNKNOWN_KEY_SLOTS", str(threads // 2))
 _drain_dir = "/dev/shm" if os.path.isdir("/dev/shm") else "/tmp"
 os.environ.setdefault("ACCESSCTL_DRAIN_FILE", os.path.join(_drain_dir, f"accessctl-draining-{os.getpid()}"))
 

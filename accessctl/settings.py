@@ -161,6 +161,11 @@ ACCESSCTL_READY_PROBE_THREAD = env.bool("ACCESSCTL_READY_PROBE_THREAD", default=
 # at most ACCESSCTL_DB_LANE_WAIT_SECONDS for a place (waiting holds a thread too), then gets a 503.
 ACCESSCTL_DB_LANE = env.int("ACCESSCTL_DB_LANE", default=0)
 ACCESSCTL_DB_LANE_WAIT_SECONDS = env.float("ACCESSCTL_DB_LANE_WAIT_SECONDS", default=0.1)
+# An unknown key is answered after ACCESSCTL_UNKNOWN_KEY_DELAY_SECONDS, by at most this many threads of a
+# process at once (0: at once, always): a flood of random keys mostly waits, instead of taking the CPU
+# and the threads real traffic needs. gunicorn.conf.py sets it to half the threads.
+ACCESSCTL_UNKNOWN_KEY_SLOTS = env.int("ACCESSCTL_UNKNOWN_KEY_SLOTS", default=0)
+ACCESSCTL_UNKNOWN_KEY_DELAY_SECONDS = env.float("ACCESSCTL_UNKNOWN_KEY_DELAY_SECONDS", default=0.25)
 # Set by gunicorn.conf.py: a file whose presence means "draining" (SIGTERM received; /readyz says 503).
 ACCESSCTL_DRAIN_FILE = env.str("ACCESSCTL_DRAIN_FILE", default="")
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hmac
 import json
+import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote_plus
@@ -76,8 +78,31 @@ def _caller(request: Any) -> KeySnapshot | object:
         raise _Refusal("The database is unavailable.", "no_db_connection", 503) from None
     # The cache is keyed by the hash; comparing it again costs nothing and never leaks timing.
     if snapshot is None or not hmac.compare_digest(snapshot.token, token):
+        _hold_unknown_key()
         raise _Refusal("Authentication Error, Invalid proxy server token passed.", "auth_error", 401)
     return snapshot
+
+
+_tarpit: tuple[int, threading.BoundedSemaphore | None] = (0, None)
+
+
+def _hold_unknown_key() -> None:
+    """Answer an unknown key late: a flood of random keys then gets a few answers per second per slot,
+    and the threads it holds sleep instead of competing with real traffic for the CPU. At most
+    ACCESSCTL_UNKNOWN_KEY_SLOTS such answers wait at once per process (the rest are answered at once),
+    so the flood can never hold every thread."""
+    global _tarpit
+    slots = settings.ACCESSCTL_UNKNOWN_KEY_SLOTS
+    if slots <= 0:
+        return
+    if _tarpit[0] != slots:
+        _tarpit = (slots, threading.BoundedSemaphore(slots))
+    semaphore = _tarpit[1]
+    if semaphore.acquire(blocking=False):
+        try:
+            time.sleep(settings.ACCESSCTL_UNKNOWN_KEY_DELAY_SECONDS)
+        finally:
+            semaphore.release()
 
 
 def _resources(params: Mapping[str, Any]) -> dict[str, str]:

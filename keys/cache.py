@@ -12,6 +12,12 @@ feed is whole it serves its copies with no shared read at all. Otherwise it serv
 reading the shared generation and finding it unchanged: one small shared read (no transfer or
 unpickling of the snapshot). Either way an invalidation anywhere reaches every process on its next
 request.
+
+What the cache may have missed, the database still says: every invalidation is also noted in the
+invalidation log (`keys.revocations`), and every value carries the log position it was loaded at; a
+value a later note names is never served (a lost delete, a partition, a paused Redis). The shared cache
+sits behind a circuit breaker: while it is out of reach, copies are served on the log's word alone, and
+what is missing is loaded from the database, with no socket timeout per check.
 """
 from __future__ import annotations
 
@@ -39,7 +45,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SNAPSHOT_TTL_SECONDS = 300  # bounds staleness if an invalidation is ever lost (cache outage during a write)
+SNAPSHOT_TTL_SECONDS = 300  # bounds staleness if an invalidation and its note are both lost (README)
 GENERATION_TTL_SECONDS = 2 * SNAPSHOT_TTL_SECONDS  # outlives the values it tags; expiry only causes a miss
 CATALOG_TTL_SECONDS = 300
 COLD_LANE_WAIT_SECONDS = 0.2

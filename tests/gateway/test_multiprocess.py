@@ -98,6 +98,7 @@ def deployment(request, tmp_path) -> Iterator[tuple[dict[str, str], list[int]]]:
     prefix = f"test-mp-{uuid.uuid4().hex}"
     env["CACHE_KEY_PREFIX"] = prefix
     env["ACCESSCTL_MASTER_KEY"] = MASTER
+    env["ACCESSCTL_DRAIN_SECONDS"] = "0"  # gunicorn reads gunicorn.conf.py from the cwd: no drain on stop here
     if request.param == "redis":
         env["REDIS_URL"] = f"redis://127.0.0.1:6379/{REDIS_DB}"
     else:

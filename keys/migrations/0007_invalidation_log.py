@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('keys', '0005_keys_fillfactor'),
+        ('keys', '0006_key_alias_unique_per_tenant'),
     ]
 
     operations = [

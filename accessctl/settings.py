@@ -253,9 +253,35 @@ CELERY_TIMEZONE = TIME_ZONE
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 # Beat (`make worker`): budget windows snap to the minute, hour or day, so checking every minute is enough.
+# Every task is safe to run twice (bulk jobs resume after their last committed batch, the usage applier
+# marks reports applied in the batch's transaction, resets and sweeps re-check what is due), so a message
+# is acknowledged only once its task has finished, and a task whose worker process died goes back on the
+# queue instead of being lost.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a worker holds (unacknowledged) only what it is running
+# Redis redelivers an unacknowledged message after this long (a whole worker was killed). It must outlast
+# the longest task run: a bulk job works in slices of BULK_JOB_SLICE_SECONDS (plus one batch), and the
+# usage applier in slices of USAGE_APPLY_SLICE_SECONDS, so neither is redelivered while it still runs.
+CELERY_VISIBILITY_TIMEOUT_SECONDS = env.int("CELERY_VISIBILITY_TIMEOUT_SECONDS", default=300)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT_SECONDS}
+BULK_JOB_SLICE_SECONDS = env.float("BULK_JOB_SLICE_SECONDS", default=60.0)
+# A running job whose last batch is older than this shows as stalled, and may be resumed.
+BULK_JOB_STALL_SECONDS = env.float("BULK_JOB_STALL_SECONDS", default=120.0)
+
+# Usage reports (keys/usage.py): buffered, then applied in batches.
+USAGE_BATCH_SIZE = env.int("USAGE_BATCH_SIZE", default=5000)
+USAGE_APPLY_DELAY_SECONDS = env.float("USAGE_APPLY_DELAY_SECONDS", default=0.1)  # gathers a batch
+USAGE_APPLY_SLICE_SECONDS = env.float("USAGE_APPLY_SLICE_SECONDS", default=30.0)
+USAGE_APPLY_FLAG_SECONDS = env.int("USAGE_APPLY_FLAG_SECONDS", default=30)  # a lost run is forgotten after
+USAGE_APPLY_INTERVAL_SECONDS = env.float("USAGE_APPLY_INTERVAL_SECONDS", default=5.0)
+USAGE_IDEMPOTENCY_RETENTION_SECONDS = env.int("USAGE_IDEMPOTENCY_RETENTION_SECONDS", default=24 * 3600)
+
 CELERY_BEAT_SCHEDULE = {
     "reset-budgets": {"task": "orgs.reset_budgets", "schedule": 60.0},
     "sweep-expired-keys": {"task": "keys.sweep_expired", "schedule": 60.0},
+    "apply-usage": {"task": "keys.apply_usage", "schedule": USAGE_APPLY_INTERVAL_SECONDS},
+    "purge-usage": {"task": "keys.purge_usage", "schedule": 3600.0},
 }
 
 LOGGING = {

@@ -135,3 +135,71 @@ class Invalidation(db.Model):
 
     def __str__(self) -> str:
         return f"invalidation {self.id}: " + ("every key" if self.everything else f"{len(self.tokens)} keys")
+
+
+class UsageReport(db.Model):
+    """One spend report from a gateway, buffered until the applier adds it to the key's path (SPEC §6).
+
+    Append-only: the report is committed before the gateway gets its 2xx, and the applier marks it applied
+    in the same transaction that adds its spend, so a crash on either side neither loses nor doubles it.
+    Applied reports without an idempotency key are deleted at once; those with one are kept for
+    `USAGE_IDEMPOTENCY_RETENTION_SECONDS` so a retry is still recognised.
+    """
+
+    id = db.BigAutoField(primary_key=True)
+    caller = db.CharField(max_length=64, help_text="Who reported it (`master` or `user:<pk>`); idempotency is per caller.")
+    idempotency_key = db.CharField(
+        max_length=128, null=True, blank=True, help_text="The caller's id for this report; a retry with it counts once."
+    )
+    request_id = db.UUIDField(help_text="The request that stored the report (tells a retry from the original).")
+    # No foreign-key constraint: a key deleted before its spend is applied must not block the delete, and
+    # no index on the insert path beyond the pending ones below.
+    key = db.ForeignKey(
+        VirtualKey, db_constraint=False, db_index=False, on_delete=db.DO_NOTHING, related_name="+",
+        help_text="The key that spent.",
+    )
+    model = db.CharField(max_length=255)
+    spend = db.FloatField(help_text="Spend in USD.")
+    prompt_tokens = db.BigIntegerField(default=0)
+    completion_tokens = db.BigIntegerField(default=0)
+    received_at = db.DateTimeField(default=timezone.now)
+    applied_at = db.DateTimeField(null=True, blank=True, help_text="When its spend landed; empty while pending.")
+
+    class Meta:
+        verbose_name = "usage report"
+        constraints = [
+            db.UniqueConstraint(
+                fields=["caller", "idempotency_key"],
+                condition=db.Q(idempotency_key__isnull=False),
+                name="usage_report_idempotency_key_once_per_caller",
+            ),
+        ]
+        indexes = [
+            # The applier's queue, and the pending spend of a key's path: only pending rows are indexed.
+            db.Index(fields=["id"], condition=db.Q(applied_at__isnull=True), name="usage_report_pending"),
+            db.Index(fields=["key"], condition=db.Q(applied_at__isnull=True), name="usage_report_pending_key"),
+            db.Index(fields=["applied_at"], condition=db.Q(applied_at__isnull=False), name="usage_report_applied"),
+        ]
+
+    def __str__(self) -> str:
+        state = "applied" if self.applied_at else "pending"
+        return f"{self.spend:g} USD on {self.model} ({state})"
+
+
+class UsageBatch(db.Model):
+    """One run of the usage applier: how many reports it applied and how late (for metrics and the bench)."""
+
+    id = db.BigAutoField(primary_key=True)
+    applied_at = db.DateTimeField(default=timezone.now, db_index=True)
+    reports = db.IntegerField(default=0)
+    rows_updated = db.IntegerField(default=0, help_text="Key, team, organization and user rows written.")
+    spend = db.FloatField(default=0.0)
+    max_lag_ms = db.FloatField(default=0.0, help_text="From the oldest report's arrival to this batch's commit.")
+    mean_lag_ms = db.FloatField(default=0.0)
+
+    class Meta:
+        verbose_name = "usage batch"
+        verbose_name_plural = "usage batches"
+
+    def __str__(self) -> str:
+        return f"usage batch {self.pk}: {self.reports} reports"

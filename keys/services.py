@@ -3,24 +3,23 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import sys
-from dataclasses import dataclass
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from accessctl import policy
 from accessctl.common import field_values, model_update
 from accessctl.durations import DurationError, duration_delta, next_reset_at
-from accessctl.errors import Conflict, InvalidInput, NotFound
+from accessctl.errors import Conflict, InvalidInput
 from orgs.audit import Affects, record
 from orgs.models import Organization, Team, User
 
 from . import crypto
+from .amounts import MAX_AMOUNT
 from .models import VirtualKey
 from .selectors import model_ceilings
+from .usage import ReportOutcome, caller_label, usage_ingest
 
 BUDGET_FIELDS = (
     "max_budget",
@@ -48,13 +47,6 @@ EDITABLE_FIELDS = (
 AUDITED_FIELDS = ("token", "key_name", *EDITABLE_FIELDS, "access_group_ids")
 
 
-# Amounts in USD (budgets, spend, per-model caps, one usage report) are finite, ≥ 0 and at most this:
-# a trillion dollars is no real budget, and sums of bounded amounts can never overflow a float
-# (1e308 reported twice made spend infinite, which PostgreSQL's JSON refuses and the dashboard divided by).
-MAX_AMOUNT = 1e12
-# Token counts of one usage report: bounded like amounts (and exact as JSON numbers, below 2**53).
-MAX_TOKENS = 10**12
-_FLOAT_MAX = sys.float_info.max
 
 
 def _label(actor: User | None) -> str:
@@ -506,53 +498,7 @@ def key_delete(*, actor: User | None, key: VirtualKey, by: policy.Actor | None =
     )
 
 
-# --- usage (the gateway's spend reports) ------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class UsageResult:
-    """What a usage report changed: the key's new spend and the budgets it used up."""
-
-    token: str
-    model: str
-    spend: float
-    prompt_tokens: int
-    completion_tokens: int
-    key_spend: float
-    exceeded: tuple[str, ...]
-
-
-def _number(value: Any, param: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidInput(f"{param} must be a number.", param=param)
-    try:
-        number = float(value)
-    except OverflowError:  # an integer too large for a float
-        number = float("inf")
-    if not 0 <= number <= MAX_AMOUNT:  # also refuses NaN
-        raise InvalidInput(f"{param} must be a number between 0 and {MAX_AMOUNT:g}.", param=param)
-    return number
-
-
-def _count(value: Any, param: str) -> int:
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKENS:
-        raise InvalidInput(f"{param} must be a whole number between 0 and {MAX_TOKENS}.", param=param)
-    return value
-
-
-def _stored_amount(value: Any) -> float:
-    """A per-model spend as stored, made a float in range: rows written before amounts were bounded may
-    hold infinity or more than a float can (saturated, so a per-model cap stays spent), or garbage (0)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-        return 0.0
-    return float(min(max(value, 0), _FLOAT_MAX))
-
-
-def _crossed(new: float, added: float, cap: Any) -> bool:
-    """This report moved spend from below the cap to at or above it (exactly one report does)."""
-    return cap is not None and new >= float(cap) > new - added
+# --- usage (the gateway's spend reports: keys/usage.py) -------------------------------------
 
 
 def usage_report(
@@ -563,71 +509,10 @@ def usage_report(
     spend: Any,
     prompt_tokens: Any = None,
     completion_tokens: Any = None,
-) -> UsageResult:
-    """Add a request's spend to the key, its team, organization and user, and to their per-model spend.
-
-    No read-modify-write of spend: each row's `spend` is incremented in the database (`F()`), and that
-    UPDATE takes the row's write lock, so the per-model JSON read and written next is serialized per row
-    and concurrent reports lose nothing. The first statement of the transaction is that UPDATE, so a
-    SQLite writer takes its lock before reading. A report that uses up a budget on the path is audited
-    and invalidates the snapshots that budget governs, so the next check answers `budget_exceeded`.
-    """
-    if not isinstance(key, str) or not key.strip():
-        raise InvalidInput("key must be a virtual key (sk-…) or its token.", param="key")
-    if not isinstance(model, str) or not model.strip():
-        raise InvalidInput("model must be a non-empty string.", param="model")
-    model = model.strip()
-    amount = _number(spend, "spend")
-    prompt, completion = _count(prompt_tokens, "prompt_tokens"), _count(completion_tokens, "completion_tokens")
-    row = (
-        VirtualKey.objects.filter(token=crypto.token_for(key))
-        .values("pk", "token", "team_id", "organization_id", "team__organization_id", "user_id", "user__user_id")
-        .first()
-    )
-    if row is None:
-        raise NotFound("Key not found.", param="key")
-    organization_id = row["organization_id"] or row["team__organization_id"]
-    path = [
-        ("key", VirtualKey, row["pk"], ("max_budget", "model_max_budget"), Affects(tokens={row["token"]})),
-        ("team", Team, row["team_id"], ("max_budget", "model_max_budget"), Affects(team_ids={row["team_id"]})),
-        (
-            "organization",
-            Organization,
-            organization_id,
-            ("budget__max_budget", "budget__model_max_budget"),
-            Affects(organization_ids={organization_id}),
-        ),
-        ("user", User, row["user_id"], ("max_budget", "model_max_budget"), Affects(user_pks={row["user_id"]})),
-    ]
-    exceeded: list[str] = []
-    key_spend = 0.0
-    with transaction.atomic():
-        for scope, model_class, pk, caps, affects in path:
-            if pk is None:
-                continue
-            rows = model_class.objects.filter(pk=pk)
-            if not rows.update(spend=F("spend") + amount):  # takes the row lock before any read
-                continue
-            current = rows.values("spend", "model_spend", *caps).get()
-            model_spend = dict(current["model_spend"] or {})
-            # min(): a sum that leaves the float range would make the JSON unstorable (Infinity).
-            model_spend[model] = min(_stored_amount(model_spend.get(model)) + amount, _FLOAT_MAX)
-            rows.update(model_spend=model_spend)
-            new_spend = float(current["spend"])
-            if scope == "key":
-                key_spend = new_spend
-            cap, model_caps = current[caps[0]], current[caps[1]] or {}
-            over_total = _crossed(new_spend, amount, cap)
-            over_model = _crossed(model_spend[model], amount, model_caps.get(model))
-            if over_total or over_model:
-                exceeded.append(scope)
-                record(
-                    actor=actor,
-                    action="budget_exceeded",
-                    object_type=scope,
-                    object_id={"key": row["token"], "user": row["user__user_id"]}.get(scope, pk),
-                    organization_id=organization_id,
-                    after={"spend": new_spend, "max_budget": cap, "model": model, "model_spend": model_spend[model]},
-                    affects=affects,
-                )
-    return UsageResult(row["token"], model, amount, prompt, completion, key_spend, tuple(exceeded))
+    idempotency_key: str | None = None,
+) -> ReportOutcome:
+    """Report one request's spend as `actor` (None: the master key); see `keys.usage.usage_ingest`."""
+    body = {"key": key, "model": model, "spend": spend, "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens, "idempotency_key": idempotency_key}
+    caller = caller_label(actor, is_master=actor is None)
+    return usage_ingest(caller=caller, items=[body], as_list=False)[0]

@@ -12,6 +12,7 @@ from orgs.models import AuditEntry
 from orgs.tasks import BudgetScope, reset_due_budgets
 
 from .models import VirtualKey
+from .usage import usage_apply_queued, usage_purge
 
 KEY_SCOPE = BudgetScope("key", VirtualKey, "", "token", lambda rows: Affects(key_ids={r["pk"] for r in rows}))
 EXPIRY_ACTION = "key_expired"
@@ -66,3 +67,16 @@ def key_expiry_sweep(*, now: datetime.datetime | None = None, batch_size: int = 
 def sweep_expired_keys() -> int:
     """Beat task: audit and evict the keys that expired since the last sweep."""
     return len(key_expiry_sweep())
+
+
+@shared_task(name="keys.apply_usage", ignore_result=True)
+def apply_usage() -> int:
+    """Apply the buffered usage reports (queued by the first report after a run, and by beat)."""
+    return usage_apply_queued()
+
+
+@shared_task(name="keys.purge_usage", ignore_result=True)
+def purge_usage() -> int:
+    """Beat task: forget applied reports past the idempotency retention."""
+    return usage_purge()
+

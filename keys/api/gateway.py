@@ -31,7 +31,7 @@ from accessctl.authentication import MASTER_USER_ID, BearerKeyAuthentication, Ke
 from accessctl.errors import BODY_TOO_LARGE, ServiceError, error_body
 from keys import cache, crypto
 from keys.authz import KeySnapshot, allowed_names, authorize, status_decision
-from keys.services import usage_report
+from keys.usage import ReportOutcome, caller_label, usage_ingest, validate_idempotency_key
 
 RESOURCE_PARAMS = ("model", "mcp_server_id", "agent_id")
 MODEL_CREATED = 1677610602  # the constant LiteLLM reports as `created`; clients only check presence
@@ -415,8 +415,57 @@ class ModelListAliasView(ModelListView):
         return model_list(request)
 
 
+_USAGE_REPORT_FIELDS = {
+    "key": serializers.CharField(help_text="The virtual key (sk-…) or its token."),
+    "model": serializers.CharField(),
+    "spend": serializers.FloatField(min_value=0),
+    "prompt_tokens": serializers.IntegerField(min_value=0, required=False),
+    "completion_tokens": serializers.IntegerField(min_value=0, required=False),
+    "idempotency_key": serializers.CharField(
+        max_length=128, required=False,
+        help_text="The caller's id for this report: a retry with the same one counts once.",
+    ),
+}
+_USAGE_OUTCOME = inline_serializer(
+    "UsageReported",
+    {
+        "key": serializers.CharField(help_text="The key's token."),
+        "model": serializers.CharField(),
+        "spend": serializers.FloatField(),
+        "prompt_tokens": serializers.IntegerField(),
+        "completion_tokens": serializers.IntegerField(),
+        "total_tokens": serializers.IntegerField(),
+        "idempotency_key": serializers.CharField(allow_null=True),
+        "duplicate": serializers.BooleanField(help_text="A retry of a report already counted; not counted again."),
+        "budget_exceeded": serializers.ListField(
+            child=serializers.CharField(),
+            help_text="Scopes whose budget is used up, counting the spend not yet applied.",
+        ),
+    },
+)
+
+
+def _outcome(outcome: ReportOutcome) -> dict[str, Any]:
+    report = outcome.report
+    return {
+        "key": report.key,
+        "model": report.model,
+        "spend": report.spend,
+        "prompt_tokens": report.prompt_tokens,
+        "completion_tokens": report.completion_tokens,
+        "total_tokens": report.prompt_tokens + report.completion_tokens,
+        "idempotency_key": report.idempotency_key,
+        "duplicate": outcome.duplicate,
+        "budget_exceeded": list(outcome.budget_exceeded),
+    }
+
+
 class UsageView(APIView):
-    """`/api/v1/usage`: a gateway reports a request's spend (system users and the master key only)."""
+    """`/api/v1/usage`: a gateway reports requests' spend (system users and the master key only).
+
+    One report (a JSON object) or a list of up to 1,000. They are stored before the answer (202) and
+    applied in batches (keys/usage.py).
+    """
 
     authentication_classes = (BearerKeyAuthentication,)
     permission_classes = ()
@@ -425,37 +474,22 @@ class UsageView(APIView):
 
     @extend_schema(
         operation_id="usage_report",
-        summary="Report spend for a key and model",
-        request=inline_serializer(
-            "UsageReport",
-            {
-                "key": serializers.CharField(help_text="The virtual key (sk-…) or its token."),
-                "model": serializers.CharField(),
-                "spend": serializers.FloatField(min_value=0),
-                "prompt_tokens": serializers.IntegerField(min_value=0, required=False),
-                "completion_tokens": serializers.IntegerField(min_value=0, required=False),
-            },
-        ),
+        summary="Report spend for a key and model (one report, or a list)",
+        description="Stored before the answer and applied in batches; budgets count the spend not yet applied. "
+        "A single report may carry an `Idempotency-Key` header, every report an `idempotency_key`: a "
+        "retry with the same key (per caller) is answered `duplicate: true` and counted once.",
+        request=inline_serializer("UsageReport", _USAGE_REPORT_FIELDS),
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
         responses={
-            200: inline_serializer(
-                "UsageReported",
-                {
-                    "key": serializers.CharField(help_text="The key's token."),
-                    "model": serializers.CharField(),
-                    "spend": serializers.FloatField(),
-                    "prompt_tokens": serializers.IntegerField(),
-                    "completion_tokens": serializers.IntegerField(),
-                    "total_tokens": serializers.IntegerField(),
-                    "key_spend": serializers.FloatField(help_text="The key's spend after this report."),
-                    "budget_exceeded": serializers.ListField(
-                        child=serializers.CharField(), help_text="Scopes whose budget this report used up."
-                    ),
-                },
+            202: OpenApiResponse(
+                _USAGE_OUTCOME,
+                description="Stored (or recognised as a retry). A list answers "
+                "`{\"reports\", \"accepted\", \"duplicates\", \"results\": [...]}`.",
             ),
-            400: OpenApiResponse(_ERROR),
+            400: OpenApiResponse(_ERROR, description="Bad input; `param` names the field (`[i].field` in a list)."),
             401: OpenApiResponse(_ERROR),
             403: OpenApiResponse(_ERROR, description="The caller is not a system user or the master key."),
-            404: OpenApiResponse(_ERROR, description="Unknown key."),
+            404: OpenApiResponse(_ERROR, description="Unknown key (`key`, or `[i].key` in a list)."),
         },
         tags=["gateway"],
     )
@@ -475,25 +509,27 @@ class UsageView(APIView):
         if not verdict:
             raise ServiceError(verdict.message, type=verdict.type, status=verdict.status)
         data = request.data
-        if not isinstance(data, dict):
-            raise ServiceError("The request body must be a JSON object.", param="body")
-        result = usage_report(
-            actor=user,
-            key=data.get("key"),
-            model=data.get("model"),
-            spend=data.get("spend"),
-            prompt_tokens=data.get("prompt_tokens"),
-            completion_tokens=data.get("completion_tokens"),
+        as_list = isinstance(data, list)
+        if not as_list and not isinstance(data, dict):
+            raise ServiceError("The request body must be a JSON object or a list of them.", param="body")
+        header_key = request.META.get("HTTP_IDEMPOTENCY_KEY")
+        if header_key is not None:
+            header_key = validate_idempotency_key(header_key, "Idempotency-Key")
+        outcomes = usage_ingest(
+            caller=caller_label(user, is_master=credentials.is_master),
+            items=data if as_list else [data],
+            as_list=as_list,
+            header_key=header_key,
         )
+        if not as_list:
+            return _json(_outcome(outcomes[0]), 202)
+        duplicates = sum(1 for outcome in outcomes if outcome.duplicate)
         return _json(
             {
-                "key": result.token,
-                "model": result.model,
-                "spend": result.spend,
-                "prompt_tokens": result.prompt_tokens,
-                "completion_tokens": result.completion_tokens,
-                "total_tokens": result.prompt_tokens + result.completion_tokens,
-                "key_spend": result.key_spend,
-                "budget_exceeded": list(result.exceeded),
-            }
+                "reports": len(outcomes),
+                "accepted": len(outcomes) - duplicates,
+                "duplicates": duplicates,
+                "results": [_outcome(outcome) for outcome in outcomes],
+            },
+            202,
         )

@@ -34,7 +34,7 @@ def test_usage_adds_spend_to_key_team_organization_and_user(report_usage, gatewa
 
     response = report_usage(gateway, key=key.raw, model=GPT, spend=0.25, prompt_tokens=10, completion_tokens=5)
 
-    assert response.status_code == 200
+    assert response.status_code == 202
     key.refresh_from_db()
     team = Team.objects.get(pk=key.team_id)
     org = Organization.objects.get(pk=team.organization_id)
@@ -55,7 +55,8 @@ def test_usage_answers_what_it_recorded(report_usage, gateway):
         "prompt_tokens": 10,
         "completion_tokens": 5,
         "total_tokens": 15,
-        "key_spend": 1.5,
+        "idempotency_key": None,
+        "duplicate": False,
         "budget_exceeded": [],
     }
 
@@ -75,7 +76,7 @@ def test_usage_by_the_master_key_is_accepted(report_usage, settings):
     settings.ACCESSCTL_MASTER_KEY = "sk-master-key-for-tests"
     key = KeyFactory()
 
-    assert report_usage("sk-master-key-for-tests", key=key.raw, model=GPT, spend=0.1).status_code == 200
+    assert report_usage("sk-master-key-for-tests", key=key.raw, model=GPT, spend=0.1).status_code == 202
 
 
 def test_usage_by_an_internal_user_answers_403(report_usage):

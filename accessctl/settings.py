@@ -266,6 +266,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a worker holds (unacknowledged) only wh
 CELERY_VISIBILITY_TIMEOUT_SECONDS = env.int("CELERY_VISIBILITY_TIMEOUT_SECONDS", default=300)
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT_SECONDS}
 BULK_JOB_SLICE_SECONDS = env.float("BULK_JOB_SLICE_SECONDS", default=60.0)
+BULK_JOB_BATCH_SIZE = env.int("BULK_JOB_BATCH_SIZE", default=10_000)  # keys or teams per batch (transaction)
 # A running job whose last batch is older than this shows as stalled, and may be resumed.
 BULK_JOB_STALL_SECONDS = env.float("BULK_JOB_STALL_SECONDS", default=120.0)
 

@@ -7,11 +7,12 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 from django.db.models.functions import Lower
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils.html import format_html
 
 from accessctl import policy
@@ -26,7 +27,16 @@ from accessctl.admin import (
 )
 from accessctl.errors import ServiceError
 from accessgroups import services
-from accessgroups.bulk import KEYS, TEAMS, Selection, bulk_assign, bulk_assign_start
+from accessgroups.bulk import (
+    KEYS,
+    TEAMS,
+    Selection,
+    bulk_assign,
+    bulk_assign_start,
+    bulk_job_resume,
+    job_group_target,
+    job_stalled,
+)
 from accessgroups.models import (
     AccessGroup,
     Agent,
@@ -514,7 +524,7 @@ class BulkJobAdmin(ReadOnlyAdmin):
     list_select_related = ("organization",)
     list_filter = ("status", "operation", "target")
     search_fields = ("requested_by",)
-    fields = ("job_id", "status", "progress", "operation", "target", "access_group_ids", "selection_summary",
+    fields = ("job_id", "status", "progress", "stalled", "heartbeat_at", "operation", "target", "access_group_ids", "selection_summary",
               "dry_run", "organization", "requested_by", "matched", "processed", "changed", "result", "error",
               "created_at", "started_at", "finished_at")
     readonly_fields = fields
@@ -538,7 +548,47 @@ class BulkJobAdmin(ReadOnlyAdmin):
         rest = {k: v for k, v in obj.selection.items() if k != "ids"}
         return f"{len(ids)} ids" + (f", {rest}" if rest else "") if ids else str(rest)
 
+    @admin.display(description="stalled", boolean=True)
+    def stalled(self, obj: BulkJob) -> bool:
+        return job_stalled(obj)
+
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
-        # The page reloads itself while the job runs, so its progress is seen moving.
-        context["refresh_seconds"] = 2 if obj is not None and obj.status in (BulkJob.QUEUED, BulkJob.RUNNING) else 0
+        # The page reloads itself while the job runs, so its progress is seen moving; a stalled job stops
+        # reloading and offers to resume it (to those who may start such a job).
+        stalled = obj is not None and job_stalled(obj)
+        running = obj is not None and obj.status in (BulkJob.QUEUED, BulkJob.RUNNING)
+        context["refresh_seconds"] = 2 if running and not stalled else 0
+        context["job_stalled"] = stalled
+        context["can_resume"] = stalled and self._may_resume(request, obj)
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def _may_resume(self, request: HttpRequest, job: BulkJob) -> bool:
+        try:
+            target = job_group_target(job)
+        except ServiceError:
+            return False
+        return policy.can(request_actor(request), "access_group:assign", target).allowed
+
+    def get_urls(self):
+        resume = path(
+            "<path:object_id>/resume/", self.admin_site.admin_view(self.resume_view), name="accessgroups_bulkjob_resume"
+        )
+        return [resume, *super().get_urls()]
+
+    def resume_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """POST: queue a stalled job again (authorized as starting it); it continues after its last batch."""
+        job = self.get_object(request, object_id)
+        if job is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if request.method != "POST":
+            return HttpResponseRedirect(reverse("admin:accessgroups_bulkjob_change", args=[job.pk]))
+        try:
+            verdict = policy.can(request_actor(request), "access_group:assign", job_group_target(job))
+            if not verdict:
+                raise PermissionDenied(verdict.message)
+            bulk_job_resume(actor=request.user, job=job)
+        except ServiceError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+        else:
+            self.message_user(request, "The job was queued again; it continues after its last completed batch.")
+        return HttpResponseRedirect(reverse("admin:accessgroups_bulkjob_change", args=[job.pk]))

@@ -23,12 +23,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.db import OperationalError, connection, transaction
 from django.db.models import BigIntegerField, Count, F, Func, Max, Q, QuerySet, TextField
 from django.db.models.functions import Cast, Lower
 from django.utils import timezone
 
 from accessctl.errors import Conflict, InvalidInput, NotFound
+from accessctl.policy import Target, access_group_target
 from keys import crypto
 from orgs.audit import Affects, record
 from orgs.models import Organization, Team, User
@@ -106,9 +108,12 @@ class BulkResult:
     batches: int = 0
     seconds: float = 0.0
     cursor: str = ""
+    finished: bool = True  # False: a job's slice ran out with targets left (it continues in a new task)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        summary = asdict(self)
+        del summary["finished"]
+        return summary
 
 
 @dataclass
@@ -477,6 +482,7 @@ def bulk_assign(
     on_batch: Callable[[BatchReport], None] | None = None,
     job: BulkJob | None = None,
     resume_after: str = "",
+    deadline: float | None = None,
 ) -> BulkResult:
     """Assign (or unassign) access groups to every key or team the selection matches.
 
@@ -484,7 +490,8 @@ def bulk_assign(
     the invariant of SPEC §4 holds after every batch; nothing changes twice, so a re-run (or a job resumed
     after `resume_after`) only does what is left. A dry run reads, counts and reports, and writes nothing.
     A filter covers what it matches when the run starts, as `matched` counts it: keys or teams created
-    during the run are left to the next one.
+    during the run are left to the next one. With a `deadline` (`time.monotonic()`), no batch starts
+    after it and `result.finished` says whether anything was left.
     """
     started = time.monotonic()
     p = plan(target=target, group_refs=group_refs, selection=selection, organization=organization,
@@ -502,7 +509,7 @@ def bulk_assign(
     after = decode_position(resume_after) if resume_after else None
     if after is not None and p.positions is not None:
         p.positions = [position for position in p.positions if position > after]
-    for report in _batches(p, operation, dry_run, actor, job, limit, after, result):
+    for report in _batches(p, operation, dry_run, actor, job, limit, after, result, deadline):
         if on_batch is not None:
             on_batch(report)
     result.unchanged = result.matched - result.changed
@@ -512,7 +519,7 @@ def bulk_assign(
 
 def _batches(
     p: _Plan, operation: str, dry_run: bool, actor: User | None, job: BulkJob | None, limit: int,
-    after: Position | None, result: BulkResult,
+    after: Position | None, result: BulkResult, deadline: float | None = None,
 ) -> Iterator[BatchReport]:
     index = 0
     while True:
@@ -523,11 +530,14 @@ def _batches(
             changed, count = _run_batch(p, rows, operation, dry_run, actor, job)
             after = _position(rows[-1])
             if job is not None:
-                # In the batch's transaction: the job's progress and the batch commit together.
-                BulkJob.objects.filter(pk=job.pk).update(
+                # In the batch's transaction: the job's progress, its heartbeat and the batch commit
+                # together, and only while this run still holds the job (else the batch rolls back).
+                progressed = BulkJob.objects.filter(pk=job.pk, runner=job.runner).update(
                     processed=F("processed") + len(rows), changed=F("changed") + len(changed),
-                    cursor=encode_position(after),
+                    cursor=encode_position(after), heartbeat_at=timezone.now(),
                 )
+                if not progressed:
+                    raise JobTakenOver(str(job.pk))
         result.batches += 1
         result.changed += len(changed)
         result.rows += count
@@ -537,6 +547,9 @@ def _batches(
         labels = [(_public_id(p.kind, r), _label(p.kind, r)) for r in changed] if dry_run else []
         yield BatchReport(len(rows), labels, result.cursor, result.matched)
         if p.positions is None and len(rows) < limit:
+            break
+        if deadline is not None and time.monotonic() >= deadline:
+            result.finished = False
             break
 
 
@@ -576,16 +589,90 @@ def bulk_assign_start(
     return job
 
 
-def bulk_job_run(job_id: Any) -> BulkJob:
-    """Run (or resume) a queued job; records the summary, or the reason it failed. Safe to call twice."""
+class JobTakenOver(Exception):
+    """Another run holds the job now (it was resumed, or redelivered after this run was thought dead)."""
+
+
+def job_stalled(job: BulkJob, now: datetime.datetime | None = None) -> bool:
+    """Queued or running, and no batch (nor a start or a resume) for `BULK_JOB_STALL_SECONDS`: its worker
+    is most likely gone. A stalled job may be resumed."""
+    if job.status not in (BulkJob.QUEUED, BulkJob.RUNNING):
+        return False
+    now = now or timezone.now()
+    last = job.heartbeat_at or job.created_at
+    return (now - last).total_seconds() > settings.BULK_JOB_STALL_SECONDS
+
+
+def job_group_target(job: BulkJob) -> Target:
+    """What resuming a job is judged on: the same as starting it (`access_group:assign` on its group)."""
+    group = AccessGroup.objects.filter(pk__in=job.access_group_ids).first()
+    if group is None:
+        raise Conflict("The job's access group no longer exists; start a new job.", param="job_id")
+    return access_group_target(group)
+
+
+def _queue_run(job_id: str, runner: str) -> None:
+    from .tasks import run_bulk_job
+
+    run_bulk_job.apply_async((job_id,), task_id=runner)
+
+
+def bulk_job_resume(*, actor: User | None, job: BulkJob) -> BulkJob:
+    """Queue a stalled job again; it continues after its last committed batch. 409 unless it is stalled.
+
+    The new run holds the job from now on: the old message, should the broker still redeliver it,
+    finds the job held by another live run and stops (and so does the old run, were it only slow).
+    The caller has been authorized as for starting the job (`access_group:assign` on its group).
+    """
+    with transaction.atomic():
+        job = BulkJob.objects.select_for_update().get(pk=job.pk)
+        if not job_stalled(job):
+            state = "finished" if job.status in (BulkJob.SUCCEEDED, BulkJob.FAILED) else "making progress"
+            raise Conflict(f"The job is {state}; only a stalled job can be resumed.", param="job_id")
+        runner = uuid.uuid4().hex
+        before = {"runner": job.runner, "heartbeat_at": job.heartbeat_at.isoformat() if job.heartbeat_at else None}
+        BulkJob.objects.filter(pk=job.pk).update(runner=runner, heartbeat_at=timezone.now())
+        record(
+            actor=actor,
+            action="bulk_job_resume",
+            object_type="bulk_job",
+            object_id=job.pk,
+            organization_id=job.organization_id,
+            before=before,
+            after={"runner": runner, "processed": job.processed, "cursor": job.cursor},
+        )
+        transaction.on_commit(lambda: _queue_run(str(job.pk), runner))
+    job.refresh_from_db()
+    return job
+
+
+def bulk_job_run(job_id: Any, *, runner: str | None = None, slice_seconds: float | None = None) -> BulkJob:
+    """Run (or resume) a queued job; records the summary, or the reason it failed. Safe to call twice.
+
+    `runner` is the Celery task id: the job is held by one run at a time (`BulkJob.runner`), taken over
+    only by a redelivery of the same message (its worker died), by a resume, or once its heartbeat is
+    stale. With `slice_seconds` the run stops after that long and hands the job to a new task, so no
+    message runs longer than the broker's visibility timeout. Without `runner` (a command, a test) it
+    runs here, under the same rules.
+    """
     from accessctl.errors import ServiceError
 
+    runner = runner or f"direct-{uuid.uuid4().hex}"
     job = BulkJob.objects.filter(pk=_uuid(job_id)).first()
     if job is None:
         raise NotFound(f"Bulk job {job_id} not found", param="job_id")
     if job.status in (BulkJob.SUCCEEDED, BulkJob.FAILED):
         return job
-    BulkJob.objects.filter(pk=job.pk).update(status=BulkJob.RUNNING, started_at=job.started_at or timezone.now())
+    now = timezone.now()
+    stale_before = now - datetime.timedelta(seconds=settings.BULK_JOB_STALL_SECONDS)
+    claimed = (
+        BulkJob.objects.filter(pk=job.pk, status__in=(BulkJob.QUEUED, BulkJob.RUNNING))
+        .filter(Q(runner__in=("", runner)) | Q(heartbeat_at__lt=stale_before))
+        .update(status=BulkJob.RUNNING, runner=runner, heartbeat_at=now, started_at=job.started_at or now)
+    )
+    job.refresh_from_db()
+    if not claimed:
+        return job  # finished meanwhile, or another live run holds it
     actor = User.objects.filter(user_id=job.requested_by).first()
     organization = Organization.objects.filter(pk=job.organization_id).first() if job.organization_id else None
     try:
@@ -599,23 +686,38 @@ def bulk_job_run(job_id: Any) -> BulkJob:
             organization=organization,
             job=job,
             resume_after=job.cursor,
+            batch_size=settings.BULK_JOB_BATCH_SIZE,
+            deadline=None if slice_seconds is None else time.monotonic() + slice_seconds,
         )
+    except JobTakenOver:
+        job.refresh_from_db()
+        return job
     except ServiceError as exc:
-        BulkJob.objects.filter(pk=job.pk).update(status=BulkJob.FAILED, error=exc.message, finished_at=timezone.now())
+        BulkJob.objects.filter(pk=job.pk, runner=runner).update(
+            status=BulkJob.FAILED, error=exc.message, finished_at=timezone.now()
+        )
     except OperationalError:
         raise  # the database went away: the task retries, and the job resumes after its cursor
     except Exception as exc:
         # Anything else will fail again: say so on the job instead of leaving it "running" forever.
-        BulkJob.objects.filter(pk=job.pk).update(
+        BulkJob.objects.filter(pk=job.pk, runner=runner).update(
             status=BulkJob.FAILED, error=f"Internal error ({type(exc).__name__}); see the worker's log.",
             finished_at=timezone.now(),
         )
         raise
     else:
+        if not result.finished:
+            # The slice is over: hand the job to a new message, which continues after the cursor.
+            successor = uuid.uuid4().hex
+            if BulkJob.objects.filter(pk=job.pk, runner=runner).update(runner=successor,
+                                                                          heartbeat_at=timezone.now()):
+                _queue_run(str(job.pk), successor)
+            job.refresh_from_db()
+            return job
         job.refresh_from_db(fields=["changed"])
         # A resumed job's counters span every attempt; this attempt's result only covers what was left.
         summary = {**result.as_dict(), "changed": job.changed, "unchanged": result.matched - job.changed}
-        BulkJob.objects.filter(pk=job.pk).update(
+        BulkJob.objects.filter(pk=job.pk, runner=runner).update(
             status=BulkJob.SUCCEEDED, result=summary, processed=result.matched, finished_at=timezone.now()
         )
     job.refresh_from_db()

@@ -173,6 +173,13 @@ class BulkJob(db.Model):
     cursor = db.CharField(
         max_length=64, blank=True, default="", help_text="Last id handled; a retried job resumes after it."
     )
+    runner = db.CharField(
+        max_length=64, blank=True, default="",
+        help_text="The task run that holds the job (one at a time); a redelivery of the same task takes it over.",
+    )
+    heartbeat_at = db.DateTimeField(
+        null=True, blank=True, help_text="When the job last committed a batch (or started, or was resumed)."
+    )
     result = db.JSONField(default=dict, blank=True, help_text="The summary once the job has finished.")
     error = db.TextField(blank=True, default="", help_text="Why the job failed.")
     created_at = db.DateTimeField(default=timezone.now, db_index=True)

@@ -12,7 +12,15 @@ from accessctl import policy
 from accessctl.errors import NotFound
 from accessctl.policy import access_group_target
 from accessctl.tenancy import TenantAPIView
-from accessgroups.bulk import KEYS, TEAMS, Selection, bulk_assign_start
+from accessgroups.bulk import (
+    KEYS,
+    TEAMS,
+    Selection,
+    bulk_assign_start,
+    bulk_job_resume,
+    job_group_target,
+    job_stalled,
+)
 from accessgroups.models import AccessGroup, BulkJob
 
 MAX_IDS = 100_000
@@ -35,15 +43,21 @@ class BulkAssignInput(serializers.Serializer):
 class BulkJobOutput(serializers.ModelSerializer):
     organization_id = serializers.UUIDField(allow_null=True, read_only=True)
     progress = serializers.SerializerMethodField(help_text="Share of the matched keys or teams handled, 0 to 1.")
+    stalled = serializers.SerializerMethodField(
+        help_text="Queued or running with no progress for a while (its worker is likely gone): resume it."
+    )
 
     class Meta:
         model = BulkJob
         fields = [
             "job_id", "status", "operation", "target", "access_group_ids", "selection", "dry_run",
-            "organization_id", "requested_by", "matched", "processed", "changed", "progress", "result", "error",
-            "created_at", "started_at", "finished_at",
+            "organization_id", "requested_by", "matched", "processed", "changed", "progress", "stalled",
+            "heartbeat_at", "result", "error", "created_at", "started_at", "finished_at",
         ]
         read_only_fields = fields
+
+    def get_stalled(self, job: BulkJob) -> bool:
+        return job_stalled(job)
 
     def get_progress(self, job: BulkJob) -> float:
         if job.status == BulkJob.SUCCEEDED:
@@ -105,19 +119,41 @@ class AccessGroupBulkAssignView(TenantAPIView):
         return group
 
 
+def _visible_job(request, job_id: str) -> BulkJob:
+    """The job if the caller's tenant can see it; anything else is the same 404."""
+    try:
+        pk = uuid.UUID(job_id)
+    except ValueError:
+        pk = None
+    jobs = request.tenant.scope(BulkJob.objects.all(), org_field="organization", owner_field="requested_by")
+    job = jobs.filter(pk=pk).first() if pk is not None else None
+    if job is None or not policy.can(request.actor, "bulk_job:read", policy.bulk_job_target(job)):
+        # Not the requester nor an admin of its organization: the same 404 as a missing job.
+        raise NotFound(f"Bulk job '{job_id}' not found", param="job_id")
+    return job
+
+
 class BulkJobDetailView(TenantAPIView):
     """A bulk assignment job's progress and, once finished, its result."""
 
     @extend_schema(responses={200: BulkJobOutput, 404: OpenApiResponse(description="No such job in your tenant.")},
                    summary="Get a bulk assignment job")
     def get(self, request, job_id: str) -> Response:
-        try:
-            pk = uuid.UUID(job_id)
-        except ValueError:
-            pk = None
-        jobs = request.tenant.scope(BulkJob.objects.all(), org_field="organization", owner_field="requested_by")
-        job = jobs.filter(pk=pk).first() if pk is not None else None
-        if job is None or not policy.can(request.actor, "bulk_job:read", policy.bulk_job_target(job)):
-            # Not the requester nor an admin of its organization: the same 404 as a missing job.
-            raise NotFound(f"Bulk job '{job_id}' not found", param="job_id")
-        return Response(BulkJobOutput(job).data)
+        return Response(BulkJobOutput(_visible_job(request, job_id)).data)
+
+
+class BulkJobResumeView(TenantAPIView):
+    """Queue a stalled job again; it continues after its last completed batch."""
+
+    @extend_schema(
+        request=None,
+        responses={202: BulkJobOutput, 403: OpenApiResponse(description="Not allowed to assign the job's group."),
+                   404: OpenApiResponse(description="No such job in your tenant."),
+                   409: OpenApiResponse(description="The job is not stalled (finished, or making progress).")},
+        summary="Resume a stalled bulk assignment job",
+    )
+    def post(self, request, job_id: str) -> Response:
+        job = _visible_job(request, job_id)
+        self.check("access_group:assign", job_group_target(job))
+        job = bulk_job_resume(actor=request.user if getattr(request.user, "pk", None) else None, job=job)
+        return Response(BulkJobOutput(job).data, status=status.HTTP_202_ACCEPTED, headers={"Location": _job_url(job)})

@@ -35,7 +35,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 
@@ -344,8 +344,10 @@ def _crossed(new: float, added: float, cap: Any) -> bool:
 
 
 def _chunks(ids: Sequence[Any]) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(ids), _ID_CHUNK):
-        yield ids[start:start + _ID_CHUNK]
+    """The ids in lists a statement can take (PostgreSQL takes them all at once)."""
+    size = _ID_CHUNK if connection.features.max_query_params else max(len(ids), 1)
+    for start in range(0, len(ids), size):
+        yield ids[start:start + size]
 
 
 def usage_apply_batch(*, limit: int | None = None, only: Q | None = None) -> int:

@@ -257,6 +257,7 @@ CELERY_ACCEPT_CONTENT = ["json"]
 # marks reports applied in the batch's transaction, resets and sweeps re-check what is due), so a message
 # is acknowledged only once its task has finished, and a task whose worker process died goes back on the
 # queue instead of being lost.
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")  # one per deployment
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a worker holds (unacknowledged) only what it is running

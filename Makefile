@@ -39,7 +39,7 @@ demo: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py load_demo
 
-.PHONY: worker bench-bulk bench-faults
+.PHONY: worker bench-bulk bench-faults bench-usage
 CELERY_BROKER_URL ?= redis://127.0.0.1:6379/0
 
 worker: install services  ## a Celery worker with beat (budget resets, key expiry, bulk jobs) on $(CELERY_BROKER_URL)
@@ -52,6 +52,10 @@ bench-bulk: install services  ## bulk assignment and key listing at scale, on Po
 bench-faults: install services  ## warm checks during each fault (Redis killed/paused, database paused, random-key flood)
 	command -v wrk >/dev/null || apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }
 	$(BIN)/python benchmarks/bench_faults.py
+
+bench-usage: install services  ## usage reports: ingestion rate (one hot key, 1,000 keys) and the lag to spend landing
+	command -v wrk >/dev/null || apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }
+	$(BIN)/python benchmarks/bench_usage.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -119,6 +119,9 @@ class KeySnapshot:
     levels: tuple[Level, ...]
     budgets: tuple[BudgetLine, ...]
     limits: Mapping[str, Any]
+    # May report usage (a gateway's system user); read by POST /api/v1/usage, never by the check. Defaults
+    # keep snapshots cached by an older release readable (they answer "no" until reloaded).
+    user_is_system: bool = False
 
 
 @dataclass(frozen=True)
@@ -319,6 +322,7 @@ def build_snapshot(rows: KeyRows) -> KeySnapshot:
         organization_deleted=org is not None and org.deleted_at is not None,
         levels=tuple(levels),
         budgets=tuple(budgets),
+        user_is_system=bool(getattr(user, "is_system", False)),
         limits={
             "tpm_limit": key.tpm_limit,
             "rpm_limit": key.rpm_limit,

@@ -514,5 +514,5 @@ def usage_report(
     """Report one request's spend as `actor` (None: the master key); see `keys.usage.usage_ingest`."""
     body = {"key": key, "model": model, "spend": spend, "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens, "idempotency_key": idempotency_key}
-    caller = caller_label(actor, is_master=actor is None)
+    caller = caller_label(actor.user_id if actor is not None else None, is_master=actor is None)
     return usage_ingest(caller=caller, items=[body], as_list=False)[0]

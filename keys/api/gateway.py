@@ -27,7 +27,7 @@ from rest_framework import serializers
 from rest_framework.views import APIView
 
 from accessctl import jsonbody, policy
-from accessctl.authentication import MASTER_USER_ID, BearerKeyAuthentication, KeyCredentials, bearer_value
+from accessctl.authentication import MASTER_USER_ID, BearerKeyAuthentication, bearer_value
 from accessctl.errors import BODY_TOO_LARGE, ServiceError, error_body
 from keys import cache, crypto
 from keys.authz import KeySnapshot, allowed_names, authorize, status_decision
@@ -142,19 +142,24 @@ def _query(request: Any) -> dict[str, str]:
     return found
 
 
-def _json_body(request: Any) -> dict[str, Any]:
+def _parsed_body(request: Any, empty: Any) -> Any:
+    """The JSON body, bounded in size (413) and depth (400 naming the field); `empty` when there is none."""
     try:
         raw = request.body
     except RequestDataTooBig:
         raise _Refusal(BODY_TOO_LARGE, "request_too_large", 413, "body") from None
     if not raw:
-        return {}
+        return empty
     try:
-        data = jsonbody.loads(raw)
+        return jsonbody.loads(raw)
     except jsonbody.TooDeep as exc:
         raise _Refusal(str(exc), "bad_request_error", 400, exc.param) from None
-    except ValueError:
+    except (ValueError, UnicodeDecodeError):
         raise _Refusal("Malformed request body: not JSON.", "bad_request_error", 400, "body") from None
+
+
+def _json_body(request: Any) -> dict[str, Any]:
+    data = _parsed_body(request, {})
     if not isinstance(data, dict):
         raise _Refusal("The request body must be a JSON object.", "bad_request_error", 400, "body")
     return data
@@ -460,17 +465,66 @@ def _outcome(outcome: ReportOutcome) -> dict[str, Any]:
     }
 
 
-class UsageView(APIView):
+def _reporter(request: Any) -> str:
+    """Who reports usage (`caller_label`): the master key, or a usable key of a system user, from the
+    key's cached snapshot (no query when warm). 401 for no, a bad or an unusable key; 403 for others."""
+    snapshot = _caller(request)
+    if snapshot is MASTER:
+        return caller_label(None, is_master=True)
+    status = status_decision(snapshot, timezone.now())
+    if not status.allowed:
+        raise _Refusal(f"Authentication Error, {status.message}",
+                       "expired_key" if status.type == "expired_key" else "auth_error", 401)
+    actor = policy.Actor(user_id=snapshot.user_id, platform_role=None, is_system=snapshot.user_is_system,
+                         is_master=False)
+    verdict = policy.can(actor, "usage:report")
+    if not verdict:
+        raise _Refusal(verdict.message, verdict.type, verdict.status)
+    return caller_label(snapshot.user_id, is_master=False)
+
+
+def usage(request: Any) -> HttpResponse:
+    """Store one report (an object) or a list of them; 202 once they are committed."""
+    try:
+        caller = _reporter(request)
+        data = _parsed_body(request, None)
+        as_list = isinstance(data, list)
+        if not as_list and not isinstance(data, dict):
+            raise _Refusal("The request body must be a JSON object or a list of them.", "bad_request_error", 400,
+                           "body")
+        header_key = request.META.get("HTTP_IDEMPOTENCY_KEY")
+        try:
+            if header_key is not None:
+                header_key = validate_idempotency_key(header_key, "Idempotency-Key")
+            outcomes = usage_ingest(caller=caller, items=data if as_list else [data], as_list=as_list,
+                                    header_key=header_key)
+        except ServiceError as exc:
+            raise _Refusal(exc.message, exc.type, exc.status, exc.param) from None
+        except DatabaseError:
+            raise _Refusal("The database is unavailable.", "no_db_connection", 503) from None
+    except _Refusal as refusal:
+        return _json(refusal.body, refusal.status)
+    if not as_list:
+        return _json(_outcome(outcomes[0]), 202)
+    duplicates = sum(1 for outcome in outcomes if outcome.duplicate)
+    return _json(
+        {
+            "reports": len(outcomes),
+            "accepted": len(outcomes) - duplicates,
+            "duplicates": duplicates,
+            "results": [_outcome(outcome) for outcome in outcomes],
+        },
+        202,
+    )
+
+
+class UsageView(_FastView):
     """`/api/v1/usage`: a gateway reports requests' spend (system users and the master key only).
 
     One report (a JSON object) or a list of up to 1,000. They are stored before the answer (202) and
-    applied in batches (keys/usage.py).
+    applied in batches (keys/usage.py). Like the check, it skips DRF's per-request machinery and knows the
+    caller from its key's cached snapshot.
     """
-
-    authentication_classes = (BearerKeyAuthentication,)
-    permission_classes = ()
-    throttle_classes = ()
-    schema = GatewaySchema()
 
     @extend_schema(
         operation_id="usage_report",
@@ -490,46 +544,9 @@ class UsageView(APIView):
             401: OpenApiResponse(_ERROR),
             403: OpenApiResponse(_ERROR, description="The caller is not a system user or the master key."),
             404: OpenApiResponse(_ERROR, description="Unknown key (`key`, or `[i].key` in a list)."),
+            503: OpenApiResponse(_ERROR, description="The database is unavailable: nothing was stored."),
         },
         tags=["gateway"],
     )
     def post(self, request, *args, **kwargs):
-        credentials = request.auth if isinstance(request.auth, KeyCredentials) else None
-        if credentials is None:
-            raise ServiceError("Authentication Error, No api key passed in.", type="auth_error", status=401)
-        user = request.user if getattr(request.user, "pk", None) is not None else None
-        # Only the platform role matters here; no memberships are loaded.
-        actor = policy.Actor(
-            user_id=getattr(user, "user_id", None),
-            platform_role=getattr(user, "user_role", None),
-            is_system=bool(getattr(user, "is_system", False)),
-            is_master=credentials.is_master,
-        )
-        verdict = policy.can(actor, "usage:report")
-        if not verdict:
-            raise ServiceError(verdict.message, type=verdict.type, status=verdict.status)
-        data = request.data
-        as_list = isinstance(data, list)
-        if not as_list and not isinstance(data, dict):
-            raise ServiceError("The request body must be a JSON object or a list of them.", param="body")
-        header_key = request.META.get("HTTP_IDEMPOTENCY_KEY")
-        if header_key is not None:
-            header_key = validate_idempotency_key(header_key, "Idempotency-Key")
-        outcomes = usage_ingest(
-            caller=caller_label(user, is_master=credentials.is_master),
-            items=data if as_list else [data],
-            as_list=as_list,
-            header_key=header_key,
-        )
-        if not as_list:
-            return _json(_outcome(outcomes[0]), 202)
-        duplicates = sum(1 for outcome in outcomes if outcome.duplicate)
-        return _json(
-            {
-                "reports": len(outcomes),
-                "accepted": len(outcomes) - duplicates,
-                "duplicates": duplicates,
-                "results": [_outcome(outcome) for outcome in outcomes],
-            },
-            202,
-        )
+        return usage(request)

@@ -23,6 +23,7 @@ run`, the tests) that task runs in the request that queued it, so spend lands be
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import logging
 import time
@@ -261,7 +262,7 @@ def usage_ingest(
     if header_key is not None:
         if reports[0].idempotency_key not in (None, header_key):
             raise InvalidInput("The Idempotency-Key header and idempotency_key differ.", param="idempotency_key")
-        reports[0] = Report(**{**reports[0].__dict__, "idempotency_key": header_key})
+        reports[0] = dataclasses.replace(reports[0], idempotency_key=header_key)
     paths = {
         row["token"]: row
         for row in VirtualKey.objects.filter(token__in={r.key for r in reports}).values(*_KEY_PATH_FIELDS)

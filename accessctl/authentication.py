@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication, SessionAuthentication
 
@@ -88,9 +89,10 @@ def load_key(raw: str) -> VirtualKey:
             type="auth_error",
         )
     token = crypto.hash_secret(raw)
+    # The old secret of a rotation is accepted until its grace period ends.
     key = (
         VirtualKey.objects.select_related("team", "team__organization", "organization", "user")
-        .filter(token=token)
+        .filter(Q(token=token) | Q(previous_token=token, previous_token_expires__gt=timezone.now()))
         .first()
     )
     if key is None:

@@ -284,6 +284,7 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-expired-keys": {"task": "keys.sweep_expired", "schedule": 60.0},
     "apply-usage": {"task": "keys.apply_usage", "schedule": USAGE_APPLY_INTERVAL_SECONDS},
     "purge-usage": {"task": "keys.purge_usage", "schedule": 3600.0},
+    "mark-keys-due-for-rotation": {"task": "keys.mark_rotation_due", "schedule": 60.0},
 }
 
 LOGGING = {

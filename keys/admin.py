@@ -34,6 +34,10 @@ BUDGET_FORM_FIELDS = (
     "budget_duration",
     "model_max_budget",
 )
+ROTATION_FORM_FIELDS = ("auto_rotate", "rotation_interval")
+# What the regenerate page offers as the old secret's grace period (the service allows up to 7d).
+GRACE_CHOICES = (("", "None: refuse the old secret at once"), ("1h", "1 hour"), ("24h", "24 hours"),
+                 ("7d", "7 days"))
 # The request attribute that carries a new secret from `save_model` to `response_add`, and nowhere else.
 _NEW_SECRET = "_accessctl_new_secret"
 
@@ -61,14 +65,33 @@ class KeyAddForm(KeyFormBase):
 
     class Meta:
         model = VirtualKey
-        fields = ("key_alias", "user", "team", "organization", "models", "blocked", "metadata", *BUDGET_FORM_FIELDS)
+        fields = ("key_alias", "user", "team", "organization", "models", "blocked", "metadata", *BUDGET_FORM_FIELDS,
+                  *ROTATION_FORM_FIELDS)
 
 
 class KeyChangeForm(KeyFormBase):
     class Meta:
         model = VirtualKey
         fields = ("key_alias", "user", "team", "organization", "models", "expires", "blocked", "metadata",
-                  *BUDGET_FORM_FIELDS, "spend")
+                  *BUDGET_FORM_FIELDS, "spend", *ROTATION_FORM_FIELDS)
+
+
+class RotationFilter(admin.SimpleListFilter):
+    title = "rotation"
+    parameter_name = "rotation"
+
+    def lookups(self, request, model_admin):
+        return (("due", "Due for rotation"), ("auto", "Auto-rotating"), ("grace", "Old secret in grace period"))
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        if self.value() == "due":
+            return queryset.filter(auto_rotate=True, rotation_due_at__lte=now)
+        if self.value() == "auto":
+            return queryset.filter(auto_rotate=True)
+        if self.value() == "grace":
+            return queryset.filter(previous_token__isnull=False, previous_token_expires__gt=now)
+        return queryset
 
 
 class StatusFilter(admin.SimpleListFilter):
@@ -103,7 +126,7 @@ class VirtualKeyAdmin(ServiceAdmin):
     # get_list_display adds an "access groups" column after the status.
     list_display = ("__str__", "key_name", "user", "team", "organization", "status", "spend", "max_budget",
                     "expires", "created_at")
-    list_filter = (StatusFilter, ("organization", admin.RelatedOnlyFieldListFilter),
+    list_filter = (StatusFilter, RotationFilter, ("organization", admin.RelatedOnlyFieldListFilter),
                    ("team", admin.RelatedOnlyFieldListFilter), "created_at")
     search_fields = ("key_alias", "key_name", "token", "user__user_id", "team__team_alias")
     autocomplete_fields = ("user", "team", "organization")
@@ -113,17 +136,20 @@ class VirtualKeyAdmin(ServiceAdmin):
         (None, {"fields": ("key_alias", "user", "team", "organization", "duration", "blocked")}),
         ("Access", {"fields": ("models",)}),
         ("Budget", {"fields": BUDGET_FORM_FIELDS}),
+        ("Rotation", {"fields": ROTATION_FORM_FIELDS}),
         ("More", {"classes": ("collapse",), "fields": ("metadata",)}),
     )
     fieldsets = (
         (None, {"fields": ("key_alias", "key_name", "token", "user", "team", "organization", "expires", "blocked")}),
         ("Access", {"fields": ("models", "access_group_ids")}),
         ("Budget", {"fields": (*BUDGET_FORM_FIELDS, "budget_reset_at", "spend")}),
+        ("Rotation", {"fields": (*ROTATION_FORM_FIELDS, "rotation_due_at", "last_rotated_at",
+                                 "previous_token_expires")}),
         ("More", {"classes": ("collapse",), "fields": ("metadata", "created_at", "created_by", "updated_at",
-                                                       "updated_by", "last_rotated_at")}),
+                                                       "updated_by")}),
     )
     readonly_fields = ("key_name", "token", "access_group_ids", "budget_reset_at", "created_at", "created_by",
-                       "updated_at", "updated_by", "last_rotated_at")
+                       "updated_at", "updated_by", "last_rotated_at", "rotation_due_at", "previous_token_expires")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         # The policy's key target reads the team and the owner: loaded with the row.
@@ -196,6 +222,8 @@ class VirtualKeyAdmin(ServiceAdmin):
             duration=data.get("duration") or None,
             metadata=data.get("metadata") or {},
             blocked=bool(data.get("blocked")),
+            auto_rotate=bool(data.get("auto_rotate")),
+            rotation_interval=data.get("rotation_interval") or None,
             **budget,
         )
         setattr(request, _NEW_SECRET, raw)
@@ -242,7 +270,7 @@ class VirtualKeyAdmin(ServiceAdmin):
         return [regenerate, *super().get_urls()]
 
     def regenerate_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        """Confirm, then give the key a new secret and show it once; the old secret stops working at once."""
+        """Confirm (choosing the old secret's grace period), then give the key a new secret and show it once."""
         key = self.get_object(request, object_id)
         if key is None:
             return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
@@ -251,7 +279,13 @@ class VirtualKeyAdmin(ServiceAdmin):
             raise PermissionDenied(verdict.message)
         if request.method == "POST":
             try:
-                key, raw = services.key_regenerate(actor=request.user, key=key)
+                grace = request.POST.get("grace_period") or None
+                if grace not in {value for value, _ in GRACE_CHOICES if value} | {None}:
+                    raise ServiceError("Choose a grace period from the list.", param="grace_period")
+                # The page showed this secret: a second submit (another tab) must not rotate twice.
+                key, raw = services.key_regenerate(
+                    actor=request.user, key=key, grace_period=grace, expected_token=request.POST.get("token")
+                )
             except ServiceError as exc:
                 self.message_user(request, exc.message, messages.ERROR)
                 return HttpResponseRedirect(reverse("admin:keys_virtualkey_change", args=[key.pk]))
@@ -261,6 +295,7 @@ class VirtualKeyAdmin(ServiceAdmin):
             "opts": self.opts,
             "title": "Regenerate the key's secret?",
             "key": key,
+            "grace_choices": GRACE_CHOICES,
             "change_url": reverse("admin:keys_virtualkey_change", args=[key.pk]),
         }
         return TemplateResponse(request, "admin/keys/virtualkey/regenerate_confirm.html", context)

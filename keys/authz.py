@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import datetime
+import hmac
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -122,6 +123,22 @@ class KeySnapshot:
     # May report usage (a gateway's system user); read by POST /api/v1/usage, never by the check. Defaults
     # keep snapshots cached by an older release readable (they answer "no" until reloaded).
     user_is_system: bool = False
+    # The secret before the last rotation, accepted until `previous_until` (the rotation's grace period).
+    # The same snapshot is cached under both tokens and invalidated under both.
+    previous_token: str | None = None
+    previous_until: datetime.datetime | None = None
+
+    def accepts(self, token: str, now_fn: Any) -> bool:
+        """Whether `token` (a hash) is this key's secret, or its old one inside the grace period
+        (constant-time; the clock is read only for an old secret)."""
+        if hmac.compare_digest(self.token, token):
+            return True
+        return (
+            self.previous_token is not None
+            and self.previous_until is not None
+            and hmac.compare_digest(self.previous_token, token)
+            and self.previous_until > now_fn()
+        )
 
 
 @dataclass(frozen=True)
@@ -330,6 +347,8 @@ def build_snapshot(rows: KeyRows) -> KeySnapshot:
             "spend": float(key.spend or 0.0),
             "budget_reset_at": key.budget_reset_at.isoformat() if key.budget_reset_at else None,
         },
+        previous_token=getattr(key, "previous_token", None),
+        previous_until=getattr(key, "previous_token_expires", None),
     )
 
 

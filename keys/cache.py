@@ -369,8 +369,28 @@ def affected_tokens(affects: Affects) -> set[str]:
         names = AccessGroup.objects.filter(access_group_id__in=group_ids).values_list("access_group_name", flat=True)
         query |= _named_group_query(names)
     if query:
-        tokens.update(VirtualKey.objects.filter(query).values_list("token", flat=True))
+        tokens.update(_with_aliases(VirtualKey.objects.filter(query)))
+    if affects.tokens:
+        tokens.update(_aliases_of(affects.tokens))
     return tokens
+
+
+def _aliases_of(tokens: set[str]) -> set[str]:
+    """The old tokens (grace periods) of these keys, from the few keys in a grace period: one query
+    whatever the number of tokens."""
+    in_grace = VirtualKey.objects.filter(previous_token__isnull=False).values_list("token", "previous_token")
+    return {previous for token, previous in in_grace if token in tokens}
+
+
+def _with_aliases(keys) -> set[str]:
+    """The keys' tokens and, during a rotation's grace period, their old tokens: the same snapshot is
+    cached under both, so both are dropped together."""
+    found: set[str] = set()
+    for token, previous in keys.values_list("token", "previous_token"):
+        found.add(token)
+        if previous:
+            found.add(previous)
+    return found
 
 
 def tokens_naming_groups(names: Iterable[str]) -> set[str]:
@@ -379,7 +399,7 @@ def tokens_naming_groups(names: Iterable[str]) -> set[str]:
     query = _named_group_query(names)
     if not query:
         return set()
-    return set(VirtualKey.objects.filter(query).values_list("token", flat=True))
+    return _with_aliases(VirtualKey.objects.filter(query))
 
 
 def invalidate_tokens(tokens: Iterable[str]) -> None:

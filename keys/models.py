@@ -1,6 +1,7 @@
 """Virtual keys: the secrets gateway clients present, stored only as SHA-256 hashes (SPEC §1, §9)."""
 from __future__ import annotations
 
+import datetime
 import uuid
 
 from django.db import models as db
@@ -69,6 +70,29 @@ class VirtualKey(BudgetFields, SpendFields):
     created_by = db.CharField(max_length=255, blank=True, default="")
     updated_by = db.CharField(max_length=255, blank=True, default="")
     last_rotated_at = db.DateTimeField(null=True, blank=True)
+    previous_token = db.CharField(
+        max_length=64,
+        null=True,
+        blank=True,
+        unique=True,
+        editable=False,
+        help_text="SHA-256 hex of the secret before the last rotation; accepted until previous_token_expires.",
+    )
+    previous_token_expires = db.DateTimeField(
+        null=True, blank=True, editable=False, help_text="End of the rotation's grace period for the old secret."
+    )
+    auto_rotate = db.BooleanField(
+        default=False, help_text="Rotate this key every rotation_interval; the owner is told when it is due."
+    )
+    rotation_interval = db.CharField(
+        max_length=16, null=True, blank=True, help_text="How often the key is due for rotation, e.g. 30d or 12w."
+    )
+    rotation_due_at = db.DateTimeField(
+        null=True, blank=True, db_index=True, editable=False, help_text="When the key is next due for rotation."
+    )
+    rotation_due_notified_at = db.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When the owner was told (audit log) that rotation is due."
+    )
     models = db.JSONField(
         default=list,
         blank=True,
@@ -102,6 +126,11 @@ class VirtualKey(BudgetFields, SpendFields):
 
     def __repr__(self) -> str:
         return f"<VirtualKey {self.key_name} alias={self.key_alias!r}>"
+
+    @property
+    def in_grace_period(self) -> bool:
+        """Whether the secret before the last rotation is still accepted."""
+        return self.previous_token_expires is not None and self.previous_token_expires > timezone.now()
 
     @property
     def is_expired(self) -> bool:
@@ -203,3 +232,27 @@ class UsageBatch(db.Model):
 
     def __str__(self) -> str:
         return f"usage batch {self.pk}: {self.reports} reports"
+# How long a rotation's Idempotency-Key is remembered; a retry after that rotates again.
+IDEMPOTENCY_WINDOW = datetime.timedelta(hours=24)
+
+
+class KeyRotation(db.Model):
+    """A rotation made with an `Idempotency-Key`: a retry with the same header finds it and replays the
+    outcome instead of rotating again (the new secret itself is never stored, so it is not shown twice)."""
+
+    key = db.ForeignKey(VirtualKey, on_delete=db.CASCADE, related_name="rotations")
+    idempotency_key = db.CharField(max_length=255, help_text="The client's Idempotency-Key header.")
+    old_token = db.CharField(max_length=64, help_text="The token the rotation replaced.")
+    new_token = db.CharField(max_length=64, help_text="The token the rotation set.")
+    new_key_name = db.CharField(max_length=32, help_text="Masked form of the new secret.")
+    grace_until = db.DateTimeField(null=True, blank=True, help_text="End of the old secret's grace period.")
+    actor_id = db.CharField(max_length=255, help_text="Who rotated.")
+    created_at = db.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        constraints = [
+            db.UniqueConstraint(fields=["idempotency_key", "key"], name="keyrotation_unique_idempotency_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"rotation of {self.new_key_name} ({self.idempotency_key})"

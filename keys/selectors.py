@@ -1,6 +1,7 @@
 """Reads of keys: the rows the resolver needs (two queries), and the tenant-scoped reads of the routes."""
 from __future__ import annotations
 
+import datetime
 import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,7 @@ from accessgroups.models import AccessGroup
 
 from .authz import GroupRow, KeyRows
 from .crypto import token_for
-from .models import VirtualKey
+from .models import IDEMPOTENCY_WINDOW, KeyRotation, VirtualKey
 
 if TYPE_CHECKING:
     from accessctl.tenancy import TenantContext
@@ -32,12 +33,13 @@ def group_row(group: AccessGroup) -> GroupRow:
 
 
 def key_with_path(token: str) -> VirtualKey | None:
-    """The key with its team, organization (and budget) and user, in one query."""
+    """The key with its team, organization (and budget) and user, in one query. During a rotation's grace
+    period the old secret's token finds the key too (the check decides whether its grace has ended)."""
     return (
         VirtualKey.objects.select_related(
             "team", "team__organization", "team__organization__budget", "organization", "organization__budget", "user"
         )
-        .filter(token=token)
+        .filter(Q(token=token) | Q(previous_token=token))
         .first()
     )
 
@@ -123,6 +125,35 @@ def _one_per_alias(keys: Iterable[VirtualKey]) -> dict[str, VirtualKey]:
             )
         found[key.key_alias] = key
     return found
+def rotation_replay(idempotency_key: str, named_token: str, since: datetime.datetime) -> KeyRotation | None:
+    """The rotation made since `since` with this Idempotency-Key from (or to) the secret now named: a
+    client's retry names the secret it rotated away from."""
+    return (
+        KeyRotation.objects.filter(idempotency_key=idempotency_key, created_at__gt=since)
+        .filter(Q(old_token=named_token) | Q(new_token=named_token))
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def key_for_rotation(tenant: TenantContext, value: str, idempotency_key: str | None) -> VirtualKey | None:
+    """The key a rotation names: by its current secret (or hash), or — for a retry with the same
+    Idempotency-Key — by the secret the remembered rotation replaced. Outside the tenant → None."""
+    if idempotency_key:
+        done = rotation_replay(idempotency_key, token_for(value), timezone.now() - IDEMPOTENCY_WINDOW)
+        if done is not None:
+            return keys_in_context(tenant).filter(pk=done.key_id).first()
+    return key_in_context(tenant, value)
+
+
+def keys_due_for_rotation(now: datetime.datetime | None = None) -> QuerySet[VirtualKey]:
+    """Auto-rotating keys whose rotation is due, most overdue first."""
+    now = now or timezone.now()
+    return (
+        VirtualKey.objects.filter(auto_rotate=True, rotation_due_at__lte=now)
+        .select_related("user", "team", "organization")
+        .order_by("rotation_due_at", "pk")
+    )
 
 
 def key_by_alias_in_context(tenant: TenantContext, alias: str) -> VirtualKey | None:

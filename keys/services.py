@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hmac
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from accessctl import policy
@@ -17,7 +20,7 @@ from orgs.models import Organization, Team, User
 
 from . import crypto
 from .amounts import MAX_AMOUNT
-from .models import VirtualKey
+from .models import IDEMPOTENCY_WINDOW, KeyRotation, VirtualKey
 from .selectors import model_ceilings
 from .usage import ReportOutcome, caller_label, usage_ingest
 
@@ -41,6 +44,8 @@ EDITABLE_FIELDS = (
     "user",
     "team",
     "organization",
+    "auto_rotate",
+    "rotation_interval",
     *BUDGET_FIELDS,
     *SPEND_FIELDS,
 )
@@ -53,8 +58,63 @@ def _label(actor: User | None) -> str:
     return actor.user_id if actor is not None else "system"
 
 
-def _key_affects(key: VirtualKey, *extra_tokens: str) -> Affects:
-    return Affects(tokens={key.token, *extra_tokens})
+# The longest grace period a rotation may give the old secret (documented in the README and the API
+# schema): a leaked secret must not outlive its rotation by more than this.
+MAX_GRACE_PERIOD = datetime.timedelta(days=7)
+MAX_GRACE_PERIOD_TEXT = "7d"
+
+
+def _key_affects(key: VirtualKey, *extra_tokens: str | None) -> Affects:
+    """The key's snapshots: its token and, during a grace period, the old secret's token (an alias of the
+    same snapshot), so one invalidation stops both secrets at once."""
+    return Affects(tokens={t for t in (key.token, key.previous_token, *extra_tokens) if t})
+
+
+def grace_until(grace_period: Any, now: datetime.datetime) -> datetime.datetime | None:
+    """When a rotation's grace period ends: None for no grace period; 400 past MAX_GRACE_PERIOD."""
+    if grace_period in (None, "", "0", 0):
+        return None
+    if not isinstance(grace_period, str):
+        raise InvalidInput("grace_period must be a duration such as 24h.", param="grace_period")
+    try:
+        until = duration_delta(grace_period, now)
+    except (DurationError, OverflowError, ValueError) as exc:
+        raise InvalidInput(f"grace_period: {exc}", param="grace_period") from exc
+    if until - now > MAX_GRACE_PERIOD:
+        raise InvalidInput(
+            f"grace_period may be at most {MAX_GRACE_PERIOD_TEXT}; got {grace_period!r}.", param="grace_period"
+        )
+    return until
+
+
+def rotation_due(key: VirtualKey, now: datetime.datetime | None = None) -> datetime.datetime | None:
+    """When an auto-rotating key is next due: its last rotation (or creation) plus its interval."""
+    if not key.auto_rotate or not key.rotation_interval:
+        return None
+    start = key.last_rotated_at or key.created_at or now or timezone.now()
+    try:
+        return duration_delta(key.rotation_interval, start)
+    except (DurationError, OverflowError, ValueError):
+        return None
+
+
+def _validate_rotation(changes: dict[str, Any]) -> dict[str, Any]:
+    if "auto_rotate" in changes:
+        if changes["auto_rotate"] is None:
+            changes["auto_rotate"] = False
+        if not isinstance(changes["auto_rotate"], bool):
+            raise InvalidInput("auto_rotate must be true or false.", param="auto_rotate")
+    if changes.get("rotation_interval") in ("",):
+        changes["rotation_interval"] = None
+    interval = changes.get("rotation_interval")
+    if interval is not None:
+        if not isinstance(interval, str):
+            raise InvalidInput("rotation_interval must be a duration such as 30d.", param="rotation_interval")
+        try:
+            duration_delta(interval, timezone.now())
+        except (DurationError, OverflowError, ValueError) as exc:
+            raise InvalidInput(f"rotation_interval: {exc}", param="rotation_interval") from exc
+    return changes
 
 
 ALIAS_TAKEN = "Key with alias '{alias}' already exists. Key aliases are unique within an organization."
@@ -266,6 +326,8 @@ def key_generate(
     raw_key: str | None = None,
     by: policy.Actor | None = None,
     new_user_id: str | None = None,
+    auto_rotate: bool = False,
+    rotation_interval: str | None = None,
     **budget: Any,
 ) -> tuple[VirtualKey, str]:
     """Mint a key. Returns `(key, raw)`: the raw secret exists only in this return value.
@@ -291,6 +353,9 @@ def key_generate(
     if unknown:
         raise TypeError(f"unexpected fields: {sorted(unknown)}")
     budget = _validate_budget(budget, now)
+    rotation = _validate_rotation({"auto_rotate": auto_rotate, "rotation_interval": rotation_interval})
+    if rotation["auto_rotate"] and not rotation["rotation_interval"]:
+        raise InvalidInput("auto_rotate needs a rotation_interval (e.g. 30d).", param="rotation_interval")
     if raw_key is not None:
         if not isinstance(raw_key, str) or not crypto.is_valid_custom_key(raw_key):
             raise InvalidInput(
@@ -319,8 +384,13 @@ def key_generate(
                 blocked=bool(blocked),
                 created_by=_label(actor),
                 updated_by=_label(actor),
+                created_at=now,
+                **rotation,
                 **budget,
             )
+            if key.auto_rotate:
+                key.rotation_due_at = rotation_due(key, now)
+                key.save(update_fields=["rotation_due_at"])
     except IntegrityError as exc:
         raise InvalidInput(ALIAS_TAKEN.format(alias=key_alias), param="key_alias") from exc
     if access_group_ids:
@@ -355,7 +425,7 @@ def key_update(
         data = {**data, "user": _new_owner(actor, new_user_id, key.organization)}
     now = timezone.now()
     changes = {k: v for k, v in data.items() if k in EDITABLE_FIELDS}
-    changes = _validate_budget(changes, now)
+    changes = _validate_rotation(_validate_budget(changes, now))
     if "duration" in data:
         changes["expires"] = _expiry(data["duration"], now)
     if "models" in changes:
@@ -375,7 +445,14 @@ def key_update(
         )
     old_token = key.token
     old_groups = list(key.access_group_ids)
+    if "auto_rotate" in changes or "rotation_interval" in changes:
+        auto = changes.get("auto_rotate", key.auto_rotate)
+        if auto and not changes.get("rotation_interval", key.rotation_interval):
+            raise InvalidInput("auto_rotate needs a rotation_interval (e.g. 30d).", param="rotation_interval")
     before, after = model_update(key, {**changes, "updated_by": _label(actor)}, EDITABLE_FIELDS)
+    if "auto_rotate" in after or "rotation_interval" in after:
+        key.rotation_due_at, key.rotation_due_notified_at = rotation_due(key, now), None
+        key.save(update_fields=["rotation_due_at", "rotation_due_notified_at"])
     if "access_group_ids" in data:
         set_assigned_groups(target=key, group_ids=data["access_group_ids"] or [], organization=key.organization)
         if key.access_group_ids != old_groups:
@@ -395,15 +472,73 @@ def key_update(
     return key
 
 
+class KeyAlreadyRotated(Conflict):
+    """The secret a rotation named is no longer the key's current one: another rotation won."""
+
+
+@dataclass(frozen=True)
+class Rotated:
+    """The outcome of `key_regenerate`: the key, and the new secret — None when the outcome is the
+    replay of an earlier rotation with the same Idempotency-Key (its secret was shown then, never again)."""
+
+    key: VirtualKey
+    raw: str | None
+    replayed: bool = False
+
+    def __iter__(self):  # `key, raw = key_regenerate(...)`
+        return iter((self.key, self.raw))
+
+
 @transaction.atomic
 def key_regenerate(
-    *, actor: User | None, key: VirtualKey, new_raw_key: str | None = None, data: dict[str, Any] | None = None,
+    *,
+    actor: User | None,
+    key: VirtualKey,
+    new_raw_key: str | None = None,
+    data: dict[str, Any] | None = None,
+    grace_period: str | None = None,
+    expected_token: str | None = None,
+    idempotency_key: str | None = None,
     by: policy.Actor | None = None,
-) -> tuple[VirtualKey, str]:
-    """Give the key a new secret; the old one is refused from the next request. Returns `(key, raw)`."""
+) -> Rotated:
+    """Give the key a new secret. Returns `Rotated(key, raw)`: the raw secret exists only in that value.
+
+    - `grace_period` ("24h", at most MAX_GRACE_PERIOD): the old secret is still accepted until then; the
+      check treats it as an alias of the key (blocking or deleting the key stops both). Without one the
+      old secret is refused from the next request; a secret kept from an earlier rotation's grace
+      period is refused at once either way (at most two secrets are ever live).
+    - `expected_token`: the token the caller named the key by. Under the key's row lock it must still
+      be current, so of many concurrent rotations from one secret exactly one wins; the others get 409.
+    - `idempotency_key`: a retry with the same one (same key) replays the first outcome, `raw=None`.
+    - `by`: the caller, authorized (key:regenerate plus the actions `data` needs) before anything is written.
+    """
+    now = timezone.now()
+    if idempotency_key is not None and (not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 255):
+        raise InvalidInput("Idempotency-Key must be 1 to 255 characters.", param="Idempotency-Key")
+    until = grace_until(grace_period, now)
+    # The row lock serializes every rotation of this key.
     key = VirtualKey.objects.select_for_update().select_related("user", "team", "organization").get(pk=key.pk)
     if by is not None:
         authorize_key_update(by, key, data or {}, action="key:regenerate")
+    if idempotency_key is not None:
+        done = (
+            KeyRotation.objects.filter(key=key, idempotency_key=idempotency_key, created_at__gt=now - IDEMPOTENCY_WINDOW)
+            .order_by("-created_at")
+            .first()
+        )
+        if done is not None:
+            if expected_token is not None and expected_token not in (done.old_token, done.new_token):
+                raise Conflict(
+                    "This Idempotency-Key was used for a rotation of this key from another secret.",
+                    param="Idempotency-Key",
+                )
+            return Rotated(key, None, replayed=True)
+    if expected_token is not None and not hmac.compare_digest(key.token, expected_token):
+        raise KeyAlreadyRotated(
+            "The key was rotated by another request: the secret passed is no longer current.",
+            param="key",
+            type="key_already_rotated",
+        )
     if new_raw_key is not None:
         if not isinstance(new_raw_key, str) or not crypto.is_valid_custom_key(new_raw_key):
             raise InvalidInput("new_key must start with 'sk-' and be at least 16 characters.", param="new_key")
@@ -411,18 +546,44 @@ def key_regenerate(
     else:
         raw = crypto.generate_secret()
     new_token = crypto.hash_secret(raw)
-    if VirtualKey.objects.filter(token=new_token).exists():
+    if VirtualKey.objects.filter(Q(token=new_token) | Q(previous_token=new_token)).exists():
         raise Conflict("A key with this secret already exists.", param="new_key")
-    old_token, old_name = key.token, key.key_name
-    key.token, key.key_name, key.last_rotated_at = new_token, crypto.mask(raw), timezone.now()
+    old_token, old_name, dropped_previous = key.token, key.key_name, key.previous_token
+    key.token, key.key_name, key.last_rotated_at = new_token, crypto.mask(raw), now
+    key.previous_token = old_token if until is not None else None
+    key.previous_token_expires = until
+    key.rotation_due_at, key.rotation_due_notified_at = rotation_due(key, now), None
     key.updated_by = _label(actor)
-    key.save(update_fields=["token", "key_name", "last_rotated_at", "updated_by", "updated_at"])
+    key.save(
+        update_fields=[
+            "token",
+            "key_name",
+            "last_rotated_at",
+            "previous_token",
+            "previous_token_expires",
+            "rotation_due_at",
+            "rotation_due_notified_at",
+            "updated_by",
+            "updated_at",
+        ]
+    )
     if key.access_group_ids:
         from accessgroups.services import sync_groups
 
         sync_groups(key.access_group_ids)
     if data:
         key = key_update(actor=actor, key=key, data=data)
+    if idempotency_key is not None:
+        KeyRotation.objects.create(
+            key=key,
+            idempotency_key=idempotency_key,
+            old_token=old_token,
+            new_token=new_token,
+            new_key_name=key.key_name,
+            grace_until=until,
+            actor_id=_label(actor),
+            created_at=now,
+        )
     record(
         actor=actor,
         action="key_regenerate",
@@ -430,10 +591,14 @@ def key_regenerate(
         object_id=new_token,
         organization_id=key.organization_id,
         before={"token": old_token, "key_name": old_name},
-        after={"token": new_token, "key_name": key.key_name},
-        affects=_key_affects(key, old_token),
+        after={
+            "token": new_token,
+            "key_name": key.key_name,
+            "grace_period_until": until.isoformat() if until else None,
+        },
+        affects=_key_affects(key, old_token, dropped_previous),
     )
-    return key, raw
+    return Rotated(key, raw)
 
 
 def _set_blocked(actor: User | None, key: VirtualKey, blocked: bool) -> VirtualKey:
@@ -496,6 +661,108 @@ def key_delete(*, actor: User | None, key: VirtualKey, by: policy.Actor | None =
         before=before,
         affects=affects,
     )
+
+
+# --- the rotation schedule (Celery beat) -----------------------------------------------------
+
+ROTATION_DUE_ACTION = "key_rotation_due"
+
+
+def mark_rotation_due(*, now: datetime.datetime | None = None, batch_size: int = 1000) -> list[str]:
+    """Tell the owners of auto-rotating keys that have come due: one audit entry per key, in the key's
+    organization's log and naming its owner, once per due date (a rotation sets the next one). No secret
+    is made or sent: the owner rotates through `/key/regenerate`. Returns the tokens marked."""
+    now = now if now is not None else timezone.now()
+    marked: list[str] = []
+    with transaction.atomic():
+        due = (
+            VirtualKey.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(auto_rotate=True, rotation_due_at__lte=now, rotation_due_notified_at__isnull=True)
+            .select_related("user")
+            .order_by("rotation_due_at", "pk")[:batch_size]
+        )
+        for key in due:
+            VirtualKey.objects.filter(pk=key.pk).update(rotation_due_notified_at=now)
+            record(
+                actor=None,
+                action=ROTATION_DUE_ACTION,
+                object_type="key",
+                object_id=key.token,
+                organization_id=key.organization_id,
+                after={
+                    "key_name": key.key_name,
+                    "key_alias": key.key_alias,
+                    "owner": key.user.user_id if key.user_id else None,
+                    "team_id": str(key.team_id) if key.team_id else None,
+                    "rotation_interval": key.rotation_interval,
+                    "due_at": key.rotation_due_at.isoformat(),
+                },
+            )
+            marked.append(key.token)
+    return marked
+
+
+def end_grace_periods(*, now: datetime.datetime | None = None) -> int:
+    """Forget the old secrets whose grace period has ended (the check already refuses them; this drops
+    the alias and its cached snapshot). Returns how many."""
+    now = now if now is not None else timezone.now()
+    with transaction.atomic():
+        ended = list(
+            VirtualKey.objects.select_for_update(skip_locked=True)
+            .filter(previous_token__isnull=False, previous_token_expires__lte=now)
+            .values_list("pk", "token", "previous_token", "organization_id")[:1000]
+        )
+        for pk, token, previous, organization_id in ended:
+            VirtualKey.objects.filter(pk=pk).update(previous_token=None, previous_token_expires=None)
+            record(
+                actor=None,
+                action="key_grace_period_ended",
+                object_type="key",
+                object_id=token,
+                organization_id=organization_id,
+                before={"previous_token": previous},
+                affects=Affects(tokens={token, previous}),
+            )
+    return len(ended)
+
+
+
+# --- usage (the gateway's spend reports) ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UsageResult:
+    """What a usage report changed: the key's new spend and the budgets it used up."""
+
+    token: str
+    model: str
+    spend: float
+    prompt_tokens: int
+    completion_tokens: int
+    key_spend: float
+    exceeded: tuple[str, ...]
+
+
+def _number(value: Any, param: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInput(f"{param} must be a number.", param=param)
+    number = float(value)
+    if number < 0 or number != number or number in (float("inf"), float("-inf")):
+        raise InvalidInput(f"{param} must be a finite number ≥ 0.", param=param)
+    return number
+
+
+def _count(value: Any, param: str) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInput(f"{param} must be a whole number ≥ 0.", param=param)
+    return value
+
+
+def _crossed(new: float, added: float, cap: Any) -> bool:
+    """This report moved spend from below the cap to at or above it (exactly one report does)."""
+    return cap is not None and new >= float(cap) > new - added
 
 
 # --- usage (the gateway's spend reports: keys/usage.py) -------------------------------------

@@ -1,4 +1,5 @@
-"""Celery tasks of keys: budget resets of keys, and the sweep that audits keys as they expire."""
+"""Celery tasks of keys: budget resets, the sweep that audits keys as they expire, and the rotation
+schedule (keys due for rotation told to their owners, grace periods ended)."""
 from __future__ import annotations
 
 import datetime
@@ -12,6 +13,7 @@ from orgs.models import AuditEntry
 from orgs.tasks import BudgetScope, reset_due_budgets
 
 from .models import VirtualKey
+from .services import end_grace_periods, mark_rotation_due
 from .usage import usage_apply_queued, usage_purge
 
 KEY_SCOPE = BudgetScope("key", VirtualKey, "", "token", lambda rows: Affects(key_ids={r["pk"] for r in rows}))
@@ -80,3 +82,7 @@ def purge_usage() -> int:
     """Beat task: forget applied reports past the idempotency retention."""
     return usage_purge()
 
+@shared_task(name="keys.mark_rotation_due", ignore_result=True)
+def mark_rotation_due_task() -> int:
+    """Beat task: audit the auto-rotating keys that came due, and end the grace periods that are over."""
+    return len(mark_rotation_due()) + end_grace_periods()

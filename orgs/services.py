@@ -212,7 +212,7 @@ def user_delete(*, actor: User | None, user: User, by: policy.Actor | None = Non
     account is account-level: with `by`, only a proxy admin may (SPEC §2)."""
     if by is not None:
         policy.require(by, "user:delete", policy.user_target(user))
-    affects = Affects(tokens=set(user.keys.values_list("token", flat=True)))
+    affects = Affects(tokens={t for pair in user.keys.values_list("token", "previous_token") for t in pair if t})
     before = field_values(user, USER_FIELDS)
     user_id = user.user_id
     from keys.services import key_delete
@@ -588,7 +588,9 @@ def team_delete(*, actor: User | None, team: Team) -> None:
     from accessgroups.services import sync_groups
 
     before = field_values(team, (*TEAM_FIELDS, "access_group_ids"))
-    affects = Affects(tokens=set(team.keys.values_list("token", flat=True)), team_ids={team.pk})
+    # Old tokens of rotations too: the keys are gone after commit, so they cannot be looked up then.
+    affects = Affects(tokens={t for pair in team.keys.values_list("token", "previous_token") for t in pair if t},
+                      team_ids={team.pk})
     team_id, org_id = team.pk, team.organization_id
     # Set-based: detach the team's keys from their groups in one statement, then resync those groups.
     key_groups = set(KeyAccessGroup.objects.filter(key__team=team).values_list("access_group_id", flat=True))

@@ -76,8 +76,9 @@ def _caller(request: Any) -> KeySnapshot | object:
         snapshot = cache.get_snapshot(token)
     except DatabaseError:
         raise _Refusal("The database is unavailable.", "no_db_connection", 503) from None
-    # The cache is keyed by the hash; comparing it again costs nothing and never leaks timing.
-    if snapshot is None or not hmac.compare_digest(snapshot.token, token):
+    # The cache is keyed by the hash; comparing it again costs nothing and never leaks timing. The old
+    # secret of a rotation resolves to the same snapshot and is accepted until its grace period ends.
+    if snapshot is None or not snapshot.accepts(token, timezone.now):
         _hold_unknown_key()
         raise _Refusal("Authentication Error, Invalid proxy server token passed.", "auth_error", 401)
     return snapshot

@@ -14,12 +14,13 @@ from accessctl.errors import InvalidInput, NotFound
 from accessctl.litellm import BUDGET_INPUT_FIELDS, LiteLLMView, errors, page_count
 from accessctl.tenancy import TenantContext
 from keys import selectors, services
-from keys.crypto import mask
+from keys.crypto import mask, token_for
 from keys.models import VirtualKey
 from keys.pagination import page_slice
 from orgs import selectors as org_selectors
 from orgs.models import Organization, Team
 
+from . import rotation
 from .litellm_serializers import (
     KeyDeleteInput,
     KeyDeleteOut,
@@ -39,9 +40,12 @@ from .litellm_serializers import (
 )
 
 TAGS = ["LiteLLM: keys"]
+IDEMPOTENCY_PARAMETER = rotation.IDEMPOTENCY_PARAMETER
 # Fields whose change raises what a key may spend: only an admin of the key may touch them.
 BUDGET_CHANGE_FIELDS = (*BUDGET_INPUT_FIELDS, "spend")
-SERVICE_FIELDS = ("key_alias", "models", "metadata", "blocked", *BUDGET_CHANGE_FIELDS)
+SERVICE_FIELDS = (
+    "key_alias", "models", "metadata", "blocked", "auto_rotate", "rotation_interval", *BUDGET_CHANGE_FIELDS
+)
 
 
 def shown(value: str) -> str:
@@ -159,6 +163,8 @@ class KeyGenerateView(KeyView):
             metadata=data.get("metadata"),
             blocked=bool(data.get("blocked")),
             raw_key=data.get("key"),
+            auto_rotate=bool(data.get("auto_rotate")),
+            rotation_interval=data.get("rotation_interval"),
             **budget,
         )
         return Response(secret_out(key, raw, duration=data.get("duration")))
@@ -220,9 +226,13 @@ class KeyDeleteView(KeyView):
 class KeyRegenerateView(KeyView):
     @extend_schema(
         tags=TAGS,
-        summary="Give a key a new secret (the old one stops at once)",
+        summary="Give a key a new secret (the old one stops at once, or after `grace_period`)",
+        description="Of concurrent rotations from one secret exactly one wins; the others get 409 "
+        "`key_already_rotated`. A retry with the same `Idempotency-Key` header replays the first outcome "
+        "without rotating again: `key` is null (a secret is never shown twice), `idempotent_replay` is true.",
+        parameters=[IDEMPOTENCY_PARAMETER],
         request=KeyRegenerateInput,
-        responses={200: KeySecretOut, **errors(400, 401, 403, 404)},
+        responses={200: KeySecretOut, **errors(400, 401, 403, 404, 409)},
     )
     def post(self, request: Request, key: str | None = None) -> Response:
         data = self.body(KeyRegenerateInput)
@@ -230,18 +240,27 @@ class KeyRegenerateView(KeyView):
         data.pop("key", None)
         if not passed:
             raise InvalidInput("No key passed in.", param="key")
-        row = self.find_key(passed, message=f"Key {shown(passed)} not found.")
+        idem = rotation.idempotency_key(request)
+        row = rotation.key_to_rotate(self.tenant, passed, idem, message=f"Key {shown(passed)} not found.")
         new_key = data.pop("new_key", None)
-        data.pop("grace_period", None)
+        grace_period = data.pop("grace_period", None)
         data.pop("new_master_key", None)
         changes, new_user_id = self.update_data(row, data)
         if new_user_id is not None:
             raise InvalidInput(f"User {new_user_id} not found.", param="user_id")
-        row, raw = services.key_regenerate(
-            actor=self.acting_user, key=row, new_raw_key=new_key, data=changes or None, by=request.actor
+        result = services.key_regenerate(
+            actor=self.acting_user,
+            key=row,
+            new_raw_key=new_key,
+            data=changes or None,
+            grace_period=grace_period,
+            expected_token=token_for(passed),
+            idempotency_key=idem,
+            by=request.actor,
         )
-        row = selectors.key_in_context(self.tenant, row.token) or row
-        return Response(secret_out(row, raw))
+        row = selectors.key_in_context(self.tenant, result.key.token) or result.key
+        body = secret_out(row, result.raw, **rotation.rotation_fields(result))
+        return rotation.mark_replay(Response(body), result)
 
 
 class KeyInfoView(KeyView):
@@ -353,8 +372,9 @@ class KeyRegeneratePathView(KeyRegenerateView):
         tags=TAGS,
         operation_id="key_regenerate_by_path",
         summary="Give a key (named in the path) a new secret",
+        parameters=[IDEMPOTENCY_PARAMETER],
         request=KeyRegenerateInput,
-        responses={200: KeySecretOut, **errors(400, 401, 403, 404)},
+        responses={200: KeySecretOut, **errors(400, 401, 403, 404, 409)},
     )
     def post(self, request: Request, key: str | None = None) -> Response:
         return super().post(request, key=key)

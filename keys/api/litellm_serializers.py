@@ -16,9 +16,15 @@ from accessctl.litellm import (
     json_object,
     string_list,
 )
+from keys.services import MAX_GRACE_PERIOD_TEXT
 
 KEY_STATUSES = ("active", "expired", "blocked", "revoked", "deleted")
 KEY_SORT_FIELDS = ("created_at", "updated_at", "expires", "key_alias", "spend", "max_budget")
+
+GRACE_HELP = (
+    f'How long the old secret keeps working, e.g. "24h" (at most {MAX_GRACE_PERIOD_TEXT}); '
+    "empty: it is refused at once."
+)
 
 # --- input ------------------------------------------------------------------------------------
 
@@ -38,6 +44,8 @@ class KeyFieldsInput(BudgetInput):
     access_group_ids = string_list(required=False, allow_null=True)
     key_type = StrictCharField(required=False, allow_null=True)
     allowed_routes = string_list(required=False, allow_null=True)
+    auto_rotate = StrictBooleanField(required=False, allow_null=True)
+    rotation_interval = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=16)
 
     def validate_key_type(self, value: str | None) -> str | None:
         # A key narrowed to LLM or read-only routes cannot be honoured here; silently widening it would
@@ -68,13 +76,10 @@ class KeyUpdateInput(KeyFieldsInput):
 class KeyRegenerateInput(KeyFieldsInput):
     key = StrictCharField(required=False, allow_null=True, help_text="The key to regenerate: raw or hash.")
     new_key = StrictCharField(required=False, allow_null=True, help_text="A custom new secret (`sk-…`).")
-    grace_period = StrictCharField(required=False, allow_null=True)
+    grace_period = StrictCharField(
+        required=False, allow_null=True, allow_blank=True, max_length=16, help_text=GRACE_HELP
+    )
     new_master_key = StrictCharField(required=False, allow_null=True)
-
-    def validate_grace_period(self, value: str | None) -> str | None:
-        if value:
-            raise serializers.ValidationError("A grace period is not supported: the old secret stops at once.")
-        return value
 
     def validate_new_master_key(self, value: str | None) -> str | None:
         if value:
@@ -147,6 +152,11 @@ class KeyOut(serializers.Serializer):
     created_by = serializers.CharField()
     updated_by = serializers.CharField()
     last_rotation_at = serializers.DateTimeField(source="last_rotated_at", allow_null=True)
+    auto_rotate = serializers.BooleanField()
+    rotation_interval = serializers.CharField(allow_null=True)
+    key_rotation_at = serializers.DateTimeField(
+        source="rotation_due_at", allow_null=True, help_text="When an auto-rotating key is next due for rotation."
+    )
 
 
 class KeyInfoRowOut(KeyOut):
@@ -164,9 +174,9 @@ class KeySecretOut(KeyOut):
     budget_id = serializers.SerializerMethodField()
     litellm_budget_table = serializers.SerializerMethodField()
 
-    @extend_schema_field(serializers.CharField())
-    def get_key(self, obj: Any) -> str:
-        return self.context["raw"]
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_key(self, obj: Any) -> str | None:
+        return self.context["raw"]  # None in the replay of an idempotent rotation: never shown twice
 
     @extend_schema_field(serializers.CharField(allow_null=True))
     def get_budget_id(self, obj: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from accessctl.litellm import BUDGET_INPUT_FIELDS, BudgetInput, StrictCharField, json_object, string_list
+from keys.api.litellm_serializers import GRACE_HELP
 from orgs.api.serializers import BudgetFieldsSerializer, SpendSerializer
 
 
@@ -25,13 +26,31 @@ class KeySerializer(BudgetFieldsSerializer, SpendSerializer):
     updated_at = serializers.DateTimeField()
     updated_by = serializers.CharField()
     last_rotated_at = serializers.DateTimeField(allow_null=True)
+    auto_rotate = serializers.BooleanField()
+    rotation_interval = serializers.CharField(allow_null=True)
+    rotation_due_at = serializers.DateTimeField(allow_null=True)
 
 
 class KeySecretSerializer(KeySerializer):
     """A key with its raw secret: shown once, on create and regenerate."""
 
-    key = serializers.CharField(source="raw_key", help_text="The raw secret. It is never shown again.")
+    key = serializers.CharField(
+        source="raw_key", allow_null=True,
+        help_text="The raw secret. It is never shown again (null in the replay of an idempotent rotation).",
+    )
     token_id = serializers.CharField(source="token")
+
+
+class KeyRotatedSerializer(KeySecretSerializer):
+    """The answer of a rotation: the key with its new secret, and what became of the old one."""
+
+    grace_period_until = serializers.DateTimeField(
+        allow_null=True, help_text="The old secret is accepted until then; null: refused already."
+    )
+    idempotent_replay = serializers.BooleanField(
+        help_text="True when this answers a retry with the same Idempotency-Key: nothing was rotated again."
+    )
+    message = serializers.CharField(required=False, help_text="Present on a replay: why `key` is null.")
 
 
 class KeyFieldsSerializer(BudgetInput):
@@ -44,6 +63,9 @@ class KeyFieldsSerializer(BudgetInput):
                                help_text='Lifetime from now, e.g. "30d"; null: never expires.')
     metadata = json_object(required=False)
     blocked = serializers.BooleanField(required=False)
+    auto_rotate = serializers.BooleanField(required=False, help_text="Due for rotation every rotation_interval.")
+    rotation_interval = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=16,
+                                        help_text='e.g. "30d"; the owner is told in the audit log when it is due.')
 
 
 class KeyCreateSerializer(KeyFieldsSerializer):
@@ -58,6 +80,8 @@ class KeyUpdateSerializer(KeyFieldsSerializer):
 class KeyRegenerateSerializer(serializers.Serializer):
     new_key = StrictCharField(required=False, min_length=16, max_length=255,
                               help_text="A custom new secret (sk-…); generated when absent.")
+    grace_period = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=16,
+                                   help_text=GRACE_HELP)
 
 
 # Fields whose change raises what a key may spend: only an admin of the key may touch them.

@@ -20,11 +20,13 @@ from orgs import selectors as org_selectors
 from orgs.api.views import OrgsView
 from orgs.models import Organization, Team, User
 
+from . import rotation
 from .filters import KeyFilter
 from .serializers import (
     KEY_BUDGET_FIELDS,
     KeyCreateSerializer,
     KeyRegenerateSerializer,
+    KeyRotatedSerializer,
     KeySecretSerializer,
     KeySerializer,
     KeyUpdateSerializer,
@@ -34,7 +36,9 @@ TAGS = ["keys"]
 READ_ERRORS = errors(400, 401, 403, 404)
 WRITE_ERRORS = errors(400, 401, 403, 404, 409)
 # Body fields the key service takes as they are.
-PLAIN_FIELDS = ("key_alias", "models", "metadata", "blocked", "duration", *KEY_BUDGET_FIELDS)
+PLAIN_FIELDS = (
+    "key_alias", "models", "metadata", "blocked", "duration", "auto_rotate", "rotation_interval", *KEY_BUDGET_FIELDS
+)
 
 
 
@@ -161,15 +165,29 @@ class KeyUnblockView(KeyBlockView):
 
 class KeyRegenerateView(KeysView):
     @extend_schema(
-        tags=TAGS, summary="Give a key a new secret (shown once); the old one is refused at once",
-        request=KeyRegenerateSerializer, responses={200: KeySecretSerializer, **WRITE_ERRORS},
+        tags=TAGS,
+        summary="Give a key a new secret (shown once); the old one is refused at once, or after `grace_period`",
+        description="Of concurrent rotations from one secret exactly one wins; the others get 409 "
+        "`key_already_rotated`. A retry with the same `Idempotency-Key` header replays the first outcome "
+        "without rotating again: `key` is null (a secret is never shown twice), `idempotent_replay` is true.",
+        parameters=[rotation.IDEMPOTENCY_PARAMETER],
+        request=KeyRegenerateSerializer, responses={200: KeyRotatedSerializer, **WRITE_ERRORS},
     )
     def post(self, request: Request, token: str) -> Response:
-        key = self.key(token)
+        idem = rotation.idempotency_key(request)
+        key = rotation.key_to_rotate(self.tenant, token, idem)
         data = self.body(KeyRegenerateSerializer) if request.data else {}
-        key, raw = services.key_regenerate(
-            actor=self.acting_user, key=key, new_raw_key=data.get("new_key"), by=request.actor
+        result = services.key_regenerate(
+            actor=self.acting_user,
+            key=key,
+            new_raw_key=data.get("new_key"),
+            grace_period=data.get("grace_period"),
+            expected_token=token_for(token),
+            idempotency_key=idem,
+            by=request.actor,
         )
-        key = self.key(key.token)
-        key.raw_key = raw
-        return rendered(KeySecretSerializer, key)
+        key = self.key(result.key.token)
+        key.raw_key = result.raw
+        for name, value in rotation.rotation_fields(result).items():
+            setattr(key, name, value)
+        return rotation.mark_replay(rendered(KeyRotatedSerializer, key), result)

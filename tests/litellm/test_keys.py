@@ -467,7 +467,8 @@ def test_key_regenerate_without_key_is_400(api):
 @pytest.mark.parametrize(
     ("body", "param"),
     [
-        pytest.param({"grace_period": "1h"}, "grace_period", id="grace-period-unsupported"),
+        pytest.param({"grace_period": "8d"}, "grace_period", id="grace-period-over-the-maximum"),
+        pytest.param({"grace_period": "soon"}, "grace_period", id="grace-period-not-a-duration"),
         pytest.param({"new_key": "sk-x"}, "new_key", id="new-key-too-short"),
     ],
 )

@@ -26,10 +26,15 @@ run: install  ## migrate, load the demo, serve the admin on $(PORT) (embedded SQ
 	$(BIN)/python manage.py load_demo
 	$(BIN)/python manage.py runserver 0.0.0.0:$(PORT)
 
-serve: install  ## production server: gunicorn (gunicorn.conf.py: threads, drain on SIGTERM), $(WEB_CONCURRENCY) workers on $(PORT)
+# Prometheus multiprocess mode: every worker's counters in memory-mapped files, emptied at each start.
+PROMETHEUS_MULTIPROC_DIR ?= /dev/shm/accessctl-metrics-$(PORT)
+
+serve: install  ## production server: gunicorn (gunicorn.conf.py: threads, drain on SIGTERM, metrics), $(WEB_CONCURRENCY) workers on $(PORT)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	WEB_CONCURRENCY=$(WEB_CONCURRENCY) exec $(BIN)/gunicorn -c gunicorn.conf.py --bind 0.0.0.0:$(PORT)
+	rm -rf $(PROMETHEUS_MULTIPROC_DIR) && mkdir -p $(PROMETHEUS_MULTIPROC_DIR)
+	PROMETHEUS_MULTIPROC_DIR=$(PROMETHEUS_MULTIPROC_DIR) WEB_CONCURRENCY=$(WEB_CONCURRENCY) \
+		exec $(BIN)/gunicorn -c gunicorn.conf.py --bind 0.0.0.0:$(PORT)
 
 bench: install services  ## the hot path under load (wrk): /healthz vs the warm check, SQLite+file cache and PostgreSQL+Redis
 	command -v wrk >/dev/null || apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }

@@ -113,6 +113,15 @@ def post_worker_init(worker) -> None:
     signal.signal(signal.SIGTERM, handle_exit)
 
 
+def child_exit(server, worker) -> None:
+    """Prometheus multiprocess mode (PROMETHEUS_MULTIPROC_DIR, see accessctl.metrics): a worker that exits
+    leaves its counters' files for `/metrics` to keep adding up; mark it dead."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
 def on_exit(server) -> None:
     if os.path.exists(_drain_file()):
         os.unlink(_drain_file())

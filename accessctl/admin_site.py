@@ -12,7 +12,7 @@ from django.db.models import F, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
-from accessctl import redaction
+from accessctl import metrics, redaction
 
 DASHBOARD_ROWS = 10
 EXPIRY_WINDOW = datetime.timedelta(days=7)
@@ -26,6 +26,10 @@ def budget_share(spend: float, limit: float | None) -> int | None:
         return None
     ratio = 100 * spend / limit
     return round(ratio) if math.isfinite(ratio) and ratio <= SHARE_CAP else SHARE_CAP + 1
+
+
+CHART_HEIGHT = 60
+CHART_BAR_WIDTH = 4
 
 
 class AccessAdminSite(AdminSite):
@@ -126,6 +130,34 @@ class Dashboard:
                     "url": f"admin:{model._meta.app_label}_{model._meta.model_name}_change",
                 })
         return sorted(rows, key=lambda r: -(r["share"] or 0))[:DASHBOARD_ROWS]
+
+    def check_chart(self) -> dict[str, Any] | None:
+        """The last day of allowed and denied checks as bars (platform-wide counts: platform admins and
+        viewers only). From the per-bucket counters in the cache (accessctl.metrics), no query."""
+        if not self.request.user.policy_actor.reads_everything:
+            return None
+        series = metrics.chart_series()
+        tallest = max((b["allowed"] + b["denied"] for b in series), default=0) or 1
+        bars = []
+        for index, bucket in enumerate(series):
+            allowed = round(CHART_HEIGHT * bucket["allowed"] / tallest, 1)
+            denied = round(CHART_HEIGHT * bucket["denied"] / tallest, 1)
+            bars.append({
+                "x": index * CHART_BAR_WIDTH,
+                "allowed_y": CHART_HEIGHT - allowed, "allowed_h": allowed,
+                "denied_y": CHART_HEIGHT - allowed - denied, "denied_h": denied,
+                "title": f"{datetime.datetime.fromtimestamp(bucket['start'], datetime.UTC):%H:%M} UTC: "
+                         f"{bucket['allowed']} allowed, {bucket['denied']} denied",
+            })
+        return {
+            "bars": bars,
+            "width": len(series) * CHART_BAR_WIDTH,
+            "height": CHART_HEIGHT,
+            "bar_width": CHART_BAR_WIDTH - 1,
+            "allowed": sum(b["allowed"] for b in series),
+            "denied": sum(b["denied"] for b in series),
+            "tallest": tallest,
+        }
 
     def latest_audit(self) -> list[Any]:
         from orgs.models import AuditEntry

@@ -1,4 +1,4 @@
-"""Liveness and readiness probes.
+"""Liveness and readiness probes, and the Prometheus metrics.
 
 /readyz answers within ACCESSCTL_READY_TIMEOUT_SECONDS whatever its dependencies do: the database probe
 runs in a thread of its own (a hung database holds that thread, not the request; while it is held, the
@@ -8,6 +8,7 @@ the load balancer stops sending before the server stops accepting.
 """
 from __future__ import annotations
 
+import hmac
 import os
 import threading
 import time
@@ -17,8 +18,10 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
+from django_prometheus.exports import ExportToDjangoView
 
+from accessctl.errors import json_error
 from keys.cache import cache_answered, cache_breaker_state, cache_failed, feed_state, log_state
 
 
@@ -128,3 +131,20 @@ def readyz(request) -> JsonResponse:
         "cache_breaker": cache_breaker_state(),
     }
     return JsonResponse(body, status=200 if ready else 503)
+
+
+
+def metrics(request) -> HttpResponse:
+    """Prometheus exposition (django-prometheus's export view, every worker's counters in multiprocess
+    mode). With `ACCESSCTL_METRICS_TOKEN` set, only `Authorization: Bearer <token>` may read it;
+    without, it is open: serve it on an internal network only."""
+    token = settings.ACCESSCTL_METRICS_TOKEN
+    if token:
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+            response = json_error("The metrics need `Authorization: Bearer <ACCESSCTL_METRICS_TOKEN>`.",
+                                  "auth_error", 401)
+            response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return response
+    return ExportToDjangoView(request)

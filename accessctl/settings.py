@@ -17,6 +17,8 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 # The master key authenticates as a proxy admin; it is never stored, logged or shown.
 ACCESSCTL_MASTER_KEY = env.str("ACCESSCTL_MASTER_KEY", default="")
+# `/metrics` needs `Authorization: Bearer <this>` when set; empty: open (serve it on an internal network).
+ACCESSCTL_METRICS_TOKEN = env.str("ACCESSCTL_METRICS_TOKEN", default="")
 
 INSTALLED_APPS = [
     "accessctl.admin_site.AccessAdminConfig",  # django.contrib.admin with accessctl's site (admin_site.py)
@@ -31,6 +33,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI served from here, not from a CDN
     "guardian",
     "axes",
+    "django_prometheus",
     "orgs",
     "keys",
     "accessgroups",
@@ -47,6 +50,15 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+# django-prometheus's per-request metrics (latency histograms by view, method, status): off by default,
+# since they cost every request ~135 µs here, four times the warm check itself (README: Metrics). Our
+# own counters (accessctl.metrics) are always on and cost the check a few microseconds.
+PROMETHEUS_REQUEST_MIDDLEWARE = (
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+)
+if env.bool("ACCESSCTL_METRICS_REQUESTS", default=False):
+    MIDDLEWARE = [PROMETHEUS_REQUEST_MIDDLEWARE[0], *MIDDLEWARE, PROMETHEUS_REQUEST_MIDDLEWARE[1]]
 
 ROOT_URLCONF = "accessctl.urls"
 WSGI_APPLICATION = "accessctl.wsgi.application"

@@ -6,13 +6,14 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from accessctl.health import healthz, readyz
+from accessctl.health import healthz, metrics, readyz
 from accessctl.schema import BearerKeyScheme  # noqa: F401 - registers the OpenAPI security schemes
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    path("metrics", metrics, name="prometheus-metrics"),
     # The gateway's hot path resolves before the management routes: every pattern tried costs time.
     path("", include("keys.api.gateway_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -29,6 +29,7 @@ from django.db.models import BigIntegerField, Count, F, Func, Max, Q, QuerySet, 
 from django.db.models.functions import Cast, Lower
 from django.utils import timezone
 
+from accessctl import metrics
 from accessctl.errors import Conflict, InvalidInput, NotFound
 from accessctl.policy import Target, access_group_target
 from keys import crypto
@@ -528,6 +529,8 @@ def _batches(
             if not rows:
                 break
             changed, count = _run_batch(p, rows, operation, dry_run, actor, job)
+            if not dry_run:
+                metrics.bulk_rows(operation, len(rows))
             after = _position(rows[-1])
             if job is not None:
                 # In the batch's transaction: the job's progress, its heartbeat and the batch commit

@@ -32,6 +32,7 @@ from django.core.cache import cache
 from django.db import DatabaseError
 from django.db.models import Q
 
+from accessctl import metrics
 from accessctl.lanes import database_lane
 
 from . import feed, revocations
@@ -278,7 +279,16 @@ def get_snapshot(token: str) -> KeySnapshot | None:
     A warm read is one small cache read and no query. With the cache unreachable the database answers,
     so the answer is never more permissive than the database's.
     """
-    return _read_through(cache_key(token), token, lambda: load_snapshot(token), SNAPSHOT_TTL_SECONDS)
+    loaded = False
+
+    def load() -> KeySnapshot | None:
+        nonlocal loaded
+        loaded = True
+        return load_snapshot(token)
+
+    snapshot = _read_through(cache_key(token), token, load, SNAPSHOT_TTL_SECONDS)
+    metrics.snapshot_lookup(loaded)
+    return snapshot
 
 
 def load_catalog() -> dict[str, str]:
@@ -324,6 +334,7 @@ class CacheUnavailable(Exception):
 
 def invalidate_catalog() -> None:
     """Drop the cached catalog on every server sharing the cache (after a catalog write commits)."""
+    metrics.invalidated("catalog")
     try:
         _delete([_CATALOG], [_CATALOG, generation_key(_CATALOG)])
     except Exception:  # noqa: BLE001
@@ -407,6 +418,7 @@ def invalidate_tokens(tokens: Iterable[str]) -> None:
     names = list(tokens)
     if not names:
         return
+    metrics.invalidated("token", len(names))
     cache_keys: list[str] = []
     for token in names:
         cache_keys.append(cache_key(token))
@@ -437,6 +449,7 @@ def invalidate(affects: Affects) -> None:
 def invalidate_all() -> None:
     """Drop every snapshot and the catalog on every server: deleting the generations is enough (a value
     is only served under its generation), then every process is told to drop its copies."""
+    metrics.invalidated("all")
     try:
         _delete(None, [generation_key("*")])
     except Exception:  # noqa: BLE001

@@ -26,7 +26,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import serializers
 from rest_framework.views import APIView
 
-from accessctl import jsonbody, policy
+from accessctl import jsonbody, metrics, policy
 from accessctl.authentication import MASTER_USER_ID, BearerKeyAuthentication, bearer_value
 from accessctl.errors import BODY_TOO_LARGE, ServiceError, error_body
 from keys import cache, crypto
@@ -213,8 +213,10 @@ def check(request: Any, read_params: Callable[[Any], Mapping[str, Any]]) -> Http
             decision = authorize(snapshot, now=timezone.now(), **resources)
             if not decision.allowed:
                 raise _Refusal(decision.message, decision.type, 403, decision.param)
+        metrics.check_answered(None)
         return _allowed_response(snapshot)
     except _Refusal as refusal:
+        metrics.check_answered(refusal.body["error"]["type"])
         return _json(refusal.body, refusal.status)
 
 
@@ -504,7 +506,12 @@ def usage(request: Any) -> HttpResponse:
         except DatabaseError:
             raise _Refusal("The database is unavailable.", "no_db_connection", 503) from None
     except _Refusal as refusal:
+        metrics.usage_reported(refusal.body["error"]["type"])
         return _json(refusal.body, refusal.status)
+    for outcome in outcomes:
+        metrics.usage_reported(
+            "duplicate" if outcome.duplicate else "budget_exceeded" if outcome.budget_exceeded else "recorded"
+        )
     if not as_list:
         return _json(_outcome(outcomes[0]), 202)
     duplicates = sum(1 for outcome in outcomes if outcome.duplicate)

@@ -46,16 +46,26 @@ class AccessAdminSite(AdminSite):
         user = request.user
         return bool(user.is_active and user.is_authenticated and user.policy_actor.uses_admin)
 
-    def login(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        """The admin login, throttled by django-axes: a locked-out user_id and address get axes' 429.
+    login_template = "admin/login_sso.html"
 
-        This is what `axes.middleware.AxesMiddleware` does, done here because the admin login is the only
-        password login: the middleware would run on every request, the gateway's hot path included.
+    def login(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        """The password form (unless turned off) and, when configured, "Log in with single sign-on".
+
+        Throttled by django-axes: a locked-out user_id and address get axes' 429. This is what
+        `axes.middleware.AxesMiddleware` does, done here because the admin login is the only password
+        login: the middleware would run on every request, the gateway's hot path included.
         """
         # Imported here: this module is the admin's AppConfig, loaded before axes' models are ready.
         from axes.helpers import get_lockout_response
 
-        response = super().login(request, extra_context)
+        from orgs import sso
+
+        context = {"sso_enabled": sso.config() is not None, "password_login": sso.password_login_enabled(),
+                   **(extra_context or {})}
+        if request.method == "POST" and not context["password_login"]:
+            context["sso_message"] = "Password login is turned off: log in with single sign-on."
+            request.method = "GET"  # show the page; nothing is authenticated
+        response = super().login(request, context)
         if getattr(request, "axes_locked_out", None):
             return get_lockout_response(request, response, getattr(request, "axes_credentials", None))
         return response

@@ -182,11 +182,34 @@ ACCESSCTL_UNKNOWN_KEY_DELAY_SECONDS = env.float("ACCESSCTL_UNKNOWN_KEY_DELAY_SEC
 ACCESSCTL_DRAIN_FILE = env.str("ACCESSCTL_DRAIN_FILE", default="")
 
 AUTH_USER_MODEL = "orgs.User"
+# Admin login: passwords (unless ACCESSCTL_PASSWORD_LOGIN=false) and OpenID Connect (orgs/sso.py) when
+# ACCESSCTL_OIDC_ISSUER and ACCESSCTL_OIDC_CLIENT_ID are set.
+ACCESSCTL_PASSWORD_LOGIN = env.bool("ACCESSCTL_PASSWORD_LOGIN", default=True)
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out login before any password check
-    "django.contrib.auth.backends.ModelBackend",
+    "django.contrib.auth.backends.ModelBackend" if ACCESSCTL_PASSWORD_LOGIN else "orgs.sso.PasswordLoginOffBackend",
     "guardian.backends.ObjectPermissionBackend",
+    "orgs.sso.SSOBackend",  # answers only the SSO callback, and only when SSO is configured
 ]
+ACCESSCTL_OIDC = {
+    "issuer": env.str("ACCESSCTL_OIDC_ISSUER", default=""),
+    "client_id": env.str("ACCESSCTL_OIDC_CLIENT_ID", default=""),
+    "client_secret": env.str("ACCESSCTL_OIDC_CLIENT_SECRET", default=""),
+    "groups_claim": env.str("ACCESSCTL_OIDC_GROUPS_CLAIM", default="groups"),
+    # JSON: {"<IdP group>": {"platform": "proxy_admin"} | {"organization": "<organization_id>", "role":
+    # "org_admin"} | {"team": "<team_id>", "role": "admin"} | [several]}
+    "role_map": env.str("ACCESSCTL_OIDC_ROLE_MAP", default="{}"),
+    "default_platform_role": env.str("ACCESSCTL_OIDC_DEFAULT_PLATFORM_ROLE", default="internal_user"),
+    # Optional: otherwise read from the issuer's /.well-known/openid-configuration.
+    "endpoints": {
+        "authorization_endpoint": env.str("ACCESSCTL_OIDC_AUTHORIZATION_ENDPOINT", default=""),
+        "token_endpoint": env.str("ACCESSCTL_OIDC_TOKEN_ENDPOINT", default=""),
+        "userinfo_endpoint": env.str("ACCESSCTL_OIDC_USERINFO_ENDPOINT", default=""),
+        "jwks_uri": env.str("ACCESSCTL_OIDC_JWKS_URI", default=""),
+    },
+}
+OIDC_RP_SCOPES = "openid email profile"
+OIDC_TIMEOUT = 5
 ANONYMOUS_USER_NAME = None  # guardian: no anonymous user row
 
 # Applied by the user services on every path that sets a password (admin, /user/update, REST users) and by

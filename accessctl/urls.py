@@ -8,9 +8,12 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accessctl.health import healthz, metrics, readyz
 from accessctl.schema import BearerKeyScheme  # noqa: F401 - registers the OpenAPI security schemes
+from orgs.sso import SSOCallbackView, SSOLoginView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("sso/login/", SSOLoginView.as_view(), name="oidc_authentication_init"),
+    path("sso/callback/", SSOCallbackView.as_view(), name="oidc_authentication_callback"),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("metrics", metrics, name="prometheus-metrics"),

@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "guardian",
     "axes",
     "django_prometheus",
+    "django_scim",
     "orgs",
     "keys",
     "accessgroups",
@@ -207,6 +208,26 @@ ACCESSCTL_OIDC = {
         "userinfo_endpoint": env.str("ACCESSCTL_OIDC_USERINFO_ENDPOINT", default=""),
         "jwks_uri": env.str("ACCESSCTL_OIDC_JWKS_URI", default=""),
     },
+}
+# SCIM 2.0 for the IdP at /scim/v2/ (orgs/scim.py): on when ACCESSCTL_SCIM_TOKEN is set (the IdP's bearer).
+ACCESSCTL_SCIM_TOKEN = env.str("ACCESSCTL_SCIM_TOKEN", default="")
+# What a SCIM group is: {"target": "organization"} (a group = an organization and its members) or
+# {"target": "team", "organization_id": "<id>"} (a group = a team of that organization).
+ACCESSCTL_SCIM_GROUPS = env.json("ACCESSCTL_SCIM_GROUPS", default={"target": "organization"})
+SCIM_SERVICE_PROVIDER = {
+    "NETLOC": "localhost",  # unused: locations come from the request (BASE_LOCATION_GETTER)
+    "AUTHENTICATION_SCHEMES": [
+        {"type": "oauthbearertoken", "name": "Bearer token", "description": "ACCESSCTL_SCIM_TOKEN", "primary": True}
+    ],
+    "USER_ADAPTER": "orgs.scim.ScimUserAdapter",
+    "GROUP_ADAPTER": "orgs.scim.ScimGroupAdapter",
+    "GROUP_MODEL": "orgs.models.ScimGroup",
+    "USER_FILTER_PARSER": "orgs.scim_config.UserFilter",
+    "GROUP_FILTER_PARSER": "orgs.scim_config.GroupFilter",
+    "AUTH_CHECK_MIDDLEWARE": "orgs.scim_config.ScimBearerAuth",
+    "BASE_LOCATION_GETTER": "orgs.scim_config.base_location",
+    "SCHEMAS_GETTER": "orgs.scim_config.schemas",
+    "GET_EXTRA_MODEL_FILTER_KWARGS_GETTER": "orgs.scim_config.extra_filter_kwargs_getter",
 }
 OIDC_RP_SCOPES = "openid email profile"
 OIDC_TIMEOUT = 5

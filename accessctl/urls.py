@@ -14,6 +14,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("sso/login/", SSOLoginView.as_view(), name="oidc_authentication_init"),
     path("sso/callback/", SSOCallbackView.as_view(), name="oidc_authentication_callback"),
+    path("scim/v2/", include("orgs.scim_urls", namespace="scim")),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("metrics", metrics, name="prometheus-metrics"),

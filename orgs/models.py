@@ -118,6 +118,9 @@ class User(AbstractBaseUser, PermissionsMixin, BudgetFields, SpendFields):
     )
     metadata = db.JSONField(default=dict, blank=True, help_text="Free-form data for your own tooling.")
     sso_user_id = db.CharField(max_length=255, null=True, blank=True)
+    scim_external_id = db.CharField(
+        max_length=255, null=True, blank=True, help_text="The IdP's id of this user (SCIM externalId)."
+    )
     created_at = db.DateTimeField(default=timezone.now)
     updated_at = db.DateTimeField(auto_now=True)
 
@@ -342,3 +345,29 @@ class AuditEntry(db.Model):
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_id} {self.action} {self.object_type}:{self.object_id}"
 
+
+
+class ScimGroup(db.Model):
+    """A group provisioned by the IdP over SCIM: its members are the members of one team, or of one
+    organization (ACCESSCTL_SCIM_GROUPS); it exists to keep the IdP's id and name for that target."""
+
+    id = db.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    display_name = db.CharField(max_length=255, unique=True, help_text="The IdP's name of the group.")
+    scim_external_id = db.CharField(max_length=255, null=True, blank=True, help_text="The IdP's id of the group.")
+    team = db.OneToOneField(
+        Team, null=True, blank=True, on_delete=db.CASCADE, related_name="scim_group",
+        help_text="The team whose members this group's members are.",
+    )
+    organization = db.OneToOneField(
+        Organization, null=True, blank=True, on_delete=db.CASCADE, related_name="scim_group",
+        help_text="The organization whose members this group's members are.",
+    )
+    created_at = db.DateTimeField(default=timezone.now)
+    updated_at = db.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["display_name"]
+        verbose_name = "SCIM group"
+
+    def __str__(self) -> str:
+        return self.display_name

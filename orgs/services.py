@@ -35,6 +35,7 @@ USER_FIELDS = (
     "models",
     "metadata",
     "sso_user_id",
+    "scim_external_id",
     *BUDGET_FIELDS,
     *SPEND_FIELDS,
 )

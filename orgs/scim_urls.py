@@ -1,0 +1,50 @@
+"""/scim/v2/: django-scim2's routes, with discovery lists that carry `totalResults` and 404s with a SCIM
+error body (RFC 7644 §3.4.2, §3.12), which its own views omit."""
+from __future__ import annotations
+
+import json
+
+from django.http import HttpResponse
+from django.urls import re_path
+from django_scim import constants, exceptions, views
+
+
+def _found(doc, uuid):
+    if doc is None:
+        body = exceptions.NotFoundError(uuid).to_dict()
+        return HttpResponse(json.dumps(body), content_type=constants.SCIM_CONTENT_TYPE, status=404)
+    return HttpResponse(json.dumps(doc), content_type=constants.SCIM_CONTENT_TYPE)
+
+
+def _list(resources):
+    resources = sorted(resources, key=lambda o: o.get("id"))
+    return {"schemas": [constants.SchemaURI.LIST_RESPONSE], "totalResults": len(resources),
+            "itemsPerPage": len(resources), "startIndex": 1, "Resources": resources}
+
+
+class ResourceTypesView(views.ResourceTypesView):
+    def get(self, request, uuid=None, *args, **kwargs):
+        types = self.type_dict_by_type_id(request)
+        return _found(types.get(uuid) if uuid else _list(types.values()), uuid)
+
+
+class SchemasView(views.SchemasView):
+    def get(self, request, uuid=None, *args, **kwargs):
+        return _found(self.schemas_by_uri.get(uuid) if uuid else _list(self.schemas_by_uri.values()), uuid)
+
+
+app_name = "scim"
+urlpatterns = [
+    re_path(r"^$", views.SCIMView.as_view(implemented=False), name="root"),
+    re_path(r"^\.search$", views.SearchView.as_view(implemented=False), name="search"),
+    re_path(r"^Users/\.search$", views.UserSearchView.as_view(), name="users-search"),
+    re_path(r"^Users(?:/(?P<uuid>[^/]+))?$", views.UsersView.as_view(), name="users"),
+    re_path(r"^Groups/\.search$", views.GroupSearchView.as_view(), name="groups-search"),
+    re_path(r"^Groups(?:/(?P<uuid>[^/]+))?$", views.GroupsView.as_view(), name="groups"),
+    re_path(r"^Me$", views.SCIMView.as_view(implemented=False), name="me"),
+    re_path(r"^ServiceProviderConfig$", views.ServiceProviderConfigView.as_view(), name="service-provider-config"),
+    re_path(r"^ResourceTypes(?:/(?P<uuid>[^/]+))?$", ResourceTypesView.as_view(), name="resource-types"),
+    re_path(r"^Schemas(?:/(?P<uuid>[^/]+))?$", SchemasView.as_view(), name="schemas"),
+    re_path(r"^Bulk$", views.SCIMView.as_view(implemented=False), name="bulk"),
+    re_path(r"^(?P<rest>.+)$", lambda request, rest: _found(None, rest), name="not-found"),
+]

@@ -485,8 +485,11 @@ class Rotated:
     raw: str | None
     replayed: bool = False
 
-    def __iter__(self):  # `key, raw = key_regenerate(...)`
+    def __iter__(self):  # `key, raw = key_regenerate(...)`, as every other secret-returning service
         return iter((self.key, self.raw))
+
+    def __getitem__(self, index: int):
+        return (self.key, self.raw)[index]
 
 
 @transaction.atomic

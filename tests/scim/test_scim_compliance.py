@@ -37,6 +37,8 @@ def test_scim2_tester_compliance(scim_server, capsys):
     counts = Counter(result.status.name for result in results)
     with capsys.disabled():
         for result in results:
+            if result.status is Status.SUCCESS:
+                continue
             print(f"scim2-tester {result.status.name:<10} {result.title}: {result.reason or ''}"[:200])
         print("scim2-tester summary:", ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
               f"({len(results)} checks)")

@@ -297,10 +297,6 @@ def authorize_key_update(by: policy.Actor, key: VirtualKey, data: dict[str, Any]
     _grant_models(by, data.get("models"), team, organization, owner)
 
 
-def _pk(row: Any) -> Any:
-    return row.pk if row is not None else None
-
-
 def _new_owner(actor: User | None, user_id: str, organization: Organization | None) -> User:
     from orgs.services import organization_member_add, user_create
 

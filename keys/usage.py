@@ -263,10 +263,16 @@ def usage_ingest(
         if reports[0].idempotency_key not in (None, header_key):
             raise InvalidInput("The Idempotency-Key header and idempotency_key differ.", param="idempotency_key")
         reports[0] = dataclasses.replace(reports[0], idempotency_key=header_key)
-    paths = {
-        row["token"]: row
-        for row in VirtualKey.objects.filter(token__in={r.key for r in reports}).values(*_KEY_PATH_FIELDS)
-    }
+    tokens = {r.key for r in reports}
+    paths: dict[str, dict[str, Any]] = {}
+    # A gateway may report for the old secret of a rotation until its grace period ends.
+    rows = VirtualKey.objects.filter(
+        Q(token__in=tokens) | Q(previous_token__in=tokens, previous_token_expires__gt=timezone.now())
+    ).values("previous_token", *_KEY_PATH_FIELDS)
+    for row in rows:
+        for token in (row["token"], row["previous_token"]):
+            if token in tokens:
+                paths[token] = row
     for i, report in enumerate(reports):
         if report.key not in paths:
             raise NotFound("Key not found.", param=f"[{i}].key" if as_list else "key")

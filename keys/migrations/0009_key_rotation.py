@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('keys', '0005_keys_fillfactor'),
+        ('keys', '0008_usage_reports'),
     ]
 
     operations = [

@@ -2,12 +2,13 @@
 
 Each batch is one transaction: (1) read the next keys or teams in creation order; (2) insert (`INSERT …
 ON CONFLICT DO NOTHING RETURNING`) or delete the assignment rows in one statement, without the per-row
-signals; (3) lock the groups; (4) read the batch's assignment rows once; (5) compare-and-set the batch's
-`access_group_ids` in one `UPDATE` (a list a concurrent writer synced meanwhile is read again); (6) bring
-the groups' `assigned_*_ids` up to date for the batch in one database-side `UPDATE`; (7) write one audit
-entry, whose `affects` drops the batch's snapshots after commit. This is the order of the per-row signal
-path (assignment row, group, key), so the two never deadlock. The number of queries grows with the
-number of batches, never with the number of rows.
+signals; (3) lock the groups and add to their counts the rows just added or removed (a group holds
+counts, not lists: issue 17); (4) read the batch's assignment rows once; (5) compare-and-set the batch's
+`access_group_ids` in one `UPDATE` (a list a concurrent writer synced meanwhile is read again); (6) write
+one audit entry — a count and a sample of the keys or teams, not all of them — whose `affects` drops the
+batch's snapshots after commit. This is the order of the per-row signal path (assignment row, group,
+key), so the two never deadlock. The number of queries grows with the number of batches, never with
+the number of rows.
 
 Re-running is safe: rows already in the wanted state are skipped, so a run interrupted after some
 batches committed simply finishes the rest (a job also resumes after its `cursor`).
@@ -45,12 +46,13 @@ from .bulk_sql import (
     delete_assignments,
     insert_assignments,
     lists_of,
-    write_group_lists,
     write_target_lists,
 )
 from .models import AccessGroup, BulkJob
+from .services import count_assignments
 
 ASSIGN, UNASSIGN = "assign", "unassign"
+AUDIT_SAMPLE = 20  # keys or teams named in a batch's audit entry; the entry counts them all
 DEFAULT_BATCH_SIZE = 10_000  # keys or teams per transaction (SQLite's parameter limit caps it lower)
 # SQLite's Django backend assumes 999 parameters per statement; PostgreSQL takes 65,535 (and gets arrays).
 _PG_MAX_PARAMS = 65_535
@@ -416,6 +418,10 @@ def _run_batch(
     changed_ids = {t for t, _ in done}
     changed = [row for row in rows if row[0] in changed_ids]
     _lock_groups(p.groups)
+    deltas: dict[str, int] = defaultdict(int)
+    for _, group_id in done:
+        deltas[group_id] += 1 if operation == ASSIGN else -1
+    count_assignments(kind.relation, deltas)  # exact: `done` is what this batch's statement added or removed
     # Rewrite every list of the batch that differs from the relation: the changed ones, and any that drifted.
     truth = _truth(kind, target_ids)
     read = {row[0]: row[2] for row in rows}
@@ -441,28 +447,31 @@ def _run_batch(
     else:
         raise Conflict("The keys or teams kept changing during the assignment; run it again.", param="ids")
     stale = [row for row in rows if row[0] in rewritten]
-    if done:
-        write_group_lists(
-            kind,
-            [_public_id(kind, row) for row in rows],
-            {g: sorted(_public_id(kind, row) for row in rows if g in truth[row[0]]) for g in group_ids},
-        )
     touched = {row[0]: row for row in [*changed, *stale]}
     if touched:
-        public = sorted(_public_id(kind, row) for row in touched.values())
+        public = [_public_id(kind, row) for row in touched.values()]
         affects = Affects(tokens=set(public)) if kind.name == KEYS else Affects(team_ids=set(public))
+        changed_public = sorted(_public_id(kind, row) for row in changed)
+        repaired = sorted(_public_id(kind, row) for row in stale if row[0] not in changed_ids)
+        noun = kind.name[:-1]
         record(
             actor=actor,
             action=f"access_group_bulk_{operation}",
             object_type="access_group",
             object_id=group_ids[0],
             organization_id=p.organization_id,
+            # Counts, and a sample to recognise the batch by: 10,000 tokens per entry would make the audit
+            # log the biggest table of a bulk run. The job (and the key's own lists) say the rest.
             after={
                 "access_group_ids": _ids(group_ids),
                 "target": kind.name,
-                f"{kind.name[:-1]}_ids": sorted(_public_id(kind, row) for row in changed),
-                "repaired_ids": sorted(_public_id(kind, row) for row in stale if row[0] not in changed_ids),
+                f"{noun}_count": len(changed_public),
+                f"{noun}_ids_sample": changed_public[:AUDIT_SAMPLE],
+                "repaired_count": len(repaired),
+                "repaired_ids_sample": repaired[:AUDIT_SAMPLE],
                 "rows": len(done),
+                "first": _public_id(kind, rows[0]),
+                "last": _public_id(kind, rows[-1]),
                 "job_id": str(job.pk) if job is not None else None,
             },
             affects=affects,

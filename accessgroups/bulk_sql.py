@@ -39,15 +39,19 @@ class Kind:
     fk: str
     alias_field: str
     label_fields: tuple[str, ...]
-    group_column: str
 
 
 KINDS = {
-    KEYS: Kind(KEYS, VirtualKey, "id", KeyAccessGroup, "key_id", "key_alias", ("token", "key_alias", "key_name"),
-               "assigned_key_ids"),
-    TEAMS: Kind(TEAMS, Team, "team_id", TeamAccessGroup, "team_id", "team_alias", ("team_alias",),
-                "assigned_team_ids"),
+    KEYS: Kind(KEYS, VirtualKey, "id", KeyAccessGroup, "key_id", "key_alias", ("token", "key_alias", "key_name")),
+    TEAMS: Kind(TEAMS, Team, "team_id", TeamAccessGroup, "team_id", "team_alias", ("team_alias",)),
 }
+
+
+def _array_of(model: type[Model], field: str = "") -> str:
+    """The PostgreSQL array type of a primary key (or of a relation's column): `uuid[]` today, whatever
+    the ids become (text ids of caller-chosen strings) without rewriting the statements."""
+    column = model._meta.get_field(field) if field else model._meta.pk
+    return f"{column.db_type(connection)}[]"
 
 
 def _native() -> bool:
@@ -69,7 +73,7 @@ def assignments_of(kind: Kind, target_ids: Sequence[Any]) -> list[tuple[str, str
         with connection.cursor() as cursor:
             cursor.execute(
                 f"SELECT {qn(kind.fk)}::text, access_group_id::text FROM {qn(kind.relation._meta.db_table)} "
-                f"WHERE {qn(kind.fk)} = ANY(%s::uuid[])",
+                f"WHERE {qn(kind.fk)} = ANY(%s::{_array_of(kind.model)})",
                 [pg_array(target_ids)],
             )
             return cursor.fetchall()
@@ -79,7 +83,15 @@ def assignments_of(kind: Kind, target_ids: Sequence[Any]) -> list[tuple[str, str
 
 def _text_id(value: Any) -> str:
     """An id as text, hyphenated (SQLite's raw rows hold UUIDs as 32 hex digits)."""
-    return str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    text = str(value)
+    if len(text) == 32:
+        try:
+            return str(uuid.UUID(text))
+        except ValueError:
+            pass
+    return text  # an id that is not a UUID stays as it is
 
 
 def insert_assignments(kind: Kind, target_ids: Sequence[Any], group_ids: Sequence[str]) -> list[tuple[Any, str]]:
@@ -105,8 +117,8 @@ def insert_assignments(kind: Kind, target_ids: Sequence[Any], group_ids: Sequenc
     table, fk = qn(meta.db_table), qn(kind.fk)
     columns = f"{fk}, access_group_id, created_at"
     if connection.vendor == "postgresql":
-        sql = (f"INSERT INTO {table} ({columns}) SELECT t.t, g.g, %s FROM unnest(%s::uuid[]) AS t(t) "
-               f"CROSS JOIN unnest(%s::uuid[]) AS g(g) "
+        sql = (f"INSERT INTO {table} ({columns}) SELECT t.t, g.g, %s FROM unnest(%s::{_array_of(kind.model)}) AS t(t) "
+               f"CROSS JOIN unnest(%s::{_array_of(AccessGroup)}) AS g(g) "
                f"ON CONFLICT DO NOTHING RETURNING {fk}::text, access_group_id::text")
         params: list[Any] = [now, pg_array(target_ids), pg_array(group_ids)]
     else:
@@ -140,7 +152,8 @@ def delete_assignments(kind: Kind, target_ids: Sequence[Any], group_ids: Sequenc
     qn = connection.ops.quote_name
     table, fk = qn(kind.relation._meta.db_table), qn(kind.fk)
     if connection.vendor == "postgresql":
-        sql = (f"DELETE FROM {table} WHERE {fk} = ANY(%s::uuid[]) AND access_group_id = ANY(%s::uuid[]) "
+        sql = (f"DELETE FROM {table} WHERE {fk} = ANY(%s::{_array_of(kind.model)}) "
+               f"AND access_group_id = ANY(%s::{_array_of(AccessGroup)}) "
                f"RETURNING {fk}::text, access_group_id::text")
         params: list[Any] = [pg_array(target_ids), pg_array(group_ids)]
     else:
@@ -182,7 +195,7 @@ def write_target_lists(kind: Kind, updates: dict[Any, tuple[str, tuple[str, ...]
     table, pk_column = qn(kind.model._meta.db_table), qn(kind.model._meta.pk.column)
     if connection.vendor == "postgresql":
         sql = (f"UPDATE {table} AS t SET access_group_ids = c.new "
-               f"FROM unnest(%s::uuid[], %s::int[]) AS u(pk, n) "
+               f"FROM unnest(%s::{_array_of(kind.model)}, %s::int[]) AS u(pk, n) "
                f"JOIN unnest(%s::jsonb[], %s::jsonb[]) WITH ORDINALITY AS c(old, new, n) ON c.n = u.n "
                f"WHERE t.{pk_column} = u.pk AND t.access_group_ids = c.old RETURNING t.{pk_column}::text")
         params: list[Any] = [pg_array(updates), pg_array(numbers), olds, news]
@@ -209,51 +222,3 @@ def lists_of(kind: Kind, target_ids: Sequence[Any]) -> dict[Any, str]:
         lists_text=Cast("access_group_ids", TextField())
     ).values_list("pk", "lists_text")
     return {str(pk): text for pk, text in rows}
-
-
-def write_group_lists(kind: Kind, batch_ids: Sequence[str], members: dict[str, list[str]]) -> None:
-    """Bring the groups' `assigned_key_ids` (or `assigned_team_ids`) up to date for one batch, in one UPDATE.
-
-    For every group in `members` (group id → the batch's public ids now assigned to it), the list becomes
-    (its entries not in the batch) + (the batch's members), sorted: exact for every key or team of the
-    batch — drift included — whatever the list said before. It runs inside the database without a join
-    back to the relation, so a group listing 100,000 keys is never read into Python. The caller holds the
-    groups' row locks. Other databases fall back to `services.sync_groups`.
-    """
-    if not members:
-        return
-    if not _native():
-        from .services import sync_groups
-
-        sync_groups(list(members))
-        return
-    qn = connection.ops.quote_name
-    table, column = qn(AccessGroup._meta.db_table), qn(kind.group_column)
-    group_pk = AccessGroup._meta.pk
-    if connection.vendor == "postgresql":
-        # COLLATE "C": the byte order of Python's sorted(), whatever the database's collation. UNION ALL:
-        # the two sides are disjoint, every batch id having just been taken out of the first.
-        sql = (
-            f"UPDATE {table} AS g SET {column} = COALESCE(("
-            f"SELECT jsonb_agg(s.t ORDER BY s.t COLLATE \"C\") FROM ("
-            f"SELECT e.t FROM jsonb_array_elements_text(g.{column}) AS e(t) "
-            f"WHERE e.t NOT IN (SELECT unnest(%s::text[])) "
-            f"UNION ALL SELECT jsonb_array_elements_text(v.value)) AS s), '[]'::jsonb) "
-            f"FROM jsonb_each(%s::jsonb) AS v(key, value) "
-            f"WHERE g.access_group_id = v.key::uuid AND g.access_group_id = ANY(%s::uuid[])"
-        )
-        params: list[Any] = [pg_array(batch_ids), json.dumps(members), pg_array(members)]
-    else:
-        rows = ", ".join(["(%s, %s)"] * len(members))
-        sql = (
-            f"UPDATE {table} SET {column} = (SELECT json_group_array(t) FROM ("
-            f"SELECT e.value AS t FROM json_each({table}.{column}) AS e "
-            f"WHERE e.value NOT IN (SELECT value FROM json_each(%s)) "
-            f"UNION ALL SELECT m.value FROM json_each(v.column2) AS m ORDER BY t)) "
-            f"FROM (VALUES {rows}) AS v WHERE {table}.access_group_id = v.column1"
-        )
-        params = [json.dumps(list(batch_ids))]
-        for group_id, ids in members.items():
-            params += [group_pk.get_db_prep_value(group_id, connection), json.dumps(ids)]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)

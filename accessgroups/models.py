@@ -30,11 +30,13 @@ class AccessGroup(db.Model):
     access_model_names = db.JSONField(default=list, blank=True, help_text="Model names (patterns allowed).")
     access_mcp_server_ids = db.JSONField(default=list, blank=True, help_text="MCP server ids.")
     access_agent_ids = db.JSONField(default=list, blank=True, help_text="Agent ids.")
-    assigned_team_ids = db.JSONField(
-        default=list, blank=True, editable=False, help_text="Kept equal to the group's team assignments."
+    # Counts, not lists: a group may hold a million keys (issue 17). The relation is the truth; the
+    # service that writes it keeps these equal to it, and check_access_sync compares them.
+    assigned_team_count = db.PositiveIntegerField(
+        default=0, editable=False, help_text="Teams assigned to the group; kept equal to its team assignments."
     )
-    assigned_key_ids = db.JSONField(
-        default=list, blank=True, editable=False, help_text="Kept equal to the group's key assignments (tokens)."
+    assigned_key_count = db.PositiveIntegerField(
+        default=0, editable=False, help_text="Keys assigned to the group; kept equal to its key assignments."
     )
     created_at = db.DateTimeField(default=timezone.now)
     updated_at = db.DateTimeField(auto_now=True)
@@ -81,11 +83,13 @@ class KeyAccessGroup(db.Model):
 
     # The unique (key, access_group) index serves lookups by key; bulk assignment writes one index less.
     key = db.ForeignKey(VirtualKey, on_delete=db.CASCADE, db_index=False, related_name="access_group_assignments")
-    access_group = db.ForeignKey(AccessGroup, on_delete=db.CASCADE, related_name="key_assignments")
+    # Indexed with the row id below: a group's keys are read a page at a time in that order.
+    access_group = db.ForeignKey(AccessGroup, on_delete=db.CASCADE, db_index=False, related_name="key_assignments")
     created_at = db.DateTimeField(default=timezone.now)
 
     class Meta:
         constraints = [db.UniqueConstraint(fields=["key", "access_group"], name="unique_key_access_group")]
+        indexes = [db.Index(fields=["access_group", "id"], name="keyaccessgroup_group_row")]
 
     def __str__(self) -> str:
         return f"{self.access_group_id} → key {self.key_id}"

@@ -1,10 +1,13 @@
 """Every write to access groups, their assignments and the catalog; and the sync of the denormalized ids.
 
 The assignment rows (`TeamAccessGroup`, `KeyAccessGroup`) are the truth (SPEC §4). The lists
-`Team.access_group_ids`, `VirtualKey.access_group_ids`, `AccessGroup.assigned_team_ids` and
-`AccessGroup.assigned_key_ids` are recomputed from that truth under a row lock, inside the writing
-transaction, by the `sync_*` functions below — never appended to — so concurrent writers cannot
-lose an assignment and drifted lists heal on the next write.
+`Team.access_group_ids` and `VirtualKey.access_group_ids` are recomputed from that truth under a row
+lock, inside the writing transaction, by the `sync_*` functions below — never appended to — so
+concurrent writers cannot lose an assignment and drifted lists heal on the next write.
+
+A group keeps counts, not lists (issue 17: a group may hold a million keys): whoever adds or removes
+assignment rows adds the difference to `assigned_team_count` / `assigned_key_count` in the same
+transaction (`count_assignments`); `sync_groups` recounts from the relation, for repairs and raw deletes.
 """
 from __future__ import annotations
 
@@ -13,8 +16,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Q
-from django.db.models.functions import Lower
+from django.db.models import Count, F, Q
+from django.db.models.functions import Greatest, Lower
 
 from accessctl import policy
 from accessctl.common import field_values, model_update
@@ -25,6 +28,7 @@ from orgs.audit import Affects, record
 from orgs.models import Organization, Team, User
 
 from .models import AccessGroup, Agent, CatalogModel, KeyAccessGroup, MCPServer, TeamAccessGroup
+from .selectors import ASSIGNED_IDS_LIMIT, COUNT_FIELDS
 
 GROUP_FIELDS = ("access_group_name", "description", "access_model_names", "access_mcp_server_ids", "access_agent_ids")
 BATCH_SIZE = 1000
@@ -66,36 +70,48 @@ def sync_keys(key_ids: Iterable[Any]) -> int:
     return _sync_target_lists(VirtualKey, KeyAccessGroup, "key_id", key_ids)
 
 
+def count_assignments(relation: type[TeamAccessGroup] | type[KeyAccessGroup], deltas: dict[Any, int]) -> None:
+    """Add to each group's team or key count what the relation just gained (or lost, negative).
+
+    Called by whoever wrote the assignment rows, inside its transaction: the UPDATE takes the group's row
+    lock (groups in id order, as `sync_groups` and the bulk path lock them), so concurrent writers queue.
+    """
+    column = COUNT_FIELDS[relation]
+    for group_id in sorted(deltas, key=str):
+        if deltas[group_id]:
+            # Never below zero: a count that had drifted is reported by check_access_sync, not a crash.
+            AccessGroup.objects.filter(pk=group_id).update(**{column: Greatest(F(column) + deltas[group_id], 0)})
+
+
+def _relation_counts(relation: Any, group_ids: Sequence[Any] | None = None) -> dict[str, int]:
+    rows = relation.objects.all() if group_ids is None else relation.objects.filter(access_group_id__in=group_ids)
+    counted = rows.values("access_group_id").annotate(n=Count("*")).order_by().values_list("access_group_id", "n")
+    return {str(group_id): n for group_id, n in counted}
+
+
 def sync_groups(group_ids: Iterable[Any]) -> int:
-    """Recompute `assigned_team_ids` and `assigned_key_ids` (tokens) of these groups."""
-    group_ids = list({str(g) for g in group_ids})
+    """Recount `assigned_team_count` and `assigned_key_count` of these groups from the relation."""
+    group_ids = sorted({str(g) for g in group_ids})
     if not group_ids:
         return 0
-    # Locked first, in a stable order, so writers of the same group queue instead of deadlocking.
+    # Locked first, in a stable order, so writers of the same group queue instead of deadlocking; counted
+    # after the lock, so a writer that committed meanwhile is counted and one still waiting adds its own.
     groups = list(
         AccessGroup.objects.select_for_update()
         .filter(access_group_id__in=group_ids)
         .order_by("access_group_id")
-        .only("access_group_id", "assigned_team_ids", "assigned_key_ids")
+        .only("access_group_id", "assigned_team_count", "assigned_key_count")
     )
-    teams: dict[str, list[str]] = defaultdict(list)
-    keys: dict[str, list[str]] = defaultdict(list)
-    for group_id, team_id in TeamAccessGroup.objects.filter(access_group_id__in=group_ids).values_list(
-        "access_group_id", "team_id"
-    ):
-        teams[str(group_id)].append(str(team_id))
-    for group_id, token in KeyAccessGroup.objects.filter(access_group_id__in=group_ids).values_list(
-        "access_group_id", "key__token"
-    ):
-        keys[str(group_id)].append(token)
+    teams = _relation_counts(TeamAccessGroup, group_ids)
+    keys = _relation_counts(KeyAccessGroup, group_ids)
     changed = []
     for group in groups:
         gid = str(group.access_group_id)
-        want_teams, want_keys = _ids(teams[gid]), _ids(keys[gid])
-        if (group.assigned_team_ids or []) != want_teams or (group.assigned_key_ids or []) != want_keys:
-            group.assigned_team_ids, group.assigned_key_ids = want_teams, want_keys
+        want = (teams.get(gid, 0), keys.get(gid, 0))
+        if (group.assigned_team_count, group.assigned_key_count) != want:
+            group.assigned_team_count, group.assigned_key_count = want
             changed.append(group)
-    AccessGroup.objects.bulk_update(changed, ["assigned_team_ids", "assigned_key_ids"], batch_size=BATCH_SIZE)
+    AccessGroup.objects.bulk_update(changed, ["assigned_team_count", "assigned_key_count"], batch_size=BATCH_SIZE)
     return len(changed)
 
 
@@ -109,7 +125,8 @@ def sync_after_group_removed(group_id: Any) -> None:
 
 
 def sync_all(*, repair: bool) -> dict[str, list[str]]:
-    """Compare every list with the relation; with `repair`, rewrite those that differ.
+    """Compare every list (keys, teams) and count (groups) with the relation; with `repair`, rewrite
+    those that differ.
 
     Returns the drift found: {"teams": [...], "keys": [...], "groups": [...]} (ids).
     """
@@ -126,17 +143,13 @@ def sync_all(*, repair: bool) -> dict[str, list[str]]:
     for key_id, listed in VirtualKey.objects.values_list("id", "access_group_ids").iterator():
         if (listed or []) != _ids(key_truth[str(key_id)]):
             drift["keys"].append(str(key_id))
-    group_teams: dict[str, list[str]] = defaultdict(list)
-    group_keys: dict[str, list[str]] = defaultdict(list)
-    for group_id, team_id in TeamAccessGroup.objects.values_list("access_group_id", "team_id").iterator():
-        group_teams[str(group_id)].append(str(team_id))
-    for group_id, token in KeyAccessGroup.objects.values_list("access_group_id", "key__token").iterator():
-        group_keys[str(group_id)].append(token)
+    # The groups' side: counts, compared with the relation counted by the database.
+    team_counts, key_counts = _relation_counts(TeamAccessGroup), _relation_counts(KeyAccessGroup)
     for group_id, teams, keys in AccessGroup.objects.values_list(
-        "access_group_id", "assigned_team_ids", "assigned_key_ids"
+        "access_group_id", "assigned_team_count", "assigned_key_count"
     ).iterator():
         gid = str(group_id)
-        if (teams or []) != _ids(group_teams[gid]) or (keys or []) != _ids(group_keys[gid]):
+        if teams != team_counts.get(gid, 0) or keys != key_counts.get(gid, 0):
             drift["groups"].append(gid)
     if repair and any(drift.values()):
         with transaction.atomic():
@@ -248,13 +261,18 @@ def access_group_create(
         raise Conflict(f"Access group '{data['access_group_name']}' already exists", param="access_group_name") from exc
     _assign(group, teams=teams, keys=keys)
     group.refresh_from_db()
+    after = field_values(group, (*GROUP_FIELDS, *COUNT_FIELDS.values()))
+    if teams:
+        after["assigned_team_ids"] = _ids(t.team_id for t in teams)
+    if keys:
+        after["assigned_key_ids"] = _ids(k.token for k in keys)
     record(
         actor=actor,
         action="access_group_create",
         object_type="access_group",
         object_id=group.pk,
         organization_id=org_id,
-        after=field_values(group, (*GROUP_FIELDS, "assigned_team_ids", "assigned_key_ids")),
+        after=after,
         affects=_group_affects(group),
     )
     return group
@@ -360,8 +378,16 @@ def access_group_update(
 
         # Keys naming the old name lose it; after the commit only the new name can be looked up.
         renamed_tokens = tokens_naming_groups([group.access_group_name])
+    for name, count in (("assigned_team_ids", group.assigned_team_count), ("assigned_key_ids", group.assigned_key_count)):
+        # A list replaces assignments only where it could have been read whole: the shapes list at most
+        # ASSIGNED_IDS_LIMIT ids, and a client echoing back a group it saw without its list must not empty it.
+        if name in data and count > ASSIGNED_IDS_LIMIT:
+            raise InvalidInput(
+                f"This group has {count} {name.split('_')[1]}s, more than {ASSIGNED_IDS_LIMIT}: its {name} cannot "
+                f"be replaced as a list. Use POST /api/v1/access-groups/{group.pk}/bulk-assign/ instead.",
+                param=name,
+            )
     before, after = model_update(group, {**clean, "updated_by": _label(actor)}, GROUP_FIELDS)
-    old_assigned = field_values(group, ("assigned_team_ids", "assigned_key_ids"))
     affected_keys: set[str] = set()
     affected_teams: set[str] = set()
     if "assigned_team_ids" in data:
@@ -371,18 +397,20 @@ def access_group_update(
         _assign(group, teams=[t for t in wanted if str(t.team_id) not in current])
         _unassign(group, teams=Team.objects.filter(team_id__in=current - wanted_ids))
         affected_teams |= current ^ wanted_ids
+        if current != wanted_ids:
+            before["assigned_team_ids"], after["assigned_team_ids"] = _ids(current), _ids(wanted_ids)
     if "assigned_key_ids" in data:
         wanted_keys = _keys_by_tokens(data["assigned_key_ids"] or [], group.organization)
-        current_ids = {str(k) for k in KeyAccessGroup.objects.filter(access_group=group).values_list("key_id", flat=True)}
+        current_keys = dict(KeyAccessGroup.objects.filter(access_group=group).values_list("key_id", "key__token"))
+        current_ids = {str(k) for k in current_keys}
         wanted_ids = {str(k.id) for k in wanted_keys}
         _assign(group, keys=[k for k in wanted_keys if str(k.id) not in current_ids])
         _unassign(group, keys=VirtualKey.objects.filter(id__in=current_ids - wanted_ids))
         affected_keys |= current_ids ^ wanted_ids
+        if current_ids != wanted_ids:
+            before["assigned_key_ids"] = _ids(current_keys.values())
+            after["assigned_key_ids"] = _ids(k.token for k in wanted_keys)
     group.refresh_from_db()
-    new_assigned = field_values(group, ("assigned_team_ids", "assigned_key_ids"))
-    for name in ("assigned_team_ids", "assigned_key_ids"):
-        if old_assigned[name] != new_assigned[name]:
-            before[name], after[name] = old_assigned[name], new_assigned[name]
     if after:
         record(
             actor=actor,
@@ -424,7 +452,7 @@ def access_group_delete(*, actor: User | None, group: AccessGroup) -> None:
         team_ids={str(t) for t in group.team_assignments.values_list("team_id", flat=True)},
         key_ids={str(k) for k in group.key_assignments.values_list("key_id", flat=True)},
     )
-    before = field_values(group, (*GROUP_FIELDS, "assigned_team_ids", "assigned_key_ids"))
+    before = field_values(group, (*GROUP_FIELDS, *COUNT_FIELDS.values()))
     group_id, org_id = group.pk, group.organization_id
     _keep_restricted(group)
     group.delete()

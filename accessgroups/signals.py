@@ -1,4 +1,5 @@
-"""Keep the denormalized access-group ids equal to the assignment rows, in the same transaction (SPEC §4)."""
+"""Keep the denormalized access-group ids and the groups' counts equal to the assignment rows, in the same
+transaction (SPEC §4, issue 17)."""
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
@@ -8,15 +9,17 @@ from .models import AccessGroup, KeyAccessGroup, TeamAccessGroup
 
 @receiver(post_save, sender=TeamAccessGroup)
 @receiver(post_delete, sender=TeamAccessGroup)
-def team_assignment_changed(sender, instance: TeamAccessGroup, **kwargs) -> None:
-    services.sync_groups([instance.access_group_id])
+def team_assignment_changed(sender, instance: TeamAccessGroup, created: bool = False, **kwargs) -> None:
+    if created or kwargs["signal"] is post_delete:
+        services.count_assignments(TeamAccessGroup, {instance.access_group_id: 1 if created else -1})
     services.sync_teams([instance.team_id])
 
 
 @receiver(post_save, sender=KeyAccessGroup)
 @receiver(post_delete, sender=KeyAccessGroup)
-def key_assignment_changed(sender, instance: KeyAccessGroup, **kwargs) -> None:
-    services.sync_groups([instance.access_group_id])
+def key_assignment_changed(sender, instance: KeyAccessGroup, created: bool = False, **kwargs) -> None:
+    if created or kwargs["signal"] is post_delete:
+        services.count_assignments(KeyAccessGroup, {instance.access_group_id: 1 if created else -1})
     services.sync_keys([instance.key_id])
 
 

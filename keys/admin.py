@@ -19,7 +19,7 @@ from accessctl import policy
 from accessctl.admin import NameListField, ServiceAdmin, UserIdField, request_actor
 from accessctl.common import csv_cell
 from accessctl.errors import ServiceError
-from accessgroups.admin import KeyAccessGroupInline, bulk_assign_actions, group_names
+from accessgroups.admin import KeyAccessGroupFilter, KeyAccessGroupInline, bulk_assign_actions, group_names
 from keys import services
 from keys.models import VirtualKey
 from orgs.models import TeamMembership
@@ -127,7 +127,7 @@ class VirtualKeyAdmin(ServiceAdmin):
     list_display = ("__str__", "key_name", "user", "team", "organization", "status", "spend", "max_budget",
                     "expires", "created_at")
     list_filter = (StatusFilter, RotationFilter, ("organization", admin.RelatedOnlyFieldListFilter),
-                   ("team", admin.RelatedOnlyFieldListFilter), "created_at")
+                   ("team", admin.RelatedOnlyFieldListFilter), "created_at", KeyAccessGroupFilter)
     search_fields = ("key_alias", "key_name", "token", "user__user_id", "team__team_alias")
     autocomplete_fields = ("user", "team", "organization")
     inlines = (KeyAccessGroupInline,)

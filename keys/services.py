@@ -566,10 +566,6 @@ def key_regenerate(
             "updated_at",
         ]
     )
-    if key.access_group_ids:
-        from accessgroups.services import sync_groups
-
-        sync_groups(key.access_group_ids)
     if data:
         key = key_update(actor=actor, key=key, data=data)
     if idempotency_key is not None:

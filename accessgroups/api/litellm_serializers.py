@@ -8,6 +8,8 @@ from rest_framework import serializers
 
 from accessctl.litellm import StrictCharField, string_list
 
+from .serializers import AssignedFieldsSerializer
+
 
 class AccessGroupFieldsInput(serializers.Serializer):
     access_group_name = StrictCharField(required=False, max_length=255)
@@ -35,9 +37,12 @@ class NamedRefOut(serializers.Serializer):
     name = serializers.CharField(allow_null=True)
 
 
-class AccessGroupOut(serializers.Serializer):
-    """A group as LiteLLM shows it, with the ids resolved to `{id, name}` pairs (`context["names"]`,
-    built for the whole page by `accessgroups.selectors.names_for`)."""
+class AccessGroupOut(AssignedFieldsSerializer):
+    """A group as LiteLLM shows it, with the ids resolved to `{id, name}` pairs (`context["names"]`, built
+    for the whole page by `accessgroups.selectors.names_for`; teams and keys by `selectors.assigned_for`).
+
+    Unlike LiteLLM's, `assigned_key_ids` / `assigned_team_ids` are listed whole only up to
+    `selectors.ASSIGNED_IDS_LIMIT`; above it they are empty, with the count and a `*_truncated` marker."""
 
     access_group_id = serializers.CharField()
     access_group_name = serializers.CharField()
@@ -46,8 +51,6 @@ class AccessGroupOut(serializers.Serializer):
     access_model_names = serializers.ListField(child=serializers.CharField())
     access_mcp_server_ids = serializers.ListField(child=serializers.CharField())
     access_agent_ids = serializers.ListField(child=serializers.CharField())
-    assigned_team_ids = serializers.ListField(child=serializers.CharField())
-    assigned_key_ids = serializers.ListField(child=serializers.CharField())
     access_mcp_servers = serializers.SerializerMethodField()
     access_agents = serializers.SerializerMethodField()
     assigned_teams = serializers.SerializerMethodField()
@@ -61,6 +64,10 @@ class AccessGroupOut(serializers.Serializer):
         names = self.context["names"][kind]
         return [{"id": i, "name": names.get(i)} for i in ids]
 
+    def _assigned_named(self, group: Any, side: str) -> list[dict[str, Any]]:
+        found = self.assigned(group)
+        return [{"id": i, "name": found[f"{side}s"].get(i)} for i in found[f"{side}_ids"]]
+
     @extend_schema_field(NamedRefOut(many=True))
     def get_access_mcp_servers(self, group: Any) -> list[dict[str, Any]]:
         return self._named("mcp_servers", group.access_mcp_server_ids or [])
@@ -71,8 +78,8 @@ class AccessGroupOut(serializers.Serializer):
 
     @extend_schema_field(NamedRefOut(many=True))
     def get_assigned_teams(self, group: Any) -> list[dict[str, Any]]:
-        return self._named("teams", group.assigned_team_ids or [])
+        return self._assigned_named(group, "team")
 
     @extend_schema_field(NamedRefOut(many=True))
     def get_assigned_keys(self, group: Any) -> list[dict[str, Any]]:
-        return self._named("keys", group.assigned_key_ids or [])
+        return self._assigned_named(group, "key")

@@ -18,7 +18,9 @@ from accessctl import policy
 from accessctl.errors import Conflict, NotFound
 from accessctl.rest import errors, rendered
 from accessgroups import selectors, services
-from accessgroups.models import AccessGroup, Agent, CatalogModel, MCPServer
+from accessgroups.models import AccessGroup, Agent, CatalogModel, KeyAccessGroup, MCPServer
+from keys.api.serializers import KeySerializer
+from keys.api.views import KeyListView
 from orgs.api.views import OrgsView
 
 from .filters import AccessGroupFilter, AgentFilter, CatalogModelFilter, MCPServerFilter
@@ -114,6 +116,28 @@ class AccessGroupDetailView(AccessGroupsView):
         self.check("access_group:delete", policy.access_group_target(group))
         services.access_group_delete(actor=self.acting_user, group=group)
         return Response(status=204)
+
+
+class AccessGroupKeyListView(KeyListView):
+    """A group's keys, a page at a time (keyset cursor, newest first): what `assigned_key_ids` lists only
+    for small groups. The caller sees the keys they may list, as on `/api/v1/keys/` (a global group's keys
+    of other organizations are not theirs to read)."""
+
+    @extend_schema(
+        tags=["access groups"], summary="The keys assigned to an access group, paginated",
+        responses={200: KeySerializer(many=True), **READ_ERRORS},
+    )
+    def get(self, request: Request, access_group_id: Any) -> Response:  # type: ignore[override]
+        group = selectors.access_group_in_context(self.tenant, access_group_id)
+        if group is None:
+            raise NotFound(f"Access group '{access_group_id}' not found", param="access_group_id")
+        self.check("access_group:read", policy.access_group_target(group))
+        self.access_group = group
+        return super().get(request)
+
+    def visible_rows(self) -> QuerySet:
+        assigned = KeyAccessGroup.objects.filter(access_group_id=self.access_group.pk).values("key_id")
+        return super().visible_rows().filter(pk__in=assigned)
 
 
 # --- catalog ------------------------------------------------------------------------------------

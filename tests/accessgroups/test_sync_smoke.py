@@ -12,7 +12,8 @@ def test_assign_from_key_side_updates_both_lists():
     key = KeyFactory(access_group_ids=[group.pk])
     group.refresh_from_db()
     assert key.access_group_ids == [str(group.pk)]
-    assert group.assigned_key_ids == [key.token]
+    assert group.assigned_key_count == 1
+    assert list(group.key_assignments.values_list("key__token", flat=True)) == [key.token]
 
 
 def test_deleting_group_clears_drifted_team_lists():

@@ -159,7 +159,8 @@ def test_key_generate_with_access_groups_by_team_admin_assigns_them(api, team, t
     assert response.status_code == 200
     assert response.json()["access_group_ids"] == [str(group.pk)]
     group.refresh_from_db()
-    assert group.assigned_key_ids == [response.json()["token"]]
+    assert list(group.key_assignments.values_list("key__token", flat=True)) == [response.json()["token"]]
+    assert group.assigned_key_count == 1
 
 
 def test_key_generate_duplicate_alias_is_400_naming_key_alias(api, org):
@@ -696,7 +697,8 @@ def test_key_access_groups_are_listed_on_both_sides(api, team, team_admin):
     assert response.json()["access_group_ids"] == [str(group.pk)]
     assert KeyAccessGroup.objects.filter(key=key, access_group=group).exists()
     group.refresh_from_db()
-    assert group.assigned_key_ids == [key.token]
+    assert list(group.key_assignments.values_list("key__token", flat=True)) == [key.token]
+    assert group.assigned_key_count == 1
 
 
 def test_key_generate_in_foreign_org_header_is_403(api, outsider):

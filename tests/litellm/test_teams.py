@@ -473,7 +473,8 @@ def test_team_new_with_access_groups_assigns_them_on_both_sides(api):
     body = api.post("/team/new", {"team_alias": "grouped", "access_group_ids": [str(group.pk)]}).json()
     assert body["access_group_ids"] == [str(group.pk)]
     group.refresh_from_db()
-    assert group.assigned_team_ids == [body["team_id"]]
+    assert [str(t) for t in group.team_assignments.values_list("team_id", flat=True)] == [body["team_id"]]
+    assert group.assigned_team_count == 1
 
 
 def test_team_update_access_groups_by_org_admin(api, team, org, org_admin):

@@ -25,7 +25,7 @@ IN_SYNC = {"teams": [], "keys": [], "groups": []}
 # Before the first batch: the group by name, the team filter's existence check, the count of matches.
 SETUP_QUERIES = 3
 # A batch that changes rows: savepoint, read the keys, one INSERT (which returns what it added), lock the
-# groups, read the keys' assignments, one UPDATE of the keys' lists, one UPDATE of the groups' lists, one
+# groups, read the keys' assignments, one UPDATE of the keys' lists, one UPDATE of the group's key count, one
 # audit entry, release.
 CHANGING_BATCH_QUERIES = 9
 # A batch with nothing to do: savepoint, read the keys, the INSERT (adding nothing), lock the groups, read

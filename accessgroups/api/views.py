@@ -11,6 +11,7 @@ from typing import Any
 from django.db.models import Model, QuerySet
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers
+from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -19,8 +20,8 @@ from accessctl.errors import Conflict, NotFound
 from accessctl.rest import errors, rendered
 from accessgroups import selectors, services
 from accessgroups.models import AccessGroup, Agent, CatalogModel, KeyAccessGroup, MCPServer
+from keys import selectors as key_selectors
 from keys.api.serializers import KeySerializer
-from keys.api.views import KeyListView
 from orgs.api.views import OrgsView
 
 from .filters import AccessGroupFilter, AgentFilter, CatalogModelFilter, MCPServerFilter
@@ -118,26 +119,43 @@ class AccessGroupDetailView(AccessGroupsView):
         return Response(status=204)
 
 
-class AccessGroupKeyListView(KeyListView):
-    """A group's keys, a page at a time (keyset cursor, newest first): what `assigned_key_ids` lists only
-    for small groups. The caller sees the keys they may list, as on `/api/v1/keys/` (a global group's keys
-    of other organizations are not theirs to read)."""
+class GroupKeysPagination(CursorPagination):
+    """`?cursor=` pages over the assignment rows in their id order: one range of the (group, id) index per
+    page, as fast for the millionth key as for the first (no OFFSET, no COUNT)."""
 
-    @extend_schema(
-        tags=["access groups"], summary="The keys assigned to an access group, paginated",
-        responses={200: KeySerializer(many=True), **READ_ERRORS},
-    )
-    def get(self, request: Request, access_group_id: Any) -> Response:  # type: ignore[override]
-        group = selectors.access_group_in_context(self.tenant, access_group_id)
-        if group is None:
-            raise NotFound(f"Access group '{access_group_id}' not found", param="access_group_id")
-        self.check("access_group:read", policy.access_group_target(group))
-        self.access_group = group
-        return super().get(request)
+    ordering = "id"
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+class AccessGroupKeyListView(AccessGroupsView):
+    """A group's keys, a page at a time: what `assigned_key_ids` lists only for small groups. The caller
+    sees the keys they may list, as on `/api/v1/keys/` (a global group's keys of other organizations are
+    not theirs to read)."""
+
+    model = KeyAccessGroup
+    pagination_class = GroupKeysPagination
+    access_group: AccessGroup
 
     def visible_rows(self) -> QuerySet:
-        assigned = KeyAccessGroup.objects.filter(access_group_id=self.access_group.pk).values("key_id")
-        return super().visible_rows().filter(pk__in=assigned)
+        rows = KeyAccessGroup.objects.filter(access_group_id=self.access_group.pk).select_related(
+            "key", *(f"key__{path}" for path in key_selectors.KEY_PATH)
+        )
+        if self.tenant.bypass and self.tenant.actor.reads_everything:
+            return rows
+        return rows.filter(key__in=key_selectors.keys_visible(self.tenant).values("pk"))
+
+    @extend_schema(
+        tags=["access groups"], summary="The keys assigned to an access group, a page at a time (cursor)",
+        responses={200: KeySerializer(many=True), **READ_ERRORS},
+    )
+    def get(self, request: Request, access_group_id: Any) -> Response:
+        self.access_group = self.group(access_group_id)
+        self.check("access_group:read", policy.access_group_target(self.access_group))
+        self.check("key:list")
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(KeySerializer([row.key for row in page], many=True).data)
 
 
 # --- catalog ------------------------------------------------------------------------------------

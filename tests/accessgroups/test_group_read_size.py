@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from accessgroups.models import AccessGroup
 from accessgroups.services import sync_all
-from tests.accessgroups.scale import assign_all, insert_keys
+from tests.accessgroups.scale import insert_keys
 from tests.factories import AccessGroupFactory, AdminFactory, OrganizationFactory, TeamFactory
 
 pytestmark = pytest.mark.django_db
@@ -63,15 +63,13 @@ def growing_group(django_db_setup, django_db_blocker) -> Iterator[dict[str, dict
         try:
             org = OrganizationFactory()
             first, rest = TeamFactory(organization=org), TeamFactory(organization=org)
-            insert_keys(SMALL, team=first, start=0)
-            insert_keys(LARGE - SMALL, team=rest, start=SMALL)
             group = AccessGroupFactory(access_group_name="everyone")
             api = Client(HTTP_AUTHORIZATION=f"Bearer {MASTER_KEY}")
             admin = Client()
             admin.force_login(AdminFactory(user_id="scale-admin@example.test"))
-            assign_all(group, first)
+            insert_keys(SMALL, team=first, group=group, start=0)
             small = measure(group, api, admin)
-            assign_all(group, rest)
+            insert_keys(LARGE - SMALL, team=rest, group=group, start=SMALL)
             group.refresh_from_db()
             large = measure(group, api, admin)
             yield {"small": small, "large": large, "group": group, "in_sync": sync_all(repair=False)}

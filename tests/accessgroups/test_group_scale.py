@@ -15,7 +15,7 @@ from accessgroups.services import access_group_update, sync_all
 from keys.models import VirtualKey
 from orgs.models import AuditEntry
 from orgs.services import team_delete
-from tests.accessgroups.scale import assign_all, insert_keys
+from tests.accessgroups.scale import insert_keys
 from tests.factories import AccessGroupFactory, KeyFactory, OrganizationFactory, TeamFactory
 
 pytestmark = pytest.mark.django_db
@@ -49,9 +49,8 @@ def test_litellm_shape_lists_keys_and_teams_whole_below_the_bound(api, prefix):
 
 def test_litellm_shape_lists_keys_whole_at_the_bound(api):
     team = TeamFactory()
-    insert_keys(ASSIGNED_IDS_LIMIT, team=team)
     group = AccessGroupFactory()
-    assign_all(group, team)
+    insert_keys(ASSIGNED_IDS_LIMIT, team=team, group=group)
     body = api.get(f"/v1/access_group/{group.pk}").json()
     assert len(body["assigned_key_ids"]) == ASSIGNED_IDS_LIMIT == body["assigned_key_count"]
     assert body["assigned_key_ids"] == sorted(VirtualKey.objects.filter(team=team).values_list("token", flat=True))
@@ -60,9 +59,8 @@ def test_litellm_shape_lists_keys_whole_at_the_bound(api):
 
 def test_litellm_shape_above_the_bound_lists_none_and_says_so(api):
     team = TeamFactory()
-    insert_keys(ASSIGNED_IDS_LIMIT + 1, team=team)
     group = AccessGroupFactory()
-    assign_all(group, team)
+    insert_keys(ASSIGNED_IDS_LIMIT + 1, team=team, group=group)
     body = api.get(f"/v1/access_group/{group.pk}").json()
     assert body["assigned_key_ids"] == [] and body["assigned_key_ids_truncated"] is True
     assert body["assigned_key_count"] == ASSIGNED_IDS_LIMIT + 1
@@ -76,9 +74,8 @@ def test_litellm_list_reads_the_keys_of_every_small_group_in_one_query(api, djan
 
 def test_group_whose_count_drifted_low_is_still_read_bounded(api):
     team = TeamFactory()
-    insert_keys(ASSIGNED_IDS_LIMIT + 5, team=team)
     group = AccessGroupFactory()
-    assign_all(group, team)
+    insert_keys(ASSIGNED_IDS_LIMIT + 5, team=team, group=group)
     AccessGroup.objects.filter(pk=group.pk).update(assigned_key_count=1)  # drift on purpose
     body = api.get(f"/v1/access_group/{group.pk}").json()
     assert body["assigned_key_ids"] == [] and body["assigned_key_ids_truncated"] is True
@@ -89,9 +86,8 @@ def test_group_whose_count_drifted_low_is_still_read_bounded(api):
 
 def test_replacing_the_key_list_of_a_group_above_the_bound_is_refused(api):
     team = TeamFactory()
-    insert_keys(ASSIGNED_IDS_LIMIT + 1, team=team)
     group = AccessGroupFactory()
-    assign_all(group, team)
+    insert_keys(ASSIGNED_IDS_LIMIT + 1, team=team, group=group)
     # What a client that read the group (and saw no list) would send back.
     response = api.put(f"/v1/access_group/{group.pk}", {"assigned_key_ids": []}, content_type="application/json")
     assert response.status_code == 400
@@ -101,9 +97,8 @@ def test_replacing_the_key_list_of_a_group_above_the_bound_is_refused(api):
 
 def test_replacing_the_key_list_above_the_bound_over_rest_is_a_400_naming_the_field(api):
     team = TeamFactory()
-    insert_keys(ASSIGNED_IDS_LIMIT + 1, team=team)
     group = AccessGroupFactory()
-    assign_all(group, team)
+    insert_keys(ASSIGNED_IDS_LIMIT + 1, team=team, group=group)
     response = api.patch(f"/api/v1/access-groups/{group.pk}/", {"assigned_key_ids": []}, content_type="application/json")
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "assigned_key_ids"
@@ -113,9 +108,8 @@ def test_replacing_the_key_list_above_the_bound_over_rest_is_a_400_naming_the_fi
 
 def test_other_fields_of_a_group_above_the_bound_can_still_be_changed(api):
     team = TeamFactory()
-    insert_keys(ASSIGNED_IDS_LIMIT + 1, team=team)
     group = AccessGroupFactory()
-    assign_all(group, team)
+    insert_keys(ASSIGNED_IDS_LIMIT + 1, team=team, group=group)
     group = access_group_update(actor=None, group=group, data={"description": "bigger now"})
     assert group.description == "bigger now" and group.assigned_key_count == ASSIGNED_IDS_LIMIT + 1
 
@@ -169,9 +163,8 @@ def test_bulk_assign_audit_entry_records_a_count_and_a_sample_not_every_token():
 
 def test_group_keys_endpoint_pages_through_every_key(api):
     team = TeamFactory()
-    insert_keys(5, team=team)
     group = AccessGroupFactory()
-    assign_all(group, team)
+    insert_keys(5, team=team, group=group)
     KeyFactory()  # not in the group
     seen, url = [], f"/api/v1/access-groups/{group.pk}/keys/?page_size=2"
     while url:

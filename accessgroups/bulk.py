@@ -42,6 +42,7 @@ from .bulk_sql import (
     KINDS,
     TEAMS,
     Kind,
+    apply_batch,
     assignments_of,
     delete_assignments,
     insert_assignments,
@@ -340,6 +341,8 @@ def _fetch(p: _Plan, after: Position | None, limit: int, index: int, labels: boo
         id_field, created_field = "id_text", "created_us"
     public = ("token",) if kind.name == KEYS else ()
     fields = (id_field, created_field, "lists_text", *public, *(kind.label_fields if labels else ()))
+    if id_field == "id_text" and not labels:
+        fields = (id_field, created_field)  # PostgreSQL's batch reads neither lists nor tokens (apply_batch)
     if p.positions is not None:
         chunk = p.positions[index * limit : (index + 1) * limit]
         if not chunk:
@@ -413,6 +416,8 @@ def _run_batch(
         done = [(t, g) for t in target_ids for g in group_ids if want(t, g)]
         changed_ids = {t for t, _ in done}
         return [row for row in rows if row[0] in changed_ids], len(done)
+    if connection.vendor == "postgresql":
+        return _run_batch_postgresql(p, rows, operation, actor, job)
     write = insert_assignments if operation == ASSIGN else delete_assignments
     done = write(kind, target_ids, group_ids)
     changed_ids = {t for t, _ in done}
@@ -449,34 +454,69 @@ def _run_batch(
     stale = [row for row in rows if row[0] in rewritten]
     touched = {row[0]: row for row in [*changed, *stale]}
     if touched:
-        public = [_public_id(kind, row) for row in touched.values()]
-        affects = Affects(tokens=set(public)) if kind.name == KEYS else Affects(team_ids=set(public))
-        changed_public = sorted(_public_id(kind, row) for row in changed)
-        repaired = sorted(_public_id(kind, row) for row in stale if row[0] not in changed_ids)
-        noun = kind.name[:-1]
-        record(
-            actor=actor,
-            action=f"access_group_bulk_{operation}",
-            object_type="access_group",
-            object_id=group_ids[0],
-            organization_id=p.organization_id,
-            # Counts, and a sample to recognise the batch by: 10,000 tokens per entry would make the audit
-            # log the biggest table of a bulk run. The job (and the key's own lists) say the rest.
-            after={
-                "access_group_ids": _ids(group_ids),
-                "target": kind.name,
-                f"{noun}_count": len(changed_public),
-                f"{noun}_ids_sample": changed_public[:AUDIT_SAMPLE],
-                "repaired_count": len(repaired),
-                "repaired_ids_sample": repaired[:AUDIT_SAMPLE],
-                "rows": len(done),
-                "first": _public_id(kind, rows[0]),
-                "last": _public_id(kind, rows[-1]),
-                "job_id": str(job.pk) if job is not None else None,
-            },
-            affects=affects,
+        _audit_batch(
+            p, operation, actor, job, rows,
+            changed=sorted(_public_id(kind, row) for row in changed),
+            repaired=sorted(_public_id(kind, row) for row in stale if row[0] not in changed_ids),
+            touched=[_public_id(kind, row) for row in touched.values()],
+            assignment_rows=len(done),
         )
     return changed, len(done)
+
+
+def _run_batch_postgresql(
+    p: _Plan, rows: list[tuple], operation: str, actor: User | None, job: BulkJob | None
+) -> tuple[list[tuple], int]:
+    """One batch on PostgreSQL: lock the groups (first, as the per-row path does), then one statement
+    changes the assignment rows and the same targets' lists (`bulk_sql.apply_batch`), then the groups'
+    counts and the audit entry. No list is read into Python and no assignment row is read back."""
+    kind = p.kind
+    _lock_groups(p.groups)
+    applied = apply_batch(kind, [row[0] for row in rows], [str(g.pk) for g in p.groups], assign=operation == ASSIGN)
+    deltas: dict[str, int] = defaultdict(int)
+    for _, _, groups in applied:
+        for group_id in groups:
+            deltas[group_id] += 1 if operation == ASSIGN else -1
+    count_assignments(kind.relation, deltas)
+    changed_ids = {target_id for target_id, _, _ in applied}
+    changed = [row for row in rows if row[0] in changed_ids]
+    if applied:
+        public = sorted(public_id for _, public_id, _ in applied)
+        _audit_batch(p, operation, actor, job, rows, changed=public, repaired=[], touched=public,
+                     assignment_rows=sum(len(groups) for _, _, groups in applied))
+    return changed, sum(len(groups) for _, _, groups in applied)
+
+
+def _audit_batch(
+    p: _Plan, operation: str, actor: User | None, job: BulkJob | None, rows: list[tuple], *,
+    changed: list[str], repaired: list[str], touched: list[str], assignment_rows: int,
+) -> None:
+    """The batch's one audit entry: counts, and a sample to recognise the batch by (10,000 tokens per
+    entry would make the audit log the biggest table of a bulk run); its snapshots dropped after commit."""
+    kind = p.kind
+    affects = Affects(tokens=set(touched)) if kind.name == KEYS else Affects(team_ids=set(touched))
+    noun = kind.name[:-1]
+    group_ids = [str(g.pk) for g in p.groups]
+    record(
+        actor=actor,
+        action=f"access_group_bulk_{operation}",
+        object_type="access_group",
+        object_id=group_ids[0],
+        organization_id=p.organization_id,
+        after={
+            "access_group_ids": _ids(group_ids),
+            "target": kind.name,
+            f"{noun}_count": len(changed),
+            f"{noun}_ids_sample": changed[:AUDIT_SAMPLE],
+            "repaired_count": len(repaired),
+            "repaired_ids_sample": repaired[:AUDIT_SAMPLE],
+            "rows": assignment_rows,
+            "first": rows[0][0],
+            "last": rows[-1][0],
+            "job_id": str(job.pk) if job is not None else None,
+        },
+        affects=affects,
+    )
 
 
 def bulk_assign(

@@ -5,11 +5,16 @@ On a fresh database it measures:
    with 1,000,000 (inserted with COPY): p50 over repeated requests and the queries per request, which
    must not change with the table's size (target: p50 ≤ 50 ms).
 2. `bulk_assign` of one access group to the 100,000 keys of one team: seconds and queries (target:
-   ≤ 10 s, queries proportional to batches), then `check_access_sync` over the whole table.
+   ≤ 3 s, queries proportional to batches), then `check_access_sync` over the whole table.
 3. The naive per-row ORM path (one `access_group_assign` per key, as a client looping over single
    updates causes) on 2,000 keys, and the per-row ratio naive/bulk (goal ≥ 20×).
+4. Reads of a group (issue 17) on every route — LiteLLM's `/v1/access_group[/{id}]` and its
+   `/v1/unified_access_group` aliases, REST `/api/v1/access-groups/[{id}/[keys/]]`, the admin's group
+   page — with 100,000 keys, then with 1,000,000: p50 and response size (targets: ≤ 100 ms, ≤ 1 MB).
+5. `bulk_assign` of a second group to all 1,000,000 keys (target: ≤ 30 s), its audit entries (one per
+   batch, a count and a sample), and `check_access_sync` (counts included) over the whole table.
 
-Only its own database (`accessctl_bench_bulk`, dropped and recreated) is touched.
+Only its own database (`accessctl_bench_bulk`, or `$BENCH_BULK_DB`; dropped and recreated) is touched.
 """
 from __future__ import annotations
 
@@ -30,10 +35,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-BENCH_DB = "accessctl_bench_bulk"
+BENCH_DB = os.environ.get("BENCH_BULK_DB", "accessctl_bench_bulk")  # two runs at once need two names
 MASTER_KEY = "sk-bench-bulk-master-key-0001"
 BENCH_CACHE_URL = os.environ.get("BENCH_CACHE_URL", "redis://127.0.0.1:6379/13")
-TARGETS = {"bulk_seconds": 10.0, "ratio": 20.0, "list_p50_ms": 50.0}
+TARGETS = {"bulk_seconds": 3.0, "million_seconds": 30.0, "ratio": 20.0, "list_p50_ms": 50.0,
+           "group_read_ms": 100.0, "group_read_bytes": 1_000_000, "audit_entry_bytes": 4_096}
 
 
 def fresh_database() -> str:
@@ -58,7 +64,7 @@ def setup_django(database_url: str) -> None:
     os.environ["DATABASE_URL"] = database_url
     # The shared cache production runs with (Redis), on a database and prefix of the benchmark's own.
     os.environ["CACHE_URL"] = BENCH_CACHE_URL if _redis_reachable() else "locmemcache://accessctl-bench"
-    os.environ["CACHE_KEY_PREFIX"] = "accessctl-bench-bulk"
+    os.environ["CACHE_KEY_PREFIX"] = BENCH_DB.replace("_", "-")
     os.environ["ACCESSCTL_MASTER_KEY"] = MASTER_KEY
     os.environ.pop("CELERY_BROKER_URL", None)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "accessctl.settings")
@@ -196,12 +202,55 @@ def bench_lists(label: str, runs: int) -> dict[str, tuple[float, int]]:
     return results
 
 
+def bench_group_reads(group, label: str, runs: int) -> dict[str, tuple[float, int]]:
+    """p50 (ms) and response bytes of every read of one group, as LiteLLM clients, REST clients and an
+    admin's browser call them."""
+    from django.test import Client
+    from django.urls import reverse
+
+    from orgs.models import User
+
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {MASTER_KEY}")
+    admin = Client()
+    admin.force_login(User.objects.get(user_id="bench-admin"))
+    keys_url = f"/api/v1/access-groups/{group.pk}/keys/"
+    first = api.get(keys_url, {"page_size": 50}).json()
+    deep = first["next"]  # the second page: a cursor, as a client paging on would send
+    cases = {
+        "GET /v1/access_group/{id}": (api, f"/v1/access_group/{group.pk}"),
+        "GET /v1/unified_access_group/{id}": (api, f"/v1/unified_access_group/{group.pk}"),
+        "GET /v1/access_group (list)": (api, "/v1/access_group"),
+        "GET /v1/unified_access_group (list)": (api, "/v1/unified_access_group"),
+        "GET /api/v1/access-groups/{id}/": (api, f"/api/v1/access-groups/{group.pk}/"),
+        "GET /api/v1/access-groups/ (list)": (api, "/api/v1/access-groups/"),
+        "GET /api/v1/access-groups/{id}/keys/": (api, f"{keys_url}?page_size=50"),
+        "GET /api/v1/access-groups/{id}/keys/ next": (api, deep),
+        "admin group page": (admin, reverse("admin:accessgroups_accessgroup_change", args=[group.pk])),
+        "admin group list": (admin, reverse("admin:accessgroups_accessgroup_changelist")),
+    }
+    results = {}
+    for name, (client, url) in cases.items():
+        sizes = []
+
+        def call(client=client, url=url, sizes=sizes) -> None:
+            response = client.get(url)
+            assert response.status_code == 200, (url, response.status_code, response.content[:300])
+            sizes.append(len(response.content))
+
+        samples = timed(call, runs)
+        results[name] = (statistics.median(samples), max(sizes))
+        print(f"  [{label}] {name:42s} p50 {statistics.median(samples):7.2f} ms   {max(sizes):>9,} bytes")
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bulk-keys", type=int, default=100_000)
     parser.add_argument("--naive-keys", type=int, default=2_000)
     parser.add_argument("--table-keys", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=30, help="requests per list measurement")
+    parser.add_argument("--no-million", action="store_true",
+                        help="skip section 5 (the assignment to every key of the table)")
     parser.add_argument("--batch-size", type=int, default=None, help="bulk_assign batch size (default: its own)")
     args = parser.parse_args()
 
@@ -213,12 +262,15 @@ def main() -> int:
     from accessgroups.models import KeyAccessGroup
     from accessgroups.services import access_group_assign, access_group_create, sync_all
     from keys.models import VirtualKey
-    from orgs.services import organization_create, team_create
+    from orgs.models import AuditEntry
+    from orgs.roles import PlatformRole
+    from orgs.services import organization_create, team_create, user_create
 
     print(f"PostgreSQL {connection.pg_version // 10000}, database {BENCH_DB}, cache {settings.CACHES['default']['BACKEND']}, "
           f"{os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.2f} (the machine is shared)")
     org = organization_create(actor=None, organization_alias="bench")
+    user_create(actor=None, user_id="bench-admin", user_role=PlatformRole.PROXY_ADMIN)
     small_team = team_create(actor=None, team_alias="small", organization=org)
     bulk_team = team_create(actor=None, team_alias="bulk", organization=org)
     naive_team = team_create(actor=None, team_alias="naive", organization=org)
@@ -263,7 +315,7 @@ def main() -> int:
     drift = sync_all(repair=False)
     in_sync = not any(drift.values())
     print(f"  check_access_sync over {total:,} keys: {'in sync' if in_sync else drift} "
-          f"({time.perf_counter() - started:.1f} s); group lists {len(group.assigned_key_ids):,} keys, "
+          f"({time.perf_counter() - started:.1f} s); group count {group.assigned_key_count:,} keys, "
           f"relation {assigned:,} rows")
 
     print(f"\n3. Naive per-row ORM loop: access_group_assign() once per key, {args.naive_keys:,} keys")
@@ -286,6 +338,39 @@ def main() -> int:
     print(f"  CPU per key: naive {naive_cpu / len(keys) * 1e3:.3f} ms, bulk {bulk_cpu / max(result.changed, 1) * 1e3:.4f} ms "
           f"→ {cpu_ratio:.0f}×")
 
+    print(f"\n4. Reads of a group with {group.assigned_key_count:,} keys", flush=True)
+    analyze()
+    reads = {f"{group.assigned_key_count:,}": bench_group_reads(group, f"{group.assigned_key_count:,} keys", args.runs)}
+
+    million = None
+    if not args.no_million:
+        print(f"\n5. bulk_assign: a second group to every key of the table ({total:,})", flush=True)
+        everyone = access_group_create(actor=None, access_group_name="bench-everyone",
+                                       access_model_names=["openai/gpt-4o-mini"])
+        audit_before = AuditEntry.objects.count()
+        with cpu_time() as cpu, counted() as queries:
+            million = bulk_assign(actor=None, target="keys", group_refs=[str(everyone.pk)],
+                                  selection=Selection(organization_id=str(org.pk)), batch_size=batch_size)
+        million_cpu = sum(cpu)
+        print(f"  {million.changed:,} keys changed in {million.seconds:.2f} s "
+              f"({million.changed / max(million.seconds, 1e-9):,.0f} keys/s), {million.batches} batches, "
+              f"{queries[0]} queries")
+        print(f"  CPU: {cpu[0]:.2f} s Python + {cpu[1]:.2f} s PostgreSQL backend = {million_cpu:.2f} s")
+        entries = list(AuditEntry.objects.order_by("id")[audit_before:].values_list("after", flat=True))
+        largest_entry = max((len(json.dumps(e)) for e in entries), default=0)
+        print(f"  audit: {len(entries)} entries for {million.batches} batches, the largest {largest_entry:,} bytes "
+              f"(a count and a sample of {len(entries[0].get('key_ids_sample', [])) if entries else 0} tokens)")
+        started = time.perf_counter()
+        million_drift = sync_all(repair=False)
+        million_sync = not any(million_drift.values())
+        everyone.refresh_from_db()
+        print(f"  check_access_sync over {total:,} keys: {'in sync' if million_sync else million_drift} "
+              f"({time.perf_counter() - started:.1f} s); group count {everyone.assigned_key_count:,}")
+        analyze()
+        print(f"\n4b. Reads of a group with {everyone.assigned_key_count:,} keys", flush=True)
+        reads[f"{everyone.assigned_key_count:,}"] = bench_group_reads(
+            everyone, f"{everyone.assigned_key_count:,} keys", args.runs)
+
     print("\nSummary")
     checks = [
         (f"bulk_assign {result.changed:,} keys ≤ {TARGETS['bulk_seconds']:.0f} s (wall)", result.seconds,
@@ -302,6 +387,23 @@ def main() -> int:
                        p50 <= TARGETS["list_p50_ms"]))
         checks.append((f"{name} queries: {small[name][1]} at 100 keys, {count} at {total:,}", count,
                        count == small[name][1]))
+    if million is not None:
+        checks += [
+            (f"bulk_assign {million.changed:,} keys ≤ {TARGETS['million_seconds']:.0f} s (wall)", million.seconds,
+             million.seconds <= TARGETS["million_seconds"] and million.changed == total),
+            (f"bulk_assign {million.changed:,} keys ≤ {TARGETS['million_seconds']:.0f} s (CPU, Python + PostgreSQL)",
+             round(million_cpu, 2), million_cpu <= TARGETS["million_seconds"]),
+            (f"one audit entry per batch ({million.batches} batches)", len(entries), len(entries) == million.batches),
+            (f"audit entry ≤ {TARGETS['audit_entry_bytes']:,} bytes (a count and a sample)", largest_entry,
+             largest_entry <= TARGETS["audit_entry_bytes"]),
+            (f"check_access_sync clean at {total:,} keys (lists and counts)", million_sync, million_sync),
+        ]
+    for size, results in reads.items():
+        for name, (p50, length) in results.items():
+            checks.append((f"{name} at {size} keys: p50 ≤ {TARGETS['group_read_ms']:.0f} ms", round(p50, 2),
+                           p50 <= TARGETS["group_read_ms"]))
+            checks.append((f"{name} at {size} keys: ≤ {TARGETS['group_read_bytes']:,} bytes", length,
+                           length <= TARGETS["group_read_bytes"]))
     for name, value, ok in checks:
         print(f"  {'PASS' if ok else 'FAIL'}  {name}: {value}")
     return 0 if all(ok for _, _, ok in checks) else 1

@@ -202,7 +202,7 @@ def bench_lists(label: str, runs: int) -> dict[str, tuple[float, int]]:
     return results
 
 
-def bench_group_reads(group, label: str, runs: int) -> dict[str, tuple[float, int]]:
+def bench_group_reads(group, label: str, runs: int) -> dict[str, tuple[float, int, float]]:
     """p50 (ms) and response bytes of every read of one group, as LiteLLM clients, REST clients and an
     admin's browser call them."""
     from django.test import Client
@@ -237,9 +237,12 @@ def bench_group_reads(group, label: str, runs: int) -> dict[str, tuple[float, in
             assert response.status_code == 200, (url, response.status_code, response.content[:300])
             sizes.append(len(response.content))
 
-        samples = timed(call, runs)
-        results[name] = (statistics.median(samples), max(sizes))
-        print(f"  [{label}] {name:42s} p50 {statistics.median(samples):7.2f} ms   {max(sizes):>9,} bytes")
+        with cpu_time() as cpu:
+            samples = timed(call, runs)
+        per_request = sum(cpu) / (runs + 1) * 1000  # timed() also makes one warm-up call
+        results[name] = (statistics.median(samples), max(sizes), per_request)
+        print(f"  [{label}] {name:42s} p50 {statistics.median(samples):7.2f} ms   CPU {per_request:6.2f} ms   "
+              f"{max(sizes):>9,} bytes")
     return results
 
 
@@ -399,9 +402,11 @@ def main() -> int:
             (f"check_access_sync clean at {total:,} keys (lists and counts)", million_sync, million_sync),
         ]
     for size, results in reads.items():
-        for name, (p50, length) in results.items():
-            checks.append((f"{name} at {size} keys: p50 ≤ {TARGETS['group_read_ms']:.0f} ms", round(p50, 2),
+        for name, (p50, length, per_request) in results.items():
+            checks.append((f"{name} at {size} keys: p50 ≤ {TARGETS['group_read_ms']:.0f} ms (wall)", round(p50, 2),
                            p50 <= TARGETS["group_read_ms"]))
+            checks.append((f"{name} at {size} keys: ≤ {TARGETS['group_read_ms']:.0f} ms (CPU, Python + PostgreSQL)",
+                           round(per_request, 2), per_request <= TARGETS["group_read_ms"]))
             checks.append((f"{name} at {size} keys: ≤ {TARGETS['group_read_bytes']:,} bytes", length,
                            length <= TARGETS["group_read_bytes"]))
     for name, value, ok in checks:

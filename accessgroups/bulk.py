@@ -1,14 +1,17 @@
 """Bulk assignment of access groups to many keys or teams: set-based SQL in batches (SPEC §4, §7).
 
-Each batch is one transaction: (1) read the next keys or teams in creation order; (2) insert (`INSERT …
-ON CONFLICT DO NOTHING RETURNING`) or delete the assignment rows in one statement, without the per-row
-signals; (3) lock the groups and add to their counts the rows just added or removed (a group holds
-counts, not lists: issue 17); (4) read the batch's assignment rows once; (5) compare-and-set the batch's
-`access_group_ids` in one `UPDATE` (a list a concurrent writer synced meanwhile is read again); (6) write
-one audit entry — a count and a sample of the keys or teams, not all of them — whose `affects` drops the
-batch's snapshots after commit. This is the order of the per-row signal path (assignment row, group,
-key), so the two never deadlock. The number of queries grows with the number of batches, never with
-the number of rows.
+Each batch is one transaction. On PostgreSQL: (1) read the next keys or teams in creation order (ids
+only); (2) lock the groups; (3) one statement (`bulk_sql.apply_batch`) inserts (`ON CONFLICT DO NOTHING`)
+or deletes the assignment rows and applies the same difference to those targets' `access_group_ids` —
+under each row's lock, so a list a concurrent writer changed meanwhile gets the difference on top of its
+change; (4) add to the groups' counts what the statement added or removed (a group holds counts, not
+lists: issue 17); (5) write one audit entry — a count and a sample of the keys or teams, not all of them —
+whose `affects` drops the batch's snapshots after commit. Elsewhere (SQLite, and Django's bulk methods
+for other databases) the same steps take a few statements: insert or delete the rows, lock the groups,
+read the batch's assignments, compare-and-set the lists (re-reading any a writer changed meanwhile),
+which also rewrites a drifted list of the batch from the relation. Groups are locked before keys, as on
+the per-row signal path, so the two never deadlock. The number of queries grows with the number of
+batches, never with the number of rows.
 
 Re-running is safe: rows already in the wanted state are skipped, so a run interrupted after some
 batches committed simply finishes the rest (a job also resumes after its `cursor`).

@@ -19,7 +19,7 @@ def count_assignments(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('accessgroups', '0005_drop_redundant_assignment_indexes'),
+        ('accessgroups', '0006_bulk_job_heartbeat'),
     ]
 
     operations = [

@@ -21,10 +21,13 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
-run: install  ## migrate, load the demo, serve the admin on $(PORT) (embedded SQLite by default)
+# DEBUG is off, so runserver serves no static files: whitenoise (in the middleware) serves the collected
+# admin and Swagger UI files from the same process.
+run: install  ## migrate, load the demo, serve the admin and the API docs on $(PORT) (embedded SQLite by default)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py load_demo
-	$(BIN)/python manage.py runserver 0.0.0.0:$(PORT)
+	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	exec $(BIN)/python manage.py runserver 0.0.0.0:$(PORT)
 
 # Prometheus multiprocess mode: every worker's counters in memory-mapped files, emptied at each start.
 PROMETHEUS_MULTIPROC_DIR ?= /dev/shm/accessctl-metrics-$(PORT)
@@ -77,6 +80,15 @@ test-sqlite: install
 test-postgres: install services
 	DATABASE_URL=$(PG_URL) $(BIN)/pytest $(PYTEST_ARGS)
 
+LITELLM_VENV := .venv-litellm
+
+# LiteLLM's own management client and `lite` CLI, in a virtualenv of their own (their pins clash with ours).
+$(LITELLM_VENV)/.installed: integrations/litellm/requirements.txt
+	$(PYTHON) -m venv $(LITELLM_VENV) || python3 -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/pip install --quiet --upgrade pip
+	$(LITELLM_VENV)/bin/pip install --quiet -r integrations/litellm/requirements.txt
+	touch $@
+
 CHROMIUM ?= /usr/bin/chromium
 
 .PHONY: chromium
@@ -85,7 +97,7 @@ chromium:  ## Debian's chromium for the browser tests (Playwright drives it; it 
 		|| { echo "make: cannot install chromium ($(CHROMIUM)); the browser tests need it" >&2; exit 1; }
 	@test -x $(CHROMIUM) || { echo "make: $(CHROMIUM) is still missing after installing chromium" >&2; exit 1; }
 
-test: install lint migrations-check services chromium test-sqlite test-postgres  ## the whole suite, on SQLite then PostgreSQL
+test: install lint migrations-check services chromium $(LITELLM_VENV)/.installed test-sqlite test-postgres  ## the whole suite, on SQLite then PostgreSQL
 
 clean:
-	rm -rf $(VENV) db.sqlite3 staticfiles
+	rm -rf $(VENV) $(LITELLM_VENV) db.sqlite3 staticfiles

@@ -125,6 +125,8 @@ def _one_per_alias(keys: Iterable[VirtualKey]) -> dict[str, VirtualKey]:
             )
         found[key.key_alias] = key
     return found
+
+
 def rotation_replay(idempotency_key: str, named_token: str, since: datetime.datetime) -> KeyRotation | None:
     """The rotation made since `since` with this Idempotency-Key from (or to) the secret now named: a
     client's retry names the secret it rotated away from."""
@@ -154,6 +156,15 @@ def keys_due_for_rotation(now: datetime.datetime | None = None) -> QuerySet[Virt
         .select_related("user", "team", "organization")
         .order_by("rotation_due_at", "pk")
     )
+
+
+def key_exists(value: str) -> bool:
+    """Whether a key (raw `sk-…` or hash) exists anywhere, whoever owns it."""
+    return VirtualKey.objects.filter(token=token_for(value)).exists()
+
+
+def keys_exist(values: Iterable[str]) -> bool:
+    return VirtualKey.objects.filter(token__in={token_for(v) for v in values}).exists()
 
 
 def key_by_alias_in_context(tenant: TenantContext, alias: str) -> VirtualKey | None:

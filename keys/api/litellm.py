@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accessctl import policy
-from accessctl.errors import InvalidInput, NotFound
+from accessctl.errors import Forbidden, InvalidInput, NotFound, ServiceError
 from accessctl.litellm import BUDGET_INPUT_FIELDS, LiteLLMView, errors, page_count
 from accessctl.tenancy import TenantContext
 from keys import selectors, services
@@ -80,9 +80,16 @@ def referenced_organization(tenant: TenantContext, organization_id: str) -> Orga
 class KeyView(LiteLLMView):
     """Helpers shared by the key routes."""
 
-    def find_key(self, value: str, *, message: str = "Key not found.") -> VirtualKey:
+    def find_key(
+        self, value: str, *, message: str = "Key not found.", refusal: str = "You are not allowed to manage this key."
+    ) -> VirtualKey:
+        """The key the caller passed. On LiteLLM's routes a key that exists but lies outside the caller's
+        reach is refused (403, as LiteLLM's clients expect); only an unknown key is 404 (SPEC §3). A key is
+        named by its secret or its SHA-256, so answering 403 reveals nothing a caller could guess."""
         key = selectors.key_in_context(self.tenant, value)
         if key is None:
+            if selectors.key_exists(value):
+                raise Forbidden(refusal, param="key")
             raise NotFound(message, param="key")
         return key
 
@@ -211,9 +218,13 @@ class KeyDeleteView(KeyView):
         by_alias = not data.get("keys")
         values = data.get("key_aliases") if by_alias else data["keys"]
         found = selectors.keys_by_values(self.tenant, values, aliases=by_alias)
-        if not found:
-            raise NotFound("No keys found", param="key_aliases" if by_alias else "keys")
+        param = "key_aliases" if by_alias else "keys"
         missing = [v for v in values if v not in found]
+        if not by_alias and missing and selectors.keys_exist(missing):
+            # Someone else's key (SPEC §3: 403 on LiteLLM's routes); nothing is deleted.
+            raise Forbidden("You are not authorized to delete this key", param="keys")
+        if not found:
+            raise NotFound("No keys found", param=param)
         if missing:
             raise NotFound(f"Keys not found: {', '.join(shown(v) for v in missing)}", param="key_aliases" if by_alias else "keys")
         # All or none: the first refusal rolls back the keys deleted before it.
@@ -278,7 +289,11 @@ class KeyInfoView(KeyView):
                 raise InvalidInput("Pass `key`: the master key is not a virtual key.", param="key")
             passed = own.token
         # Not found (or outside the tenant) is answered before permission, as LiteLLM does.
-        key = self.find_key(passed, message="Key not found in database")
+        key = self.find_key(
+            passed,
+            message="Key not found in database",
+            refusal=f"You are not allowed to access this key's info. Your role={request.actor.platform_role}",
+        )
         self.check("key:info", policy.key_target(key))
         return Response({"key": echoed(passed, key), "info": KeyInfoRowOut(key).data})
 

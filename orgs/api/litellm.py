@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accessctl import policy
-from accessctl.errors import Conflict, InvalidInput, NotFound, ServiceError
+from accessctl.errors import Conflict, Forbidden, InvalidInput, NotFound, ServiceError
 from accessctl.litellm import BUDGET_INPUT_FIELDS, LiteLLMView, errors, page_count
 from keys import selectors as key_selectors
 from keys import services as key_services
@@ -536,7 +536,17 @@ class UserInfoView(DirectoryView):
         user_id = self.query(UserInfoQuery).get("user_id") or request.actor.user_id
         if not user_id:
             raise InvalidInput("Pass user_id: a team service-account key has no user.", param="user_id")
-        user = self.find_user(user_id=user_id)
+        actor = request.actor
+        user = selectors.user_in_context(self.tenant, user_id=user_id, user_email=None)
+        if user is None and user_id != actor.user_id and not actor.reads_everything:
+            # Another user's info is refused before existence is looked at (SPEC §3): 403 whether or
+            # not the id exists, so user ids cannot be probed.
+            raise Forbidden(
+                f"key not allowed to access this user's info. user_id={user_id}, key's user_id={actor.user_id}",
+                param="user_id",
+            )
+        if user is None:
+            raise NotFound(f"User {user_id} not found", param="user_id")
         self.check("user:info", policy.user_target(user))
         keys = key_selectors.keys_in_context(self.tenant).filter(user=user).order_by("-created_at", "id")
         teams = selectors.teams_with_members(

@@ -307,10 +307,14 @@ def test_key_update_models_beyond_the_team_by_member_is_403(api, team_key, membe
     assert_error(response, 403, "auth_error", param="models")
 
 
-def test_key_update_of_another_tenants_key_is_404(api, team_key):
+def test_key_update_of_another_tenants_key_is_403_and_changes_nothing(api, team_key):
+    """SPEC §3: on LiteLLM's routes a key that exists but is not the caller's is 403 (LiteLLM's clients
+    check it); the REST API keeps 404."""
     stranger = UserFactory()
     response = api.post("/key/update", {"key": team_key.token, "key_alias": "x"}, key=key_of(stranger))
-    assert_error(response, 404, "not_found_error", param="key")
+    assert_error(response, 403, "auth_error", param="key")
+    team_key.refresh_from_db()
+    assert team_key.key_alias != "x"
 
 
 def test_key_update_unknown_key_is_404(api):
@@ -366,8 +370,17 @@ def test_key_delete_of_an_org_peers_personal_key_is_403(api, org, org_member):
     assert_error(response, 403, "auth_error")
 
 
-def test_key_delete_of_another_tenants_key_is_404(api, team_key, outsider):
-    assert_error(api.post("/key/delete", {"keys": [team_key.token]}, key=key_of(outsider)), 404, "not_found_error")
+def test_key_delete_of_another_tenants_key_is_403_and_deletes_nothing(api, team_key, outsider):
+    error = assert_error(api.post("/key/delete", {"keys": [team_key.token]}, key=key_of(outsider)), 403, "auth_error")
+    assert error["message"] == "You are not authorized to delete this key"
+    assert VirtualKey.objects.filter(pk=team_key.pk).exists()
+
+
+def test_key_delete_of_another_users_key_next_to_an_own_key_is_403_and_deletes_none(api, team_key, outsider):
+    mine = KeyFactory(user=outsider)
+    response = api.post("/key/delete", {"keys": [mine.token, team_key.token]}, key=key_of(outsider))
+    assert_error(response, 403, "auth_error")
+    assert VirtualKey.objects.filter(pk__in=[mine.pk, team_key.pk]).count() == 2
 
 
 @pytest.mark.parametrize("form", [pytest.param("raw", id="raw"), pytest.param("hash", id="hash")])
@@ -398,7 +411,7 @@ def test_key_delete_refusal_of_one_key_deletes_none(api, org, org_member):
 
 def test_key_delete_with_one_unknown_key_deletes_none(api, outsider):
     mine = KeyFactory(user=outsider)
-    response = api.post("/key/delete", {"keys": [mine.token, KeyFactory().token]}, key=key_of(outsider))
+    response = api.post("/key/delete", {"keys": [mine.token, "sk-nobody-has-this-key-000"]}, key=key_of(outsider))
     assert_error(response, 404, "not_found_error")
     assert VirtualKey.objects.filter(pk=mine.pk).exists()
 
@@ -514,8 +527,9 @@ def test_key_info_of_an_org_peers_personal_key_is_403(api, org, org_member):
     assert_error(api.get("/key/info", {"key": key.token}, key=key_of(org_member)), 403, "auth_error")
 
 
-def test_key_info_of_another_tenants_key_is_404(api, team_key, outsider):
-    assert_error(api.get("/key/info", {"key": team_key.token}, key=key_of(outsider)), 404, "not_found_error")
+def test_key_info_of_another_tenants_key_is_403(api, team_key, outsider):
+    error = assert_error(api.get("/key/info", {"key": team_key.token}, key=key_of(outsider)), 403, "auth_error")
+    assert error["message"].startswith("You are not allowed to access this key's info.")
 
 
 def test_key_info_random_key_is_404_before_permission(api, outsider):
@@ -528,7 +542,7 @@ def test_key_info_ownerless_keys_do_not_match_each_other(api):
     mine, theirs = TeamFactory(), TeamFactory()
     service_key = KeyFactory(user=None, team=mine).raw
     other = KeyFactory(user=None, team=theirs)
-    assert_error(api.get("/key/info", {"key": other.token}, key=service_key), 404, "not_found_error")
+    assert_error(api.get("/key/info", {"key": other.token}, key=service_key), 403, "auth_error")
 
 
 def test_key_info_service_account_key_reads_its_own_teams_key(api):

@@ -128,8 +128,20 @@ def test_user_info_of_an_org_peer_is_403(api, org_member, org):
     assert_error(api.get("/user/info", {"user_id": peer.user_id}, key=key_of(org_member)), 403, "auth_error")
 
 
-def test_user_info_of_a_user_in_another_tenant_is_404(api, outsider, member):
-    assert_error(api.get("/user/info", {"user_id": member.user_id}, key=key_of(outsider)), 404, "not_found_error")
+def test_user_info_of_a_user_in_another_tenant_is_403(api, outsider, member):
+    assert_error(api.get("/user/info", {"user_id": member.user_id}, key=key_of(outsider)), 403, "auth_error")
+
+
+def test_user_info_of_an_unknown_user_by_a_non_admin_is_the_same_403(api, outsider, member):
+    """Decided before existence: a non-admin cannot tell a real user id from an unknown one."""
+    real = api.get("/user/info", {"user_id": member.user_id}, key=key_of(outsider))
+    ghost = api.get("/user/info", {"user_id": "ghost@example.test"}, key=key_of(outsider))
+    assert real.status_code == ghost.status_code == 403
+    assert real.json()["error"]["type"] == ghost.json()["error"]["type"] == "auth_error"
+
+
+def test_user_info_of_an_unknown_user_by_an_org_admin_is_403(api, org_admin):
+    assert_error(api.get("/user/info", {"user_id": "ghost@example.test"}, key=key_of(org_admin)), 403, "auth_error")
 
 
 def test_user_info_by_org_admin_of_their_member(api, org_admin, org_member):

@@ -19,6 +19,8 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 ACCESSCTL_MASTER_KEY = env.str("ACCESSCTL_MASTER_KEY", default="")
 # `/metrics` needs `Authorization: Bearer <this>` when set; empty: open (serve it on an internal network).
 ACCESSCTL_METRICS_TOKEN = env.str("ACCESSCTL_METRICS_TOKEN", default="")
+# Teams any user may see as joinable on `/team/available` (LiteLLM's `default_internal_user_params.available_teams`).
+ACCESSCTL_AVAILABLE_TEAMS = env.list("ACCESSCTL_AVAILABLE_TEAMS", default=[])
 
 INSTALLED_APPS = [
     "accessctl.admin_site.AccessAdminConfig",  # django.contrib.admin with accessctl's site (admin_site.py)

@@ -220,27 +220,32 @@ def check(request: Any, read_params: Callable[[Any], Mapping[str, Any]]) -> Http
         return _json(refusal.body, refusal.status)
 
 
-def model_list(request: Any) -> HttpResponse:
-    """The models the bearer may call, in the OpenAI list shape; exactly the catalog models (and explicit
-    names) for which the check answers 200."""
+def reachable_models(request: Any) -> tuple[list[str], Mapping[str, str]]:
+    """The models the bearer may call now and the catalog ({model_name: provider}): exactly the catalog
+    models (and explicit names) for which the check answers 200. Raises `_Refusal`."""
+    snapshot = _caller(request)
     try:
-        snapshot = _caller(request)
-        try:
-            catalog = cache.get_catalog()
-        except DatabaseError:
-            raise _Refusal("The database is unavailable.", "no_db_connection", 503) from None
-        if snapshot is MASTER:
-            names = sorted(catalog)
-        else:
-            now = timezone.now()
-            status = status_decision(snapshot, now)
-            if not status.allowed:
-                raise _Refusal(status.message, status.type, 403, status.param)
-            names = [
-                name
-                for name in allowed_names(snapshot, "models", catalog)
-                if authorize(snapshot, now=now, model=name).allowed  # per-model budgets drop a model too
-            ]
+        catalog = cache.get_catalog()
+    except DatabaseError:
+        raise _Refusal("The database is unavailable.", "no_db_connection", 503) from None
+    if snapshot is MASTER:
+        return sorted(catalog), catalog
+    now = timezone.now()
+    status = status_decision(snapshot, now)
+    if not status.allowed:
+        raise _Refusal(status.message, status.type, 403, status.param)
+    names = [
+        name
+        for name in allowed_names(snapshot, "models", catalog)
+        if authorize(snapshot, now=now, model=name).allowed  # per-model budgets drop a model too
+    ]
+    return names, catalog
+
+
+def model_list(request: Any) -> HttpResponse:
+    """The models the bearer may call, in the OpenAI list shape."""
+    try:
+        names, catalog = reachable_models(request)
     except _Refusal as refusal:
         return _json(refusal.body, refusal.status)
     data = [

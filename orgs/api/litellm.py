@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Prefetch, Q
 from drf_spectacular.utils import extend_schema
@@ -38,6 +39,8 @@ from .litellm_serializers import (
     TeamIdsInput,
     TeamInfoOut,
     TeamListQuery,
+    TeamListV2Out,
+    TeamListV2Query,
     TeamMemberAddInput,
     TeamMemberAddOut,
     TeamMemberRefInput,
@@ -283,8 +286,13 @@ class TeamListView(DirectoryView):
         responses={200: TeamWithKeysOut(many=True), **errors(400, 401)},
     )
     def get(self, request: Request) -> Response:
-        query = self.query(TeamListQuery)
-        actor = request.actor
+        qs = self.listed(self.query(TeamListQuery))
+        teams = selectors.teams_with_members(qs.order_by("team_alias", "team_id")).prefetch_related(KEY_PREFETCH)
+        return Response(TeamWithKeysOut(teams, many=True).data)
+
+    def listed(self, query: dict[str, Any]):
+        """The teams the caller may list, narrowed by `user_id` and `organization_id` (LiteLLM's rules)."""
+        actor = self.request.actor
         qs = selectors.teams_in_context(self.tenant)
         user_id = query.get("user_id")
         if actor.is_service_account:
@@ -308,8 +316,58 @@ class TeamListView(DirectoryView):
             qs = qs.filter(organization__isnull=True)
         elif org_filter:
             qs = qs.filter(organization=selectors.as_uuid(org_filter)) if selectors.as_uuid(org_filter) else qs.none()
-        teams = selectors.teams_with_members(qs.order_by("team_alias", "team_id")).prefetch_related(KEY_PREFETCH)
-        return Response(TeamWithKeysOut(teams, many=True).data)
+        return qs
+
+
+class TeamListV2View(TeamListView):
+    @extend_schema(
+        tags=TEAM_TAGS,
+        operation_id="team_list_v2",
+        summary="Teams, paginated and filtered (LiteLLM's /v2/team/list)",
+        parameters=[TeamListV2Query],
+        responses={200: TeamListV2Out, **errors(400, 401)},
+    )
+    def get(self, request: Request) -> Response:
+        query = self.query(TeamListV2Query)
+        qs = self.listed(query)
+        if query.get("team_id"):
+            qs = qs.filter(pk=query["team_id"])
+        if query.get("team_alias"):
+            qs = qs.filter(team_alias__icontains=query["team_alias"])
+        sort_by = query.get("sort_by") or "team_alias"
+        order = f"-{sort_by}" if query["sort_order"] == "desc" else sort_by
+        size, page = query["page_size"], query["page"]
+        total = qs.count()
+        rows = selectors.teams_with_members(qs.order_by(order, "team_id")[(page - 1) * size : page * size])
+        return Response(
+            {
+                "teams": TeamWithKeysOut(rows.prefetch_related(KEY_PREFETCH), many=True).data,
+                "total": total,
+                "page": page,
+                "page_size": size,
+                "total_pages": page_count(total, size),
+            }
+        )
+
+
+class TeamAvailableView(DirectoryView):
+    @extend_schema(
+        tags=TEAM_TAGS,
+        summary="Teams offered to every user to join (ACCESSCTL_AVAILABLE_TEAMS) that the caller is not in",
+        responses={200: TeamOut(many=True), **errors(401)},
+    )
+    def get(self, request: Request) -> Response:
+        actor = request.actor
+        offered = [t for t in settings.ACCESSCTL_AVAILABLE_TEAMS if t]
+        qs = Team.objects.filter(pk__in=offered)
+        if self.tenant.organization is not None:
+            qs = qs.filter(organization=self.tenant.organization)
+        if actor.user_id:
+            qs = qs.exclude(memberships__user__user_id=actor.user_id)
+        elif actor.key_team_id:
+            qs = qs.exclude(pk=actor.key_team_id)
+        teams = selectors.teams_with_members(qs.order_by("team_alias", "team_id"))
+        return Response(TeamOut(teams, many=True).data)
 
 
 class TeamMemberAddView(DirectoryView):

@@ -131,6 +131,19 @@ class TeamListQuery(serializers.Serializer):
     organization_id = StrictCharField(required=False)
 
 
+class TeamListV2Query(TeamListQuery):
+    """`/v2/team/list`: LiteLLM's paginated team list and its filters."""
+
+    team_id = StrictCharField(required=False)
+    team_alias = StrictCharField(required=False, help_text="Part of the alias, ignoring case.")
+    page = StrictIntegerField(required=False, default=1, min_value=1, max_value=PAGE_MAX)
+    page_size = StrictIntegerField(required=False, default=10, min_value=1, max_value=100)
+    sort_by = serializers.ChoiceField(
+        choices=("team_id", "team_alias", "created_at", "updated_at", "spend", "max_budget"), required=False
+    )
+    sort_order = serializers.ChoiceField(choices=("asc", "desc"), required=False, default="asc")
+
+
 class TeamMemberAddInput(serializers.Serializer):
     team_id = StrictCharField()
     member = TeamMembersField(help_text="One member object, or a list of them.")
@@ -406,6 +419,14 @@ class UserUpdateOut(serializers.Serializer):
 
 class UserDeleteOut(serializers.Serializer):
     deleted_users = serializers.ListField(child=serializers.CharField())
+
+
+class TeamListV2Out(serializers.Serializer):
+    teams = TeamWithKeysOut(many=True)
+    total = serializers.IntegerField()
+    page = serializers.IntegerField()
+    page_size = serializers.IntegerField()
+    total_pages = serializers.IntegerField()
 
 
 class UserListOut(serializers.Serializer):

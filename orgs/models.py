@@ -260,6 +260,15 @@ class Team(BudgetFields, SpendFields):
         default=list, blank=True, editable=False, help_text="Kept equal to the team's access-group assignments."
     )
     metadata = db.JSONField(default=dict, blank=True)
+    # LiteLLM's legacy `admins` / `members` columns: kept as given at creation and never changed by member
+    # writes, as LiteLLM keeps them (its clients compare them before and after an update). The members
+    # and their roles are the memberships (`members_with_roles`).
+    legacy_admins = db.JSONField(
+        default=list, blank=True, editable=False, help_text="LiteLLM's legacy `admins` list, as given at creation."
+    )
+    legacy_members = db.JSONField(
+        default=list, blank=True, editable=False, help_text="LiteLLM's legacy `members` list, as given at creation."
+    )
     created_at = db.DateTimeField(default=timezone.now)
     updated_at = db.DateTimeField(auto_now=True)
     created_by = db.CharField(max_length=255, blank=True, default="")

@@ -499,10 +499,13 @@ def team_create(
     access_group_ids: list[Any] | None = None,
     members: list[tuple[User, str]] | None = None,
     by: policy.Actor | None = None,
+    legacy_admins: list[str] | None = None,
+    legacy_members: list[str] | None = None,
     **data: Any,
 ) -> Team:
     """Create a team (inside at most one organization), its members and access-group assignments. With
-    `by`, each existing member other than the caller is judged as a member add (`policy.can_add_member`)."""
+    `by`, each existing member other than the caller is judged as a member add (`policy.can_add_member`).
+    `legacy_admins` / `legacy_members` are LiteLLM's legacy lists, stored as given and never changed after."""
     from accessgroups.services import set_assigned_groups
 
     if by is not None:
@@ -528,7 +531,13 @@ def team_create(
             )
     kwargs = {"team_id": team_id} if team_id else {}
     team = Team.objects.create(
-        organization=organization, created_by=_label(actor), updated_by=_label(actor), **kwargs, **clean
+        organization=organization,
+        created_by=_label(actor),
+        updated_by=_label(actor),
+        legacy_admins=list(legacy_admins or []),
+        legacy_members=list(legacy_members or []),
+        **kwargs,
+        **clean,
     )
     if access_group_ids:
         set_assigned_groups(target=team, group_ids=access_group_ids, organization=organization)

@@ -153,7 +153,7 @@ def team_data(data: dict[str, Any]) -> dict[str, Any]:
     """A team body in the services' vocabulary."""
     out = {
         k: v for k, v in data.items()
-        if k not in ("team_id", "organization_id", "members_with_roles", "access_group_ids")
+        if k not in ("team_id", "organization_id", "members_with_roles", "access_group_ids", "admins", "members")
     }
     if "team_member_permissions" in out:
         out["member_permissions"] = out.pop("team_member_permissions")
@@ -195,6 +195,8 @@ class TeamNewView(DirectoryView):
                 team_id=data.get("team_id") or None,
                 access_group_ids=data.get("access_group_ids"),
                 members=list(members.values()),
+                legacy_admins=data.get("admins") or [],
+                legacy_members=data.get("members") or [],
                 **team_data(data),
             )
         return Response(team_out(team))

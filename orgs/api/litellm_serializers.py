@@ -111,6 +111,8 @@ class TeamFieldsInput(BudgetInput):
 
 class TeamNewInput(TeamFieldsInput):
     team_id = StrictCharField(required=False, allow_null=True)
+    admins = string_list(required=False, allow_null=True, help_text="LiteLLM's legacy list, stored as given.")
+    members = string_list(required=False, allow_null=True, help_text="LiteLLM's legacy list, stored as given.")
     members_with_roles = serializers.ListField(child=TeamMemberInput(), required=False, allow_null=True)
 
 
@@ -201,11 +203,13 @@ class TeamOut(serializers.Serializer):
 
     @extend_schema_field(serializers.ListField(child=serializers.CharField()))
     def get_admins(self, team: Any) -> list[str]:
-        return [m.user.user_id for m in team.memberships.all() if m.role == "admin"]
+        """LiteLLM's legacy list, as given at creation (the admins are in `members_with_roles`)."""
+        return list(team.legacy_admins or [])
 
     @extend_schema_field(serializers.ListField(child=serializers.CharField()))
     def get_members(self, team: Any) -> list[str]:
-        return [m.user.user_id for m in team.memberships.all()]
+        """LiteLLM's legacy list, as given at creation (the members are in `members_with_roles`)."""
+        return list(team.legacy_members or [])
 
     @extend_schema_field(MemberWithRoleOut(many=True))
     def get_members_with_roles(self, team: Any) -> list[dict[str, Any]]:

@@ -56,7 +56,9 @@ def test_team_new_by_org_admin_inside_their_org_makes_them_admin(api, org, org_a
     )
     assert response.status_code == 200
     assert response.json()["organization_id"] == str(org.pk)
-    assert response.json()["admins"] == [org_admin.user_id]
+    assert response.json()["members_with_roles"] == [
+        {"user_id": org_admin.user_id, "user_email": org_admin.user_email, "role": "admin"}
+    ]
 
 
 def test_team_new_by_org_admin_in_another_org_is_400_like_a_missing_org(api, org_admin):
@@ -345,7 +347,7 @@ def test_team_member_delete_removes_the_member_and_their_team_keys(api, team, me
     response = api.post("/team/member_delete", {"team_id": str(team.team_id), "user_id": member.user_id},
                         key=key_of(team_admin))
     assert response.status_code == 200
-    assert member.user_id not in response.json()["members"]
+    assert member.user_id not in [m["user_id"] for m in response.json()["members_with_roles"]]
     assert not VirtualKey.objects.filter(pk=key.pk).exists()
 
 
@@ -508,3 +510,38 @@ def test_team_info_of_another_team_by_service_account_key_is_404(api, team):
     other = TeamFactory(organization=team.organization)
     service = KeyFactory(user=None, team=team).raw
     assert_error(api.get("/team/info", {"team_id": str(other.team_id)}, key=service), 404, "not_found_error")
+
+
+# --- LiteLLM's legacy admins / members lists --------------------------------------------------
+
+
+def test_team_legacy_admins_and_members_stay_as_given_at_creation(api, outsider):
+    created = api.post("/team/new", {"team_alias": "legacy", "admins": ["a@x"], "members": ["a@x", "b@x"]}).json()
+    assert (created["admins"], created["members"]) == (["a@x"], ["a@x", "b@x"])
+    added = api.post("/team/member_add", {"team_id": created["team_id"],
+                                          "member": {"user_id": outsider.user_id, "role": "admin"}})
+    assert added.status_code == 200, added.content
+    info = api.get("/team/info", {"team_id": created["team_id"]}).json()["team_info"]
+    assert (info["admins"], info["members"]) == (["a@x"], ["a@x", "b@x"])
+    assert outsider.user_id in [m["user_id"] for m in info["members_with_roles"]]
+
+
+def test_team_legacy_lists_are_empty_by_default_while_members_with_roles_lists_the_creator(api, org, org_admin):
+    created = api.post("/team/new", {"team_alias": "t", "organization_id": str(org.pk)}, key=key_of(org_admin)).json()
+    assert created["admins"] == [] and created["members"] == []
+    assert [m["user_id"] for m in created["members_with_roles"]] == [org_admin.user_id]
+
+
+def test_team_update_changes_only_the_fields_sent(api, outsider):
+    """LiteLLM's tests compare every other field of a team before and after `/team/update`."""
+    created = api.post("/team/new", {"team_alias": "before", "members_with_roles": [
+        {"user_id": outsider.user_id, "role": "user"}]}).json()
+    before = api.get("/team/info", {"team_id": created["team_id"]}).json()["team_info"]
+    api.post("/team/member_add", {"team_id": created["team_id"], "member": {"user_id": "late@x", "role": "user"}})
+    response = api.post("/team/update", {"team_id": created["team_id"], "team_alias": "after"})
+    after = response.json()["data"]
+    assert after["team_alias"] == "after"
+    ignored = {"team_alias", "updated_at", "members_with_roles"}
+    assert {k: v for k, v in after.items() if k not in ignored} == {
+        k: v for k, v in before.items() if k in after and k not in ignored
+    }

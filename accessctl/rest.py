@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from django import forms
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Model, QuerySet
 from django_filters import rest_framework as filters
@@ -14,6 +15,7 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 
 from accessctl.errors import InvalidInput
+from accessctl.ids import is_valid_id
 from accessctl.litellm import errors as _errors
 from accessctl.tenancy import TenantAPIView
 
@@ -31,8 +33,31 @@ def errors(*statuses: int) -> dict[int, OpenApiResponse]:
     return _errors(*statuses)
 
 
-class UUIDInFilter(filters.BaseInFilter, filters.UUIDFilter):
-    """`?field=a,b,c` with UUIDs; a malformed one is a 400 naming the filter."""
+class IdFormField(forms.CharField):
+    """An id of SPEC §1 (printable, at most 128 characters); anything else is a 400 naming the filter."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("strip", False)
+        super().__init__(*args, **kwargs)
+
+    def clean(self, value: Any) -> Any:
+        value = super().clean(value)
+        if value in (None, ""):
+            return value
+        items = value if isinstance(value, list) else [value]
+        if not all(is_valid_id(v) for v in items):
+            raise DjangoValidationError("Enter a valid id: printable, at most 128 characters.", code="invalid")
+        return value
+
+
+class IdFilter(filters.CharFilter):
+    """`?field=id` with SPEC §1's string ids."""
+
+    field_class = IdFormField
+
+
+class IdInFilter(filters.BaseInFilter, IdFilter):
+    """`?field=a,b,c` with SPEC §1's string ids; a value that cannot be an id is a 400 naming the filter."""
 
 
 class CharInFilter(filters.BaseInFilter, filters.CharFilter):

@@ -36,11 +36,11 @@ class TenantAutoSchema(AutoSchema):
 
 ORGANIZATION_HEADER = OpenApiParameter(
     "X-Organization-Id",
-    OpenApiTypes.UUID,
+    OpenApiTypes.STR,
     OpenApiParameter.HEADER,
     required=False,
     description=(
         "The organization to work in (personal keys, the master key, browser sessions). Ignored for a key bound "
-        "to an organization. Malformed → 400; not a member → 403; unknown or soft-deleted → 404."
+        "to an organization. Not an id (printable, at most 128 characters) → 400; not a member → 403; unknown or soft-deleted → 404."
     ),
 )

@@ -10,7 +10,6 @@ System users and platform admins in "all" mode bypass the read filter.
 """
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +21,7 @@ from rest_framework.views import APIView
 from accessctl import policy
 from accessctl.authentication import BearerKeyAuthentication, BrowserSessionAuthentication, KeyCredentials
 from accessctl.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from accessctl.ids import as_id
 from accessctl.schema import TenantAutoSchema
 from orgs.models import Organization, User
 
@@ -75,15 +75,19 @@ class TenantContext:
         return queryset.filter(condition)
 
 
-def parse_org_header(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value.strip())
-    except (ValueError, AttributeError) as exc:
-        raise InvalidInput("Invalid X-Organization-Id: must be an organization id (UUID).",
-                           param="X-Organization-Id") from exc
+def parse_org_header(value: str) -> str:
+    """The organization id a header names (SPEC §1's string ids); not one → 400. Surrounding blanks are
+    HTTP's, not the id's."""
+    org_id = as_id(value.strip()) if isinstance(value, str) else None
+    if org_id is None:
+        raise InvalidInput(
+            "Invalid X-Organization-Id: must be an organization id (printable, at most 128 characters).",
+            param="X-Organization-Id",
+        )
+    return org_id
 
 
-def _was_member(user: Any, org_id: uuid.UUID) -> bool:
+def _was_member(user: Any, org_id: str) -> bool:
     """A member of a soft-deleted organization is told it is gone (404), not that they never belonged."""
     from orgs.models import OrganizationMembership
 

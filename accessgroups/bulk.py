@@ -35,6 +35,7 @@ from django.utils import timezone
 
 from accessctl import metrics
 from accessctl.errors import Conflict, InvalidInput, NotFound
+from accessctl.ids import as_id
 from accessctl.policy import Target, access_group_target
 from keys import crypto
 from orgs.audit import Affects, record
@@ -141,10 +142,16 @@ class _Plan:
 
 
 def _uuid(value: Any) -> uuid.UUID | None:
+    """A key's primary key (keys keep UUIDs; teams and groups have SPEC §1's string ids)."""
     try:
         return uuid.UUID(str(value).strip())
     except (ValueError, AttributeError):
         return None
+
+
+def _id(value: Any) -> str | None:
+    """A team, organization or access-group id (SPEC §1), or None when the value cannot be one."""
+    return as_id(str(value).strip()) if value is not None else None
 
 
 def resolve_groups(refs: Iterable[str], *, organization: Organization | None = None) -> list[AccessGroup]:
@@ -156,16 +163,17 @@ def resolve_groups(refs: Iterable[str], *, organization: Organization | None = N
     visible = AccessGroup.objects.all()
     if organization is not None:
         visible = visible.filter(Q(organization__isnull=True) | Q(organization=organization))
-    ids = [u for u in map(_uuid, refs) if u is not None]
-    names = [r.lower() for r in refs if _uuid(r) is None]
+    # A ref is an id or a name: ids are free strings (SPEC §1), so an id match wins, then names.
+    ids = [i for i in map(_id, refs) if i is not None]
+    names = [r.lower() for r in refs]
     rows = list(
         visible.annotate(lname=Lower("access_group_name")).filter(Q(access_group_id__in=ids) | Q(lname__in=names))
     )
     found: dict[str, AccessGroup] = {}
     for ref in refs:
-        ref_id = _uuid(ref)
-        if ref_id is not None:
-            matches = [g for g in rows if g.access_group_id == ref_id]
+        by_id = [g for g in rows if g.access_group_id == ref]
+        if by_id:
+            matches = by_id
         else:
             matches = [g for g in rows if g.access_group_name.lower() == ref.lower()]
             own = [g for g in matches if organization is not None and g.organization_id == organization.pk]
@@ -198,7 +206,7 @@ def _filtered(kind: Kind, selection: Selection, org_id: str | None) -> QuerySet:
     if org_id is not None:
         qs = qs.filter(organization_id=org_id)
     if selection.organization_id:
-        wanted = _uuid(selection.organization_id)
+        wanted = _id(selection.organization_id)
         if wanted is None or not Organization.objects.filter(pk=wanted).exists():
             raise InvalidInput(f"Unknown organization: {selection.organization_id}", param="organization_id")
         if org_id is not None and str(wanted) != org_id:
@@ -208,7 +216,7 @@ def _filtered(kind: Kind, selection: Selection, org_id: str | None) -> QuerySet:
         if kind.name == TEAMS:
             raise InvalidInput("team_id filters keys; choose teams by ids, organization or alias prefix.",
                                param="team_id")
-        team_id = _uuid(selection.team_id)
+        team_id = _id(selection.team_id)
         teams = Team.objects.filter(pk=team_id) if team_id is not None else Team.objects.none()
         if org_id is not None:
             teams = teams.filter(organization_id=org_id)
@@ -243,10 +251,11 @@ def _resolve_ids(kind: Kind, refs: Sequence[str], qs: QuerySet, chunk: int) -> l
             unknown += [r for u, r in by_id.items() if str(u) not in seen]
             unknown += [r for t, r in by_token.items() if t not in seen]
         else:
-            rows = qs.filter(team_id__in=list(by_id)).values_list("created_at", "team_id")
+            team_ids = {t: r for r in part if (t := _id(r)) is not None}
+            rows = qs.filter(team_id__in=list(team_ids)).values_list("created_at", "team_id")
             positions.update(rows)
             found = {pk for _, pk in positions}
-            unknown += [r for r in part if _uuid(r) is None or _uuid(r) not in found]
+            unknown += [r for r in part if _id(r) is None or _id(r) not in found]
     if unknown:
         shown = ", ".join(crypto.mask(r) if r.strip().startswith(crypto.KEY_PREFIX) else r for r in unknown[:5])
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
@@ -305,16 +314,18 @@ Position = tuple[datetime.datetime, Any]  # (created_at, primary key): the order
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
-def encode_position(position: Position) -> str:
-    """A compact, resumable cursor: microseconds since the epoch and the primary key's hex."""
+def encode_position(position: Position, *, uuid_pk: bool = True) -> str:
+    """A compact, resumable cursor: microseconds since the epoch and the primary key (a key's UUID as hex;
+    a team's string id, SPEC §1, as it is)."""
     created_at, pk = position
-    return f"{(created_at - _EPOCH) // datetime.timedelta(microseconds=1)}:{uuid.UUID(str(pk)).hex}"
+    ident = uuid.UUID(str(pk)).hex if uuid_pk else str(pk)
+    return f"{(created_at - _EPOCH) // datetime.timedelta(microseconds=1)}:{ident}"
 
 
-def decode_position(cursor: str) -> Position | None:
+def decode_position(cursor: str, *, uuid_pk: bool = True) -> Position | None:
     try:
         micros, pk = cursor.split(":", 1)
-        return _EPOCH + datetime.timedelta(microseconds=int(micros)), uuid.UUID(pk)
+        return _EPOCH + datetime.timedelta(microseconds=int(micros)), (uuid.UUID(pk) if uuid_pk else pk)
     except (ValueError, AttributeError):
         return None
 
@@ -559,7 +570,7 @@ def bulk_assign(
     if job is not None:
         BulkJob.objects.filter(pk=job.pk).update(matched=result.matched)
     limit = batch_limit(batch_size, len(p.groups))
-    after = decode_position(resume_after) if resume_after else None
+    after = decode_position(resume_after, uuid_pk=p.kind.uuid_pk) if resume_after else None
     if after is not None and p.positions is not None:
         p.positions = [position for position in p.positions if position > after]
     for report in _batches(p, operation, dry_run, actor, job, limit, after, result, deadline):
@@ -589,14 +600,14 @@ def _batches(
                 # together, and only while this run still holds the job (else the batch rolls back).
                 progressed = BulkJob.objects.filter(pk=job.pk, runner=job.runner).update(
                     processed=F("processed") + len(rows), changed=F("changed") + len(changed),
-                    cursor=encode_position(after), heartbeat_at=timezone.now(),
+                    cursor=encode_position(after, uuid_pk=p.kind.uuid_pk), heartbeat_at=timezone.now(),
                 )
                 if not progressed:
                     raise JobTakenOver(str(job.pk))
         result.batches += 1
         result.changed += len(changed)
         result.rows += count
-        result.cursor = encode_position(after)
+        result.cursor = encode_position(after, uuid_pk=p.kind.uuid_pk)
         index += 1
         # Labels only for a dry run, which prints them; a real run reports counts.
         labels = [(_public_id(p.kind, r), _label(p.kind, r)) for r in changed] if dry_run else []

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection
-from django.db.models import Model, TextField
+from django.db.models import Model, TextField, UUIDField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
@@ -25,7 +25,7 @@ from orgs.models import Team
 from .models import AccessGroup, KeyAccessGroup, TeamAccessGroup
 
 KEYS, TEAMS = "keys", "teams"
-_ARRAY_SAFE = re.compile(r"[0-9A-Fa-f,-]*")  # UUIDs and hex tokens: no quoting needed in an array literal
+_ARRAY_SAFE = re.compile(r"[0-9A-Fa-f-]+")  # UUIDs and hex tokens: no quoting needed in an array literal
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,11 @@ class Kind:
     fk: str
     alias_field: str
     label_fields: tuple[str, ...]
+
+    @property
+    def uuid_pk(self) -> bool:
+        """Keys have UUIDs; teams have SPEC §1's string ids."""
+        return isinstance(self.model._meta.pk, UUIDField)
 
 
 KINDS = {
@@ -62,8 +67,9 @@ def pg_array(values: Iterable[Any]) -> str | list[str]:
     """A PostgreSQL array parameter: a literal `{a,b}` when every item is a UUID or hex token (one string
     to send instead of one adapted value per item), else the list for the driver to adapt."""
     items = [str(v) for v in values]
-    joined = ",".join(items)
-    return "{" + joined + "}" if _ARRAY_SAFE.fullmatch(joined) else items
+    if all(_ARRAY_SAFE.fullmatch(item) for item in items):
+        return "{" + ",".join(items) + "}"
+    return items
 
 
 def assignments_of(kind: Kind, target_ids: Sequence[Any]) -> list[tuple[str, str]]:
@@ -81,17 +87,12 @@ def assignments_of(kind: Kind, target_ids: Sequence[Any]) -> list[tuple[str, str
     return [(str(target_id), str(group_id)) for target_id, group_id in rows]
 
 
-def _text_id(value: Any) -> str:
-    """An id as text, hyphenated (SQLite's raw rows hold UUIDs as 32 hex digits)."""
-    if isinstance(value, uuid.UUID):
+def _text_id(value: Any, field: Any = None) -> str:
+    """An id as text: a UUID hyphenated (SQLite's raw rows hold UUIDs as 32 hex digits); a string id
+    (teams, access groups: SPEC §1) as it is."""
+    if field is not None and not isinstance(field, UUIDField):
         return str(value)
-    text = str(value)
-    if len(text) == 32:
-        try:
-            return str(uuid.UUID(text))
-        except ValueError:
-            pass
-    return text  # an id that is not a UUID stays as it is
+    return str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
 
 
 def insert_assignments(kind: Kind, target_ids: Sequence[Any], group_ids: Sequence[str]) -> list[tuple[Any, str]]:
@@ -134,7 +135,7 @@ def insert_assignments(kind: Kind, target_ids: Sequence[Any], group_ids: Sequenc
         cursor.execute(sql, params)
         if connection.vendor == "postgresql":
             return cursor.fetchall()
-        return [(_text_id(t), _text_id(g)) for t, g in cursor.fetchall()]
+        return [(_text_id(t, kind.model._meta.pk), str(g)) for t, g in cursor.fetchall()]
 
 
 def delete_assignments(kind: Kind, target_ids: Sequence[Any], group_ids: Sequence[str]) -> list[tuple[Any, str]]:
@@ -166,7 +167,7 @@ def delete_assignments(kind: Kind, target_ids: Sequence[Any], group_ids: Sequenc
         cursor.execute(sql, params)
         if connection.vendor == "postgresql":
             return cursor.fetchall()
-        return [(_text_id(t), _text_id(g)) for t, g in cursor.fetchall()]
+        return [(_text_id(t, kind.model._meta.pk), str(g)) for t, g in cursor.fetchall()]
 
 
 def write_target_lists(kind: Kind, updates: dict[Any, tuple[str, tuple[str, ...]]]) -> set[Any]:
@@ -213,7 +214,9 @@ def write_target_lists(kind: Kind, updates: dict[Any, tuple[str, tuple[str, ...]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         written = [row[0] for row in cursor.fetchall()]
-    return set(written) if connection.vendor == "postgresql" else {_text_id(pk) for pk in written}
+    if connection.vendor == "postgresql":
+        return set(written)
+    return {_text_id(pk, kind.model._meta.pk) for pk in written}
 
 
 def lists_of(kind: Kind, target_ids: Sequence[Any]) -> dict[Any, str]:

@@ -7,6 +7,7 @@ from django.db import models as db
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from accessctl.ids import ID_MAX_LENGTH, new_id
 from keys.models import VirtualKey
 from orgs.models import Organization, Team
 
@@ -14,7 +15,10 @@ from orgs.models import Organization, Team
 class AccessGroup(db.Model):
     """A named bundle of models, MCP servers and agents, global or owned by one organization."""
 
-    access_group_id = db.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    access_group_id = db.CharField(
+        primary_key=True, max_length=ID_MAX_LENGTH, default=new_id, editable=False,
+        help_text="Caller-chosen string id (SPEC §1); a UUID string when omitted.",
+    )
     access_group_name = db.CharField(
         max_length=255, help_text="Unique per owner, ignoring case. May be used as an entry of a key's models."
     )
@@ -175,7 +179,7 @@ class BulkJob(db.Model):
     processed = db.IntegerField(default=0, help_text="Keys or teams handled so far.")
     changed = db.IntegerField(default=0, help_text="Keys or teams whose groups changed.")
     cursor = db.CharField(
-        max_length=64, blank=True, default="", help_text="Last id handled; a retried job resumes after it."
+        max_length=200, blank=True, default="", help_text="Last id handled; a retried job resumes after it."
     )
     runner = db.CharField(
         max_length=64, blank=True, default="",

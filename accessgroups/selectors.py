@@ -1,10 +1,11 @@
 """Reads of access groups and the catalog, filtered by the tenant context inside the query."""
 from __future__ import annotations
 
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from django.db.models import Q, QuerySet
+
+from accessctl.ids import as_id
 
 from .models import AccessGroup, KeyAccessGroup, TeamAccessGroup
 
@@ -33,11 +34,8 @@ def access_groups_in_context(tenant: TenantContext) -> QuerySet[AccessGroup]:
 
 
 def access_group_in_context(tenant: TenantContext, access_group_id: Any) -> AccessGroup | None:
-    try:
-        uid = uuid.UUID(str(access_group_id))
-    except (TypeError, ValueError, AttributeError):
-        return None
-    return access_groups_in_context(tenant).filter(pk=uid).first()
+    object_id = as_id(access_group_id)
+    return access_groups_in_context(tenant).filter(pk=object_id).first() if object_id else None
 
 
 def access_groups_visible(tenant: TenantContext) -> QuerySet[AccessGroup]:

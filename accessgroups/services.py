@@ -251,7 +251,19 @@ def access_group_create(
         raise Conflict(f"Access group '{data['access_group_name']}' already exists", param="access_group_name")
     teams = _teams_by_ids(assigned_team_ids or [], organization)
     keys = _keys_by_tokens(assigned_key_ids or [], organization)
-    kwargs = {"access_group_id": access_group_id} if access_group_id else {}
+    kwargs = {}
+    if access_group_id is not None:
+        from accessctl.ids import valid_id
+        from orgs.models import AuditEntry
+
+        access_group_id = valid_id(access_group_id, "access_group_id")
+        # Unique and never reused (SPEC §1): a deleted group's id stays in the audit log.
+        taken = AccessGroup.objects.filter(pk=access_group_id).exists() or AuditEntry.objects.filter(
+            object_type="access_group", object_id=access_group_id
+        ).exists()
+        if taken:
+            raise Conflict(f"Access group id '{access_group_id}' already exists", param="access_group_id")
+        kwargs["access_group_id"] = access_group_id
     try:
         with transaction.atomic():
             group = AccessGroup.objects.create(
@@ -287,7 +299,7 @@ def _teams_by_ids(team_ids: Iterable[Any], organization: Organization | None) ->
     wanted = {str(t) for t in team_ids}
     if not wanted:
         return []
-    valid, invalid = _split_uuids(wanted)
+    valid, invalid = _split_ids(wanted)
     qs = Team.objects.filter(team_id__in=valid)
     if organization is not None:
         qs = qs.filter(organization=organization)
@@ -314,16 +326,12 @@ def _keys_by_tokens(tokens: Iterable[str], organization: Organization | None) ->
     return list(found.values())
 
 
-def _split_uuids(values: set[str]) -> tuple[set[str], set[str]]:
-    import uuid
+def _split_ids(values: set[str]) -> tuple[set[str], set[str]]:
+    """(ids that may exist, values that cannot be ids) — SPEC §1's string ids."""
+    from accessctl.ids import is_valid_id
 
-    valid, invalid = set(), set()
-    for value in values:
-        try:
-            valid.add(str(uuid.UUID(value)))
-        except (ValueError, AttributeError):
-            invalid.add(value)
-    return valid, invalid
+    valid = {v for v in values if is_valid_id(v)}
+    return valid, values - valid
 
 
 def _assign(group: AccessGroup, *, teams: Iterable[Team] = (), keys: Iterable[VirtualKey] = ()) -> tuple[int, int]:
@@ -536,7 +544,7 @@ def set_assigned_groups(
     Returns (added, removed) group ids.
     """
     wanted = {str(g) for g in group_ids}
-    valid, invalid = _split_uuids(wanted)
+    valid, invalid = _split_ids(wanted)
     visible = Q(organization__isnull=True)
     if organization is not None:
         visible |= Q(organization=organization)
@@ -563,7 +571,7 @@ def set_assigned_groups(
 
 
 def access_group_get(access_group_id: Any) -> AccessGroup:
-    valid, _ = _split_uuids({str(access_group_id)})
+    valid, _ = _split_ids({str(access_group_id)})
     group = AccessGroup.objects.filter(access_group_id__in=valid).first()
     if group is None:
         raise NotFound(f"Access group '{access_group_id}' not found", param="access_group_id")

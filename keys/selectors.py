@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime
-import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +10,7 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 
 from accessctl.errors import InvalidInput
+from accessctl.ids import as_id
 from accessgroups.models import AccessGroup
 
 from .authz import GroupRow, KeyRows
@@ -198,8 +198,8 @@ def key_list(
     for name in ("team_id", "organization_id"):
         value = filters.get(name)
         if value:
-            uid = _uuid_or_none(value)
-            qs = qs.filter(**{name: uid}) if uid else qs.none()
+            object_id = as_id(value)
+            qs = qs.filter(**{name: object_id}) if object_id else qs.none()
     if filters.get("key_hash"):
         qs = qs.filter(token=token_for(filters["key_hash"]))
     if filters.get("key_alias"):
@@ -217,13 +217,6 @@ def key_list(
     order = filters.get("sort_by", "created_at")
     prefix = "-" if filters.get("sort_order", "desc") == "desc" else ""
     return qs.order_by(f"{prefix}{order}", "token")
-
-
-def _uuid_or_none(value: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return None
 
 
 def keys_visible(tenant: TenantContext) -> QuerySet[VirtualKey]:

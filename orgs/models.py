@@ -10,6 +10,8 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
+from accessctl.ids import ID_MAX_LENGTH, new_id
+
 from .roles import (
     DEFAULT_TEAM_MEMBER_PERMISSIONS,
     ORG_ROLE_CHOICES,
@@ -178,7 +180,10 @@ class OrganizationQuerySet(db.QuerySet):
 class Organization(SpendFields):
     """A tenant. Soft-deleted organizations block every request made in their context."""
 
-    organization_id = db.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization_id = db.CharField(
+        primary_key=True, max_length=ID_MAX_LENGTH, default=new_id, editable=False,
+        help_text="Caller-chosen string id (SPEC §1); a UUID string when omitted.",
+    )
     organization_alias = db.CharField(max_length=255, help_text="Human-readable name.")
     models = db.JSONField(
         default=list, blank=True, help_text="Models teams and keys of this organization may use; empty means all."
@@ -237,7 +242,10 @@ class OrganizationMembership(db.Model):
 class Team(BudgetFields, SpendFields):
     """A group of users inside at most one organization."""
 
-    team_id = db.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    team_id = db.CharField(
+        primary_key=True, max_length=ID_MAX_LENGTH, default=new_id, editable=False,
+        help_text="Caller-chosen string id (SPEC §1); a UUID string when omitted.",
+    )
     team_alias = db.CharField(max_length=255, null=True, blank=True, help_text="Human-readable name.")
     organization = db.ForeignKey(
         Organization,
@@ -340,8 +348,9 @@ class AuditEntry(db.Model):
     action = db.CharField(max_length=64, db_index=True, help_text="What was done, e.g. key_generate.")
     object_type = db.CharField(max_length=64)
     object_id = db.CharField(max_length=255, db_index=True)
-    organization_id = db.UUIDField(
-        null=True, blank=True, db_index=True, help_text="Tenant the object belongs to, for filtering."
+    organization_id = db.CharField(
+        max_length=ID_MAX_LENGTH, null=True, blank=True, db_index=True,
+        help_text="Tenant the object belongs to, for filtering."
     )
     before = db.JSONField(default=dict, blank=True)
     after = db.JSONField(default=dict, blank=True)

@@ -1,24 +1,17 @@
 """Reads of users, organizations, teams and memberships, filtered by the tenant context inside the query."""
 from __future__ import annotations
 
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from django.db.models import Count, Prefetch, Q, QuerySet
+
+from accessctl.ids import as_id  # noqa: E402 - a malformed id finds nothing, like a missing one
 
 from .models import AuditEntry, Organization, OrganizationMembership, Team, TeamMembership, User
 from .roles import PLATFORM_ROLES, PlatformRole
 
 if TYPE_CHECKING:
     from accessctl.tenancy import TenantContext
-
-
-def as_uuid(value: Any) -> uuid.UUID | None:
-    """A UUID from what a caller passed, or None (a malformed id finds nothing, like a missing one)."""
-    try:
-        return uuid.UUID(str(value))
-    except (TypeError, ValueError, AttributeError):
-        return None
 
 
 # --- organizations ----------------------------------------------------------------------------
@@ -30,7 +23,7 @@ def organizations_in_context(tenant: TenantContext) -> QuerySet[Organization]:
 
 
 def organization_in_context(tenant: TenantContext, organization_id: Any) -> Organization | None:
-    uid = as_uuid(organization_id)
+    uid = as_id(organization_id)
     return organizations_in_context(tenant).filter(pk=uid).first() if uid else None
 
 
@@ -63,13 +56,13 @@ def teams_in_context(tenant: TenantContext) -> QuerySet[Team]:
 
 
 def team_in_context(tenant: TenantContext, team_id: Any) -> Team | None:
-    uid = as_uuid(team_id)
+    uid = as_id(team_id)
     return teams_in_context(tenant).filter(pk=uid).first() if uid else None
 
 
 def teams_by_ids_in_context(tenant: TenantContext, team_ids: list[Any]) -> dict[str, Team]:
     """Teams by id in one query; ids the context cannot see are simply absent."""
-    uids = [u for u in (as_uuid(t) for t in team_ids) if u]
+    uids = [u for u in (as_id(t) for t in team_ids) if u]
     return {str(t.team_id): t for t in teams_in_context(tenant).filter(pk__in=uids)}
 
 
@@ -155,7 +148,7 @@ def user_list(tenant: TenantContext, *, organization_ids: list[str] | None, filt
         term = filters["search"]
         qs = qs.filter(Q(user_id__icontains=term) | Q(user_email__icontains=term) | Q(user_alias__icontains=term))
     if filters.get("team"):
-        uid = as_uuid(filters["team"])
+        uid = as_id(filters["team"])
         qs = qs.filter(team_memberships__team_id=uid) if uid else qs.none()
     prefix = "-" if filters.get("sort_order") == "desc" else ""
     order = filters.get("sort_by") or "user_id"

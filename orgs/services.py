@@ -1,7 +1,6 @@
 """Every write to users, organizations, teams and memberships; each in a transaction, each audited."""
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from django.contrib.auth import password_validation
@@ -13,11 +12,12 @@ from django.utils import timezone
 from accessctl import policy
 from accessctl.common import field_values, model_update
 from accessctl.errors import Conflict, InvalidInput
+from accessctl.ids import new_id, valid_id
 from keys.authz import Allow
 from keys.services import BUDGET_FIELDS, SPEND_FIELDS, _validate_budget, validate_models
 
 from .audit import Affects, record
-from .models import Budget, Organization, OrganizationMembership, Team, TeamMembership, User
+from .models import AuditEntry, Budget, Organization, OrganizationMembership, Team, TeamMembership, User
 from .roles import (
     ORG_ROLES,
     PLATFORM_ROLES,
@@ -51,6 +51,14 @@ TEAM_FIELDS = (
     *BUDGET_FIELDS,
     *SPEND_FIELDS,
 )
+
+
+def _id_taken(model: type, object_id: str, object_type: str, field: str = "pk") -> bool:
+    """An id is never reused (SPEC §1): taken by a row, or by a deleted row the audit log remembers."""
+    return (
+        model.objects.filter(**{field: object_id}).exists()
+        or AuditEntry.objects.filter(object_type=object_type, object_id=object_id).exists()
+    )
 
 
 def _label(actor: User | None) -> str:
@@ -117,14 +125,12 @@ def _validate_password(password: Any, user: User) -> None:
 def user_create(
     *, actor: User | None, user_id: str | None = None, password: str | None = None, **data: Any
 ) -> User:
-    """Create a user; `user_id` defaults to a new UUID. A duplicate id or email → 409."""
-    user_id = user_id or str(uuid.uuid4())
-    if not isinstance(user_id, str) or not user_id.strip() or len(user_id) > 255:
-        raise InvalidInput("user_id must be a non-empty string of at most 255 characters.", param="user_id")
+    """Create a user; `user_id` (SPEC §1's string id) defaults to a UUID string. A duplicate id or email → 409."""
+    user_id = valid_id(user_id, "user_id") if user_id is not None else new_id()
     clean = _clean_user_data(data)
     if password:
         _validate_password(password, User(user_id=user_id, **clean))
-    if User.objects.filter(user_id=user_id).exists():
+    if _id_taken(User, user_id, "user", field="user_id"):
         raise Conflict(f"User with user_id {user_id} already exists", param="user_id")
     if clean.get("user_email") and User.objects.filter(user_email__iexact=clean["user_email"]).exists():
         raise Conflict(f"User with email {clean['user_email']} already exists", param="user_email")
@@ -245,11 +251,8 @@ def organization_create(
     if "models" in extra:
         extra["models"] = validate_models(extra["models"])
     if organization_id is not None:
-        try:
-            organization_id = uuid.UUID(str(organization_id))
-        except ValueError as exc:
-            raise InvalidInput("organization_id must be a UUID.", param="organization_id") from exc
-        if Organization.objects.filter(pk=organization_id).exists():
+        organization_id = valid_id(organization_id, "organization_id")
+        if _id_taken(Organization, organization_id, "organization"):
             raise Conflict(f"Organization {organization_id} already exists", param="organization_id")
     budget = Budget.objects.create(created_by=_label(actor), updated_by=_label(actor), **budget_data)
     kwargs = {"organization_id": organization_id} if organization_id else {}
@@ -521,11 +524,8 @@ def team_create(
     clean = _clean_team_data(data, organization)
     clean.pop("organization", None)
     if team_id is not None:
-        try:
-            team_id = uuid.UUID(str(team_id))
-        except ValueError as exc:
-            raise InvalidInput("team_id must be a UUID.", param="team_id") from exc
-        if Team.objects.filter(pk=team_id).exists():
+        team_id = valid_id(team_id, "team_id")
+        if _id_taken(Team, team_id, "team"):
             raise InvalidInput(
                 f"Team id = {team_id} already exists. Please use a different team id.", param="team_id"
             )

@@ -10,6 +10,7 @@ from rest_framework.response import Response
 
 from accessctl import policy
 from accessctl.errors import NotFound
+from accessctl.ids import IdField, as_id
 from accessctl.policy import access_group_target
 from accessctl.tenancy import TenantAPIView
 from accessgroups.bulk import (
@@ -32,8 +33,8 @@ class BulkAssignInput(serializers.Serializer):
         child=serializers.CharField(max_length=255), required=False, default=list, max_length=MAX_IDS,
         help_text="Key ids or tokens, or team ids.",
     )
-    team_id = serializers.UUIDField(required=False, help_text="Keys of this team.")
-    organization_id = serializers.UUIDField(required=False, help_text="Keys or teams of this organization.")
+    team_id = IdField(required=False, help_text="Keys of this team.")
+    organization_id = IdField(required=False, help_text="Keys or teams of this organization.")
     alias_prefix = serializers.CharField(required=False, max_length=255, help_text="Alias starts with this.")
     all = serializers.BooleanField(default=False, help_text="Every key or team in reach (with the other filters).")
     unassign = serializers.BooleanField(default=False, help_text="Remove the group instead of assigning it.")
@@ -41,7 +42,7 @@ class BulkAssignInput(serializers.Serializer):
 
 
 class BulkJobOutput(serializers.ModelSerializer):
-    organization_id = serializers.UUIDField(allow_null=True, read_only=True)
+    organization_id = IdField(allow_null=True, read_only=True)
     progress = serializers.SerializerMethodField(help_text="Share of the matched keys or teams handled, 0 to 1.")
     stalled = serializers.SerializerMethodField(
         help_text="Queued or running with no progress for a while (its worker is likely gone): resume it."
@@ -105,10 +106,7 @@ class AccessGroupBulkAssignView(TenantAPIView):
 
     def _group(self, access_group_id: str) -> AccessGroup:
         """The group if the caller's tenant can see it; anything else is the same 404."""
-        try:
-            pk = uuid.UUID(access_group_id)
-        except ValueError:
-            pk = None
+        pk = as_id(access_group_id)
         tenant = self.request.tenant
         visible = tenant.scope(AccessGroup.objects.all(), org_field="organization")
         group = None

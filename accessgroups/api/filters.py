@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from django_filters import rest_framework as filters
 
-from accessctl.rest import UUIDInFilter
+from accessctl.rest import IdFilter, IdInFilter
 from accessgroups.models import AccessGroup, Agent, CatalogModel, MCPServer
 
 
 class AccessGroupFilter(filters.FilterSet):
-    access_group_id = UUIDInFilter(help_text="Comma-separated access group ids.")
+    access_group_id = IdInFilter(help_text="Comma-separated access group ids.")
     access_group_name = filters.CharFilter(lookup_expr="icontains")
-    organization_id = filters.UUIDFilter(field_name="organization_id")
+    organization_id = IdFilter(field_name="organization_id")
     is_global = filters.BooleanFilter(field_name="organization", lookup_expr="isnull", help_text="Global groups only.")
 
     class Meta:

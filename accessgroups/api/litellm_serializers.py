@@ -23,6 +23,10 @@ class AccessGroupFieldsInput(serializers.Serializer):
 
 class AccessGroupCreateInput(AccessGroupFieldsInput):
     access_group_name = StrictCharField(max_length=255)
+    access_group_id = StrictCharField(
+        required=False, allow_null=True, trim_whitespace=False,
+        help_text="Caller-chosen id (SPEC §1); a UUID string when omitted.",
+    )
     organization_id = StrictCharField(
         required=False, allow_null=True, help_text="Owning organization; default: the request's organization context."
     )

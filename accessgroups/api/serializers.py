@@ -7,6 +7,7 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from accessctl.ids import IdField
 from accessctl.litellm import StrictCharField, string_list
 from accessgroups import selectors
 from accessgroups.selectors import ASSIGNED_IDS_LIMIT
@@ -76,10 +77,10 @@ class AssignedFieldsSerializer(serializers.Serializer):
 
 
 class AccessGroupSerializer(AssignedFieldsSerializer):
-    access_group_id = serializers.UUIDField()
+    access_group_id = IdField()
     access_group_name = serializers.CharField()
     description = serializers.CharField(allow_blank=True)
-    organization_id = serializers.UUIDField(allow_null=True, help_text="Owner; null for a global group.")
+    organization_id = IdField(allow_null=True, help_text="Owner; null for a global group.")
     access_model_names = serializers.ListField(child=serializers.CharField())
     access_mcp_server_ids = serializers.ListField(child=serializers.CharField())
     access_agent_ids = serializers.ListField(child=serializers.CharField())
@@ -94,13 +95,14 @@ class AccessGroupFieldsSerializer(serializers.Serializer):
     access_model_names = string_list(required=False)
     access_mcp_server_ids = string_list(required=False)
     access_agent_ids = string_list(required=False)
-    assigned_team_ids = serializers.ListField(child=serializers.UUIDField(), required=False)
+    assigned_team_ids = serializers.ListField(child=IdField(), required=False)
     assigned_key_ids = string_list(required=False, help_text="Key tokens (or raw keys).")
 
 
 class AccessGroupCreateSerializer(AccessGroupFieldsSerializer):
     access_group_name = StrictCharField(max_length=255)
-    organization_id = serializers.UUIDField(
+    access_group_id = IdField(required=False, allow_null=True, help_text="Caller-chosen id; a UUID string when omitted.")
+    organization_id = IdField(
         required=False, allow_null=True, help_text="Defaults to the context's organization; null: global."
     )
 

@@ -5,7 +5,7 @@ from . import views
 
 urlpatterns: list = [
     path("access-groups/", views.AccessGroupListView.as_view(), name="access-group-list"),
-    path("access-groups/<uuid:access_group_id>/", views.AccessGroupDetailView.as_view(), name="access-group-detail"),
+    path("access-groups/<str:access_group_id>/", views.AccessGroupDetailView.as_view(), name="access-group-detail"),
     path("access-groups/<str:access_group_id>/keys/", views.AccessGroupKeyListView.as_view(),
          name="access-group-keys"),
     path("catalog/models/", views.CatalogModelListView.as_view(), name="catalog-model-list"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.db.models import QuerySet
 from django_filters import rest_framework as filters
 
-from accessctl.rest import CharInFilter
+from accessctl.rest import CharInFilter, IdFilter
 from keys.models import VirtualKey
 
 
@@ -12,10 +12,10 @@ class KeyFilter(filters.FilterSet):
     token = CharInFilter(help_text="Comma-separated key tokens (SHA-256 hex).")
     key_alias = filters.CharFilter()
     user_id = filters.CharFilter(field_name="user__user_id")
-    team_id = filters.UUIDFilter(field_name="team_id")
-    organization_id = filters.UUIDFilter(field_name="organization_id")
+    team_id = IdFilter(field_name="team_id")
+    organization_id = IdFilter(field_name="organization_id")
     blocked = filters.BooleanFilter()
-    access_group_id = filters.UUIDFilter(method="filter_access_group", help_text="Keys assigned to this group.")
+    access_group_id = IdFilter(method="filter_access_group", help_text="Keys assigned to this group.")
 
     class Meta:
         model = VirtualKey

@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accessctl import policy
-from accessctl.errors import Forbidden, InvalidInput, NotFound, ServiceError
+from accessctl.errors import Forbidden, InvalidInput, NotFound
 from accessctl.litellm import BUDGET_INPUT_FIELDS, LiteLLMView, errors, page_count
 from accessctl.tenancy import TenantContext
 from keys import selectors, services

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from accessctl.ids import IdField
 from accessctl.litellm import BUDGET_INPUT_FIELDS, BudgetInput, StrictCharField, json_object, string_list
 from keys.api.litellm_serializers import GRACE_HELP
 from orgs.api.serializers import BudgetFieldsSerializer, SpendSerializer
@@ -13,8 +14,8 @@ class KeySerializer(BudgetFieldsSerializer, SpendSerializer):
     key_name = serializers.CharField(help_text="Masked secret, e.g. sk-...abcd.")
     key_alias = serializers.CharField(allow_null=True)
     user_id = serializers.CharField(source="user.user_id", allow_null=True)
-    team_id = serializers.UUIDField(allow_null=True)
-    organization_id = serializers.UUIDField(allow_null=True)
+    team_id = IdField(allow_null=True)
+    organization_id = IdField(allow_null=True)
     models = serializers.ListField(child=serializers.CharField())
     access_group_ids = serializers.ListField(child=serializers.CharField())
     metadata = serializers.DictField()
@@ -56,9 +57,9 @@ class KeyRotatedSerializer(KeySecretSerializer):
 class KeyFieldsSerializer(BudgetInput):
     key_alias = StrictCharField(max_length=255, required=False, allow_null=True, allow_blank=True)
     user_id = StrictCharField(max_length=255, required=False, allow_null=True)
-    team_id = serializers.UUIDField(required=False, allow_null=True)
+    team_id = IdField(required=False, allow_null=True)
     models = string_list(required=False)
-    access_group_ids = serializers.ListField(child=serializers.UUIDField(), required=False)
+    access_group_ids = serializers.ListField(child=IdField(), required=False)
     duration = StrictCharField(required=False, allow_null=True, allow_blank=True,
                                help_text='Lifetime from now, e.g. "30d"; null: never expires.')
     metadata = json_object(required=False)

@@ -4,13 +4,13 @@ from __future__ import annotations
 from django.db.models import QuerySet
 from django_filters import rest_framework as filters
 
-from accessctl.rest import CharInFilter, UTCDateTimeFilter, UUIDInFilter
+from accessctl.rest import CharInFilter, IdFilter, IdInFilter, UTCDateTimeFilter
 from orgs.models import AuditEntry, Organization, OrganizationMembership, Team, TeamMembership, User
 from orgs.roles import ORG_ROLE_CHOICES, PLATFORM_ROLE_CHOICES, TEAM_ROLE_CHOICES
 
 
 class OrganizationFilter(filters.FilterSet):
-    organization_id = UUIDInFilter(help_text="Comma-separated organization ids.")
+    organization_id = IdInFilter(help_text="Comma-separated organization ids.")
     organization_alias = filters.CharFilter(lookup_expr="icontains")
 
     class Meta:
@@ -19,9 +19,9 @@ class OrganizationFilter(filters.FilterSet):
 
 
 class TeamFilter(filters.FilterSet):
-    team_id = UUIDInFilter(help_text="Comma-separated team ids.")
+    team_id = IdInFilter(help_text="Comma-separated team ids.")
     team_alias = filters.CharFilter(lookup_expr="icontains")
-    organization_id = filters.UUIDFilter(field_name="organization_id")
+    organization_id = IdFilter(field_name="organization_id")
     blocked = filters.BooleanFilter()
     user_id = filters.CharFilter(method="filter_user_id", help_text="Teams this user is a member of.")
 
@@ -37,8 +37,8 @@ class UserFilter(filters.FilterSet):
     user_id = CharInFilter(help_text="Comma-separated user ids.")
     user_email = filters.CharFilter(lookup_expr="iexact")
     user_role = filters.ChoiceFilter(choices=PLATFORM_ROLE_CHOICES)
-    organization_id = filters.UUIDFilter(method="filter_organization", help_text="Members of this organization.")
-    team_id = filters.UUIDFilter(method="filter_team", help_text="Members of this team.")
+    organization_id = IdFilter(method="filter_organization", help_text="Members of this organization.")
+    team_id = IdFilter(method="filter_team", help_text="Members of this team.")
 
     class Meta:
         model = User
@@ -73,7 +73,7 @@ class AuditEntryFilter(filters.FilterSet):
     object_type = filters.CharFilter()
     object_id = filters.CharFilter()
     actor_id = filters.CharFilter()
-    organization_id = filters.UUIDFilter()
+    organization_id = IdFilter()
     created_after = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt")
 

@@ -244,7 +244,7 @@ class TeamDeleteView(DirectoryView):
         found = selectors.teams_by_ids_in_context(self.tenant, team_ids)
         teams = []
         for team_id in team_ids:
-            team = found.get(str(selectors.as_uuid(team_id)))
+            team = found.get(str(selectors.as_id(team_id)))
             if team is None:
                 raise NotFound(f"Team not found, passed team_id={team_id}", param="team_ids")
             teams.append(team)
@@ -317,7 +317,7 @@ class TeamListView(DirectoryView):
         if org_filter == "default_organization":
             qs = qs.filter(organization__isnull=True)
         elif org_filter:
-            qs = qs.filter(organization=selectors.as_uuid(org_filter)) if selectors.as_uuid(org_filter) else qs.none()
+            qs = qs.filter(organization=selectors.as_id(org_filter)) if selectors.as_id(org_filter) else qs.none()
         return qs
 
 
@@ -697,7 +697,7 @@ class UserListView(DirectoryView):
         actor = request.actor
         wanted = query.get("organization_ids")
         if actor.reads_everything:
-            org_ids = [selectors.as_uuid(o) for o in wanted] if wanted is not None else None
+            org_ids = [selectors.as_id(o) for o in wanted] if wanted is not None else None
         else:
             # An org admin lists the members of the organizations they administer.
             admin_orgs = actor.admin_org_ids
@@ -804,7 +804,7 @@ class OrganizationListView(DirectoryView):
         self.check("organization:list")
         qs = selectors.organizations_in_context(self.tenant)
         if query.get("org_id"):
-            uid = selectors.as_uuid(query["org_id"])
+            uid = selectors.as_id(query["org_id"])
             qs = qs.filter(pk=uid) if uid else qs.none()
         if query.get("org_alias"):
             qs = qs.filter(organization_alias__icontains=query["org_alias"])

@@ -25,7 +25,7 @@ from orgs.roles import ORG_ROLES, PLATFORM_ROLES, TEAM_MEMBER_PERMISSIONS, TEAM_
 class MemberInput(serializers.Serializer):
     """A member named by `user_id` or `user_email` (at least one), with a role."""
 
-    user_id = StrictCharField(required=False, allow_null=True, max_length=255)
+    user_id = StrictCharField(required=False, allow_null=True, max_length=255, trim_whitespace=False)
     user_email = StrictCharField(required=False, allow_null=True, max_length=254)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -110,7 +110,8 @@ class TeamFieldsInput(BudgetInput):
 
 
 class TeamNewInput(TeamFieldsInput):
-    team_id = StrictCharField(required=False, allow_null=True)
+    # Ids are taken as sent (SPEC §1): " x" is not silently "x"; the service refuses what cannot be an id.
+    team_id = StrictCharField(required=False, allow_null=True, trim_whitespace=False)
     admins = string_list(required=False, allow_null=True, help_text="LiteLLM's legacy list, stored as given.")
     members = string_list(required=False, allow_null=True, help_text="LiteLLM's legacy list, stored as given.")
     members_with_roles = serializers.ListField(child=TeamMemberInput(), required=False, allow_null=True)
@@ -452,7 +453,7 @@ class OrganizationFieldsInput(BudgetInput):
 
 class OrganizationNewInput(OrganizationFieldsInput):
     organization_alias = StrictCharField(max_length=255)
-    organization_id = StrictCharField(required=False, allow_null=True)
+    organization_id = StrictCharField(required=False, allow_null=True, trim_whitespace=False)
 
 
 class OrganizationUpdateInput(OrganizationFieldsInput):

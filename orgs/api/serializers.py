@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from accessctl.ids import IdField
 from accessctl.litellm import BUDGET_INPUT_FIELDS, BudgetInput, StrictCharField, json_object, string_list
 from orgs.roles import ORG_ROLE_VALUES, PLATFORM_ROLE_VALUES, TEAM_MEMBER_PERMISSIONS, TEAM_ROLE_VALUES
 
@@ -41,7 +42,7 @@ class BudgetTableSerializer(BudgetFieldsSerializer):
 
 
 class OrganizationSerializer(SpendSerializer):
-    organization_id = serializers.UUIDField()
+    organization_id = IdField()
     organization_alias = serializers.CharField()
     models = serializers.ListField(child=serializers.CharField())
     metadata = serializers.DictField()
@@ -55,7 +56,7 @@ class OrganizationSerializer(SpendSerializer):
 
 class OrganizationCreateSerializer(BudgetInput):
     organization_alias = StrictCharField(max_length=255)
-    organization_id = serializers.UUIDField(required=False, allow_null=True)
+    organization_id = IdField(required=False, allow_null=True)
     models = string_list(required=False)
     metadata = json_object(required=False)
 
@@ -101,9 +102,9 @@ class MemberWithRoleSerializer(serializers.Serializer):
 
 
 class TeamSerializer(BudgetFieldsSerializer, SpendSerializer):
-    team_id = serializers.UUIDField()
+    team_id = IdField()
     team_alias = serializers.CharField(allow_null=True)
-    organization_id = serializers.UUIDField(allow_null=True)
+    organization_id = IdField(allow_null=True)
     models = serializers.ListField(child=serializers.CharField())
     team_member_permissions = serializers.ListField(child=serializers.CharField(), source="member_permissions")
     blocked = serializers.BooleanField()
@@ -128,13 +129,13 @@ class TeamFieldsSerializer(BudgetInput):
         child=serializers.ChoiceField(choices=TEAM_MEMBER_PERMISSIONS), required=False
     )
     blocked = serializers.BooleanField(required=False)
-    access_group_ids = serializers.ListField(child=serializers.UUIDField(), required=False)
+    access_group_ids = serializers.ListField(child=IdField(), required=False)
     metadata = json_object(required=False)
 
 
 class TeamCreateSerializer(TeamFieldsSerializer):
-    team_id = serializers.UUIDField(required=False, allow_null=True)
-    organization_id = serializers.UUIDField(required=False, allow_null=True)
+    team_id = IdField(required=False, allow_null=True)
+    organization_id = IdField(required=False, allow_null=True)
     members_with_roles = NewMemberSerializer(many=True, required=False)
 
 
@@ -170,12 +171,12 @@ class TeamMemberUpdateSerializer(serializers.Serializer):
 
 
 class UserOrganizationSerializer(serializers.Serializer):
-    organization_id = serializers.UUIDField()
+    organization_id = IdField()
     user_role = serializers.ChoiceField(choices=ORG_ROLE_VALUES)
 
 
 class UserTeamSerializer(serializers.Serializer):
-    team_id = serializers.UUIDField()
+    team_id = IdField()
     role = serializers.ChoiceField(choices=TEAM_ROLE_VALUES)
 
 
@@ -207,7 +208,7 @@ class UserFieldsSerializer(BudgetInput):
 
 class UserCreateSerializer(UserFieldsSerializer):
     user_id = StrictCharField(max_length=255, required=False)
-    organization_id = serializers.UUIDField(required=False, allow_null=True)
+    organization_id = IdField(required=False, allow_null=True)
     organization_role = serializers.ChoiceField(choices=ORG_ROLE_VALUES, default="internal_user")
 
 
@@ -230,6 +231,6 @@ class AuditEntrySerializer(serializers.Serializer):
     action = serializers.CharField()
     object_type = serializers.CharField()
     object_id = serializers.CharField()
-    organization_id = serializers.UUIDField(allow_null=True)
+    organization_id = IdField(allow_null=True)
     before = serializers.DictField()
     after = serializers.DictField()

@@ -41,7 +41,8 @@ def test_organization_create_by_org_admin_is_refused(tenant_a, client_for):
         pytest.param({"organization_alias": 7}, "organization_alias", id="alias not a string"),
         pytest.param({"organization_alias": "x", "max_budget": "lots"}, "max_budget", id="budget not a number"),
         pytest.param({"organization_alias": "x", "models": "gpt"}, "models", id="models not a list"),
-        pytest.param({"organization_alias": "x", "organization_id": "nope"}, "organization_id", id="id not a uuid"),
+        pytest.param({"organization_alias": "x", "organization_id": "x" * 129}, "organization_id", id="id too long"),
+        pytest.param({"organization_alias": "x", "organization_id": "bad\nid"}, "organization_id", id="id not printable"),
     ],
 )
 def test_organization_create_with_bad_input_is_a_400_naming_the_field(master, client_for, body, param):

@@ -65,7 +65,8 @@ def test_organization_new_duplicate_id_is_409(api, org):
         pytest.param({"organization_alias": "x", "max_budget": -1}, "max_budget", id="budget-negative"),
         pytest.param({"organization_alias": "x", "models": [None]}, "models.0", id="model-null"),
         pytest.param({"organization_alias": "x", "budget_duration": "soon"}, "budget_duration", id="bad-duration"),
-        pytest.param({"organization_alias": "x", "organization_id": "acme"}, "organization_id", id="id-not-uuid"),
+        pytest.param({"organization_alias": "x", "organization_id": "a" * 129}, "organization_id", id="id-too-long"),
+        pytest.param({"organization_alias": "x", "organization_id": "ac\nme"}, "organization_id", id="id-not-printable"),
     ],
 )
 def test_organization_new_bad_input_is_400_naming_the_field(api, body, param):

@@ -31,12 +31,31 @@ def test_context_key_bound_to_an_organization_ignores_even_a_malformed_header(te
     assert _team_ids(response) == {str(tenant_a.team.pk)}
 
 
-@pytest.mark.parametrize("value", ["not-a-uuid", "1234", "' OR 1=1 --", " "])
+@pytest.mark.parametrize("value", ["x" * 129, "bad\x7fid", "tab\tinside", " "])
 def test_context_malformed_header_is_a_400_naming_the_header(tenant_a, client_for, value):
+    """Ids are printable strings of at most 128 characters (SPEC §1): anything else cannot name one."""
     response = client_for(tenant_a.admin_key.raw, value).get("/api/v1/teams/")
 
     assert response.status_code == 400
     assert error_of(response)["param"] == "X-Organization-Id"
+
+
+@pytest.mark.parametrize("value", ["not-a-uuid", "1234", "' OR 1=1 --", "acme.corp@eu"])
+def test_context_header_with_a_free_form_id_of_no_organization_is_a_404_for_an_admin(master, client_for, value):
+    response = client_for(master, value).get("/api/v1/teams/")
+
+    assert response.status_code == 404
+    assert error_of(response)["param"] == "X-Organization-Id"
+
+
+@pytest.mark.parametrize("value", ["not-a-uuid", "' OR 1=1 --"])
+def test_context_header_with_a_free_form_id_is_a_403_for_a_non_member_before_existence(
+    tenant_a, tenant_b, client_for, value
+):
+    unknown = client_for(tenant_a.admin_key.raw, value).get("/api/v1/teams/")
+    foreign = client_for(tenant_a.admin_key.raw, tenant_b.org).get("/api/v1/teams/")
+
+    assert unknown.status_code == foreign.status_code == 403
 
 
 def test_context_header_of_an_organization_the_caller_is_not_in_is_a_403(tenant_a, tenant_b, client_for):

@@ -22,8 +22,8 @@ ADMIN_USER_ID = "admin"
 ADMIN_PASSWORD = "admin-demo-password"  # a demo login, printed on purpose; never use it outside a demo
 
 
-def demo_id(name: str) -> uuid.UUID:
-    return uuid.uuid5(DEMO_NAMESPACE, name)
+def demo_id(name: str) -> str:
+    return str(uuid.uuid5(DEMO_NAMESPACE, name))
 
 
 CATALOG = (

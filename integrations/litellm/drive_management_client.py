@@ -46,6 +46,7 @@ report("teams.get_available", lambda: admin.teams.get_available())
 created = report("users.create_user", lambda: users.create_user(
     {"user_id": "alice@corp.example", "user_email": "alice@corp.example", "team_id": DASHBOARD}))
 report("users.get_user", lambda: users.get_user(user_id="alice@corp.example"))
+report("users.get_user_v2", lambda: users.get_user_v2(user_id="alice@corp.example"))
 report("users.list_users", lambda: [u["user_id"] for u in users.list_users()])
 
 # Keys: generate for the team, list, info, update (assign to another team, as `lite teams assign-key`),

@@ -586,13 +586,10 @@ class UserNewView(DirectoryView):
 
 
 class UserInfoView(DirectoryView):
-    @extend_schema(
-        tags=USER_TAGS,
-        summary="A user with their keys and teams",
-        parameters=[UserInfoQuery],
-        responses={200: UserInfoOut, **errors(400, 401, 403, 404)},
-    )
-    def get(self, request: Request) -> Response:
+    def readable_user(self) -> User:
+        """The user `?user_id=` names (the caller by default), if the caller may read them. Another
+        user's info is refused before existence is looked at (SPEC §3)."""
+        request = self.request
         user_id = self.query(UserInfoQuery).get("user_id") or request.actor.user_id
         if not user_id:
             raise InvalidInput("Pass user_id: a team service-account key has no user.", param="user_id")
@@ -608,6 +605,16 @@ class UserInfoView(DirectoryView):
         if user is None:
             raise NotFound(f"User {user_id} not found", param="user_id")
         self.check("user:info", policy.user_target(user))
+        return user
+
+    @extend_schema(
+        tags=USER_TAGS,
+        summary="A user with their keys and teams",
+        parameters=[UserInfoQuery],
+        responses={200: UserInfoOut, **errors(400, 401, 403, 404)},
+    )
+    def get(self, request: Request) -> Response:
+        user = self.readable_user()
         keys = key_selectors.keys_in_context(self.tenant).filter(user=user).order_by("-created_at", "id")
         teams = selectors.teams_with_members(
             selectors.teams_in_context(self.tenant).filter(pk__in=user.team_memberships.values("team_id"))
@@ -620,6 +627,18 @@ class UserInfoView(DirectoryView):
                 "teams": TeamWithKeysOut(teams.order_by("team_alias", "team_id"), many=True).data,
             }
         )
+
+
+class UserInfoV2View(UserInfoView):
+    @extend_schema(
+        tags=USER_TAGS,
+        operation_id="user_info_v2",
+        summary="A user row only (LiteLLM's lightweight /v2/user/info)",
+        parameters=[UserInfoQuery],
+        responses={200: UserOut, **errors(400, 401, 403, 404)},
+    )
+    def get(self, request: Request) -> Response:
+        return Response(user_out(self.readable_user()))
 
 
 class UserUpdateView(DirectoryView):

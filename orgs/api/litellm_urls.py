@@ -20,6 +20,7 @@ urlpatterns = [
     ),
     path("user/new", litellm.UserNewView.as_view(), name="litellm-user-new"),
     path("user/info", litellm.UserInfoView.as_view(), name="litellm-user-info"),
+    path("v2/user/info", litellm.UserInfoV2View.as_view(), name="litellm-user-info-v2"),
     path("user/update", litellm.UserUpdateView.as_view(), name="litellm-user-update"),
     path("user/delete", litellm.UserDeleteView.as_view(), name="litellm-user-delete"),
     path("user/list", litellm.UserListView.as_view(), name="litellm-user-list"),

@@ -65,6 +65,19 @@ def test_team_available_needs_a_key(api):
     assert_error(api.get("/team/available", key=None), 401, "auth_error")
 
 
+# --- /v2/user/info -----------------------------------------------------------------------------
+
+
+def test_user_info_v2_returns_the_user_row_only(api, member):
+    body = api.get("/v2/user/info", key=key_of(member)).json()
+    assert body["user_id"] == member.user_id and "keys" not in body and "password" not in body
+
+
+def test_user_info_v2_of_another_user_is_403_before_existence(api, member, outsider):
+    assert_error(api.get("/v2/user/info", {"user_id": outsider.user_id}, key=key_of(member)), 403, "auth_error")
+    assert_error(api.get("/v2/user/info", {"user_id": "ghost@x"}, key=key_of(member)), 403, "auth_error")
+
+
 # --- /model/info, /v1/model/info, /model_group/info --------------------------------------------
 
 

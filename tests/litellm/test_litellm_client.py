@@ -64,6 +64,7 @@ def test_litellm_management_client_drives_keys_users_teams_and_models(served):
     assert ok("teams.get_available") == []
     assert ok("users.create_user")["user_id"] == "alice@corp.example"
     assert ok("users.get_user")["user_info"]["teams"] == ["litellm-dashboard"]
+    assert ok("users.get_user_v2")["user_id"] == "alice@corp.example"
     assert "alice@corp.example" in ok("users.list_users")
     assert ok("keys.generate")["team_id"] == "test_team_1a2b3c4d"
     assert ok("keys.list") == 1

@@ -8,7 +8,7 @@ from accessctl.migration_ids import hyphenate_uuid_ids
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("accessgroups", "0005_drop_redundant_assignment_indexes"),
+        ("accessgroups", "0006_bulk_job_heartbeat"),
         ("orgs", "0004_string_ids"),
     ]
 

@@ -19,7 +19,7 @@ def count_assignments(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('accessgroups', '0006_bulk_job_heartbeat'),
+        ('accessgroups', '0007_string_ids'),
     ]
 
     operations = [

@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('orgs', '0002_team_grants'),
+        ('orgs', '0004_string_ids'),
     ]
 
     operations = [

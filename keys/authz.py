@@ -340,16 +340,42 @@ def build_snapshot(rows: KeyRows) -> KeySnapshot:
         levels=tuple(levels),
         budgets=tuple(budgets),
         user_is_system=bool(getattr(user, "is_system", False)),
-        limits={
-            "tpm_limit": key.tpm_limit,
-            "rpm_limit": key.rpm_limit,
-            "max_budget": key.max_budget,
-            "spend": float(key.spend or 0.0),
-            "budget_reset_at": key.budget_reset_at.isoformat() if key.budget_reset_at else None,
-        },
+        limits=gateway_limits(rows),
         previous_token=getattr(key, "previous_token", None),
         previous_until=getattr(key, "previous_token_expires", None),
     )
+
+
+def _level_limits(row: Any, caps: Any | None = None) -> dict[str, Any]:
+    """What a gateway's own limiters enforce at one level: rate limits, then budget caps against spend."""
+    caps = caps if caps is not None else row  # an organization's caps live on its budget row
+    return {
+        "tpm_limit": caps.tpm_limit,
+        "rpm_limit": caps.rpm_limit,
+        "max_parallel_requests": caps.max_parallel_requests,
+        "max_budget": caps.max_budget,
+        "soft_budget": caps.soft_budget,
+        "spend": float(row.spend or 0.0),
+        "budget_duration": caps.budget_duration,
+        "budget_reset_at": caps.budget_reset_at.isoformat() if caps.budget_reset_at else None,
+    }
+
+
+def gateway_limits(rows: KeyRows) -> dict[str, Any]:
+    """The key's limits and budgets, with its team's, organization's and user's, as the check returns them
+    so that a gateway (LiteLLM's limiters) enforces rate limits and shows budgets without asking again."""
+    key, team, org, user = rows.key, rows.team, rows.organization, rows.user
+    limits = _level_limits(key)
+    limits["model_max_budget"] = dict(key.model_max_budget or {})
+    limits["model_spend"] = dict(key.model_spend or {})
+    limits["team"] = {"team_alias": team.team_alias, **_level_limits(team)} if team is not None else None
+    limits["organization"] = (
+        {"organization_alias": org.organization_alias, **_level_limits(org, rows.organization_budget)}
+        if org is not None
+        else None
+    )
+    limits["user"] = {"user_email": user.user_email, **_level_limits(user)} if user is not None else None
+    return limits
 
 
 def status_decision(snapshot: KeySnapshot, now: datetime.datetime) -> Decision:

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import quote, unquote_plus
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
@@ -34,6 +34,7 @@ from keys.authz import KeySnapshot, allowed_names, authorize, status_decision
 from keys.usage import ReportOutcome, caller_label, usage_ingest, validate_idempotency_key
 
 RESOURCE_PARAMS = ("model", "mcp_server_id", "agent_id")
+QUERY_PARAMS = (*RESOURCE_PARAMS, "include")
 MODEL_CREATED = 1677610602  # the constant LiteLLM reports as `created`; clients only check presence
 _JSON = "application/json"
 
@@ -126,7 +127,7 @@ def _resources(params: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _query(request: Any) -> dict[str, str]:
-    """The resource parameters of the query string. Parsed by hand: a QueryDict costs more than the check.
+    """The resource parameters (and `include`) of the query string. Parsed by hand: a QueryDict costs more than the check.
 
     A parameter given twice is refused (400): which one a gateway or proxy in front would act on is
     not ours to guess, so the answer must not be about one while the request goes on with the other.
@@ -136,7 +137,7 @@ def _query(request: Any) -> dict[str, str]:
         name, _, value = part.partition("=")
         if "%" in name or "+" in name:
             name = unquote_plus(name)
-        if name in RESOURCE_PARAMS:
+        if name in QUERY_PARAMS:
             if name in found:
                 raise _Refusal(f"{name} may be given only once.", "bad_request_error", 400, name)
             found[name] = unquote_plus(value) if ("%" in value or "+" in value) else value
@@ -166,29 +167,90 @@ def _json_body(request: Any) -> dict[str, Any]:
     return data
 
 
-# token → (snapshot, encoded 200 body): the body depends on the snapshot alone, so it is encoded once
-# per snapshot object (a reloaded snapshot is a new object and gets a new body).
-_encoded: dict[str, tuple[KeySnapshot, bytes]] = {}
+# token → (snapshot, encoded 200 body, identity headers): the answer depends on the snapshot alone, so it is
+# built once per snapshot object (a reloaded snapshot is a new object and gets a new answer). The answer
+# with the effective models also depends on the catalog: token → (snapshot, catalog, encoded body).
+_encoded: dict[str, tuple[KeySnapshot, bytes, tuple[tuple[str, str], ...]]] = {}
+_encoded_with_models: dict[str, tuple[KeySnapshot, Any, bytes]] = {}
+
+# The key's identity in response headers for `auth_request` / `ext_authz` callers, which see headers only
+# (nginx's `auth_request_set $x $upstream_http_x_accessctl_user_id`). Values are percent-encoded (RFC 3986)
+# when they hold anything but unreserved and a few harmless characters, so none can split a header.
+IDENTITY_HEADERS = (
+    ("X-Accessctl-User-Id", "user_id"),
+    ("X-Accessctl-Team-Id", "team_id"),
+    ("X-Accessctl-Organization-Id", "organization_id"),
+    ("X-Accessctl-Key-Alias", "key_alias"),
+    ("X-Accessctl-Key-Token", "token"),
+)
+ERROR_HEADER = "X-Accessctl-Error"  # a refusal's JSON body, for callers that only see headers (nginx)
+_HEADER_SAFE = "@.:+=,;!$&'()*/"
+INCLUDE_MODELS = "models"  # `include=models` / `"include": ["models"]`: add the key's effective models
 
 
-def _allowed_response(snapshot: KeySnapshot | object) -> HttpResponse:
+def _identity_headers(key: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple((header, quote(str(key[field]), safe=_HEADER_SAFE)) for header, field in IDENTITY_HEADERS if key[field])
+
+
+def _memo(table: dict, token: str, entry: tuple) -> tuple:
+    if len(table) >= cache.LOCAL_MAX_ENTRIES:
+        table.clear()
+    table[token] = entry
+    return entry
+
+
+def _allowed_response(snapshot: KeySnapshot | object, *, with_headers: bool, with_models: bool) -> HttpResponse:
+    catalog = None
+    if with_models:
+        try:
+            catalog = cache.get_catalog()
+        except DatabaseError:
+            raise _Refusal("The database is unavailable.", "no_db_connection", 503) from None
     if snapshot is MASTER:
-        return _json(_allowed_body(snapshot))
-    memo = _encoded.get(snapshot.token)
-    if memo is None or memo[0] is not snapshot:
-        if len(_encoded) >= cache.LOCAL_MAX_ENTRIES:
-            _encoded.clear()
-        memo = (snapshot, json.dumps(_allowed_body(snapshot), separators=(",", ":")).encode())
-        _encoded[snapshot.token] = memo
-    return HttpResponse(memo[1], content_type=_JSON)
+        body = _allowed_body(snapshot, catalog)
+        encoded, headers = json.dumps(body, separators=(",", ":")).encode(), _identity_headers(body["key"])
+    else:
+        memo = _encoded.get(snapshot.token)
+        if memo is None or memo[0] is not snapshot:
+            body = _allowed_body(snapshot, None)
+            encoded = json.dumps(body, separators=(",", ":")).encode()
+            memo = _memo(_encoded, snapshot.token, (snapshot, encoded, _identity_headers(body["key"])))
+        encoded, headers = memo[1], memo[2]
+        if catalog is not None:
+            with_list = _encoded_with_models.get(snapshot.token)
+            if with_list is None or with_list[0] is not snapshot or with_list[1] is not catalog:
+                body = _allowed_body(snapshot, catalog)
+                with_list = _memo(
+                    _encoded_with_models,
+                    snapshot.token,
+                    (snapshot, catalog, json.dumps(body, separators=(",", ":")).encode()),
+                )
+            encoded = with_list[2]
+    response = HttpResponse(encoded, content_type=_JSON)
+    if with_headers:
+        for header, value in headers:
+            response[header] = value
+    return response
 
 
-def _allowed_body(snapshot: KeySnapshot | object) -> dict[str, Any]:
+_MASTER_LIMITS = {
+    "tpm_limit": None, "rpm_limit": None, "max_parallel_requests": None, "max_budget": None, "soft_budget": None,
+    "spend": None, "budget_duration": None, "budget_reset_at": None, "model_max_budget": {}, "model_spend": {},
+    "team": None, "organization": None, "user": None,
+}
+
+
+def _allowed_body(snapshot: KeySnapshot | object, catalog: Mapping[str, str] | None) -> dict[str, Any]:
+    """The 200 answer: who the key is and its limits and budgets at every level; with a catalog, also the
+    models it may call (catalog models and explicit names, as `/v1/models` lists them before per-model
+    budgets)."""
     if snapshot is MASTER:
         key = {"token": None, "key_alias": None, "user_id": MASTER_USER_ID, "team_id": None, "organization_id": None}
-        limits = {"tpm_limit": None, "rpm_limit": None, "max_budget": None, "spend": None, "budget_reset_at": None}
-        return {"allowed": True, "key": key, "limits": limits}
-    return {
+        body = {"allowed": True, "key": key, "limits": dict(_MASTER_LIMITS)}
+        if catalog is not None:
+            body["models"] = sorted(catalog)
+        return body
+    body = {
         "allowed": True,
         "key": {
             "token": snapshot.token,
@@ -199,25 +261,37 @@ def _allowed_body(snapshot: KeySnapshot | object) -> dict[str, Any]:
         },
         "limits": dict(snapshot.limits),
     }
+    if catalog is not None:
+        body["models"] = allowed_names(snapshot, "models", catalog)
+    return body
 
 
 def check(request: Any, read_params: Callable[[Any], Mapping[str, Any]]) -> HttpResponse:
     """May the bearer call this model / MCP server / agent now? 200, or 401/403 with the reason's type.
 
-    `read_params` reads the resource parameters (query string or JSON body) once the key is known.
+    `read_params` reads the parameters (query string or JSON body) once the key is known. The query form
+    (nginx `auth_request`, Envoy `ext_authz`) also answers in headers: the key's identity on a 200, the
+    error body in `X-Accessctl-Error` on a refusal.
     """
+    in_headers = read_params is _query
     try:
         snapshot = _caller(request)
-        resources = _resources(read_params(request))
+        data = read_params(request)
+        resources = _resources(data)
         if snapshot is not MASTER:
             decision = authorize(snapshot, now=timezone.now(), **resources)
             if not decision.allowed:
                 raise _Refusal(decision.message, decision.type, 403, decision.param)
+        include = data.get("include")
+        with_models = include == INCLUDE_MODELS or (isinstance(include, list) and INCLUDE_MODELS in include)
         metrics.check_answered(None)
-        return _allowed_response(snapshot)
+        return _allowed_response(snapshot, with_headers=in_headers, with_models=with_models)
     except _Refusal as refusal:
         metrics.check_answered(refusal.body["error"]["type"])
-        return _json(refusal.body, refusal.status)
+        response = _json(refusal.body, refusal.status)
+        if in_headers:
+            response[ERROR_HEADER] = json.dumps(refusal.body, separators=(",", ":"))  # ASCII: json escapes the rest
+        return response
 
 
 def reachable_models(request: Any) -> tuple[list[str], Mapping[str, str]]:
@@ -297,8 +371,22 @@ _CHECK_REQUEST = inline_serializer(
         "model": serializers.CharField(required=False),
         "mcp_server_id": serializers.CharField(required=False),
         "agent_id": serializers.CharField(required=False),
+        "include": serializers.ListField(
+            child=serializers.ChoiceField(choices=["models"]), required=False,
+            help_text='["models"]: also answer the key\'s effective models.',
+        ),
     },
 )
+_LEVEL_LIMITS = {
+    "tpm_limit": serializers.IntegerField(allow_null=True),
+    "rpm_limit": serializers.IntegerField(allow_null=True),
+    "max_parallel_requests": serializers.IntegerField(allow_null=True),
+    "max_budget": serializers.FloatField(allow_null=True),
+    "soft_budget": serializers.FloatField(allow_null=True),
+    "spend": serializers.FloatField(allow_null=True),
+    "budget_duration": serializers.CharField(allow_null=True),
+    "budget_reset_at": serializers.DateTimeField(allow_null=True),
+}
 _CHECK_RESPONSE = inline_serializer(
     "AuthzCheckResponse",
     {
@@ -316,12 +404,30 @@ _CHECK_RESPONSE = inline_serializer(
         "limits": inline_serializer(
             "AuthzCheckLimits",
             {
-                "tpm_limit": serializers.IntegerField(allow_null=True),
-                "rpm_limit": serializers.IntegerField(allow_null=True),
-                "max_budget": serializers.FloatField(allow_null=True),
-                "spend": serializers.FloatField(allow_null=True),
-                "budget_reset_at": serializers.DateTimeField(allow_null=True),
+                **_LEVEL_LIMITS,
+                "model_max_budget": serializers.DictField(child=serializers.FloatField()),
+                "model_spend": serializers.DictField(child=serializers.FloatField()),
+                "team": inline_serializer(
+                    "AuthzCheckTeamLimits",
+                    {"team_alias": serializers.CharField(allow_null=True), **_LEVEL_LIMITS},
+                    allow_null=True,
+                ),
+                "organization": inline_serializer(
+                    "AuthzCheckOrganizationLimits",
+                    {"organization_alias": serializers.CharField(allow_null=True), **_LEVEL_LIMITS},
+                    allow_null=True,
+                ),
+                "user": inline_serializer(
+                    "AuthzCheckUserLimits",
+                    {"user_email": serializers.CharField(allow_null=True), **_LEVEL_LIMITS},
+                    allow_null=True,
+                ),
             },
+        ),
+        "models": serializers.ListField(
+            child=serializers.CharField(),
+            required=False,
+            help_text="With `include=models`: the models the key may call (catalog models and explicit names).",
         ),
     },
 )
@@ -336,7 +442,10 @@ _CHECK_RESPONSES = {
     ),
     503: OpenApiResponse(_ERROR, description="The database is unavailable (`no_db_connection`)."),
 }
-_QUERY = [OpenApiParameter(name, str, OpenApiParameter.QUERY, required=False) for name in RESOURCE_PARAMS]
+_QUERY = [OpenApiParameter(name, str, OpenApiParameter.QUERY, required=False) for name in RESOURCE_PARAMS] + [
+    OpenApiParameter("include", str, OpenApiParameter.QUERY, required=False, enum=["models"],
+                     description="`models`: also answer the key's effective models.")
+]
 
 
 class _FastView(APIView):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 
 import pytest
 from django.db import OperationalError
@@ -11,6 +12,7 @@ from keys import services as key_services
 from orgs import services as org_services
 from tests.factories import (
     AccessGroupFactory,
+    CatalogModelFactory,
     KeyFactory,
     OrganizationFactory,
     TeamFactory,
@@ -20,6 +22,17 @@ from tests.factories import (
 from .conftest import CHECK_URL, bearer, error_type
 
 pytestmark = pytest.mark.django_db
+
+LEVEL_DEFAULTS = {
+    "tpm_limit": None,
+    "rpm_limit": None,
+    "max_parallel_requests": None,
+    "max_budget": None,
+    "soft_budget": None,
+    "spend": 0.0,
+    "budget_duration": None,
+    "budget_reset_at": None,
+}
 
 GPT = "openai/gpt-4o"
 
@@ -41,8 +54,72 @@ def test_check_allowed_key_answers_200_with_key_and_limits(check):
             "team_id": str(team.team_id),
             "organization_id": str(org.organization_id),
         },
-        "limits": {"tpm_limit": 1000, "rpm_limit": 10, "max_budget": 5.0, "spend": 0.0, "budget_reset_at": None},
+        "limits": {
+            **LEVEL_DEFAULTS,
+            "tpm_limit": 1000,
+            "rpm_limit": 10,
+            "max_budget": 5.0,
+            "model_max_budget": {},
+            "model_spend": {},
+            "team": {**LEVEL_DEFAULTS, "team_alias": team.team_alias},
+            "organization": {**LEVEL_DEFAULTS, "organization_alias": org.organization_alias},
+            "user": {**LEVEL_DEFAULTS, "user_email": key.user.user_email},
+        },
     }
+
+
+def test_check_answer_carries_each_levels_limits_and_budgets(check):
+    org = OrganizationFactory()
+    org_services.organization_update(actor=None, organization=org, data={"max_budget": 100.0, "rpm_limit": 50})
+    team = TeamFactory(organization=org, tpm_limit=5000, rpm_limit=20, max_budget=40.0, max_parallel_requests=4)
+    key = KeyFactory(team=team, models=[GPT], max_parallel_requests=2, budget_duration="1d", soft_budget=1.0)
+
+    limits = check(key.raw, model=GPT).json()["limits"]
+
+    assert (limits["max_parallel_requests"], limits["budget_duration"], limits["soft_budget"]) == (2, "1d", 1.0)
+    team_limits = limits["team"]
+    assert (team_limits["tpm_limit"], team_limits["rpm_limit"], team_limits["max_budget"]) == (5000, 20, 40.0)
+    assert team_limits["max_parallel_requests"] == 4
+    assert (limits["organization"]["max_budget"], limits["organization"]["rpm_limit"]) == (100.0, 50)
+
+
+def test_check_asked_to_include_models_lists_the_keys_effective_models_from_the_catalog(client, check):
+    CatalogModelFactory(model_name="openai/gpt-4o-mini")
+    CatalogModelFactory(model_name="anthropic/claude-3")
+    key = KeyFactory(models=["openai/*"])
+
+    assert check(key.raw, model="openai/gpt-4o-mini", include=["models"]).json()["models"] == ["openai/gpt-4o-mini"]
+    query = client.get(CHECK_URL, {"model": "openai/gpt-4o-mini", "include": "models"}, **bearer(key.raw))
+    assert query.json()["models"] == ["openai/gpt-4o-mini"]
+    assert "models" not in check(key.raw, model="openai/gpt-4o-mini").json()
+
+
+def test_check_query_form_sends_the_keys_identity_in_headers(client):
+    team = TeamFactory(organization=OrganizationFactory())
+    key = KeyFactory(team=team, key_alias="nginx gw", models=[GPT])
+
+    response = client.get(CHECK_URL, {"model": GPT}, **bearer(key.raw))
+
+    assert response["X-Accessctl-User-Id"] == key.user.user_id
+    assert response["X-Accessctl-Team-Id"] == str(team.team_id)
+    assert response["X-Accessctl-Organization-Id"] == str(team.organization.organization_id)
+    assert response["X-Accessctl-Key-Alias"] == "nginx%20gw"
+    assert response["X-Accessctl-Key-Token"] == key.token
+
+
+def test_check_query_form_refusal_carries_the_error_body_in_a_header(client):
+    key = KeyFactory(models=[GPT])
+
+    response = client.get(CHECK_URL, {"model": "anthropic/claude"}, **bearer(key.raw))
+
+    assert response.status_code == 403
+    assert json.loads(response["X-Accessctl-Error"]) == response.json()
+
+
+def test_check_body_form_sends_no_identity_headers(check):
+    key = KeyFactory(models=[GPT])
+
+    assert "X-Accessctl-User-Id" not in check(key.raw, model=GPT)
 
 
 def test_check_query_form_answers_like_the_body_form(client, check):

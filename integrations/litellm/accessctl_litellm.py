@@ -139,7 +139,7 @@ async def _ask(method: str, url: str, api_key: str, body: Mapping[str, Any] | No
                 payload = await response.json(content_type=None)
             except ValueError:
                 payload = None
-    except (TimeoutError, asyncio.TimeoutError):
+    except TimeoutError:
         raise _unavailable(f"no answer within {TIMEOUT_SECONDS:g} s") from None
     except aiohttp.ClientError as exc:
         raise _unavailable(type(exc).__name__) from None
@@ -329,7 +329,7 @@ class UsageReporter(CustomLogger):
                         logger.error("accessctl refused a usage report (%s): %s", response.status, detail)
                         return False
                     reason = f"HTTP {response.status}"
-            except (TimeoutError, asyncio.TimeoutError, aiohttp.ClientError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 reason = type(exc).__name__
             if attempt == USAGE_RETRIES:
                 break

@@ -6,6 +6,7 @@ plugin's callback. The tests that stop accessctl come last: the servers are shar
 """
 from __future__ import annotations
 
+import json
 import time
 
 import openai
@@ -198,7 +199,7 @@ def test_key_with_stray_whitespace_or_no_scheme_is_a_clean_401(litellm_proxy, ac
     key = accessctl.key(models=[GPT])
 
     response = litellm_proxy.post(
-        "/chat/completions", None, '{"model": "%s", "messages": []}' % GPT,
+        "/chat/completions", None, json.dumps({"model": GPT, "messages": []}),
         headers={"Authorization": authorization.format(key=key)},
     )
 

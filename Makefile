@@ -10,6 +10,7 @@ PYTEST_ARGS ?=
 WEB_CONCURRENCY ?= 2
 
 .PHONY: run test install lint migrations-check test-sqlite test-postgres services demo clean serve bench
+.PHONY: gateway bench-gateway nginx litellm
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -20,6 +21,40 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 install: $(VENV)/.installed
+
+# LiteLLM (proxy and management client) in a virtualenv of its own: its dependencies are heavy and clash
+# with ours. Used by the gateway tests, the management-client tests (`lite` CLI), `make gateway` and
+# `make bench-gateway`.
+LITELLM_VENV := .venv-litellm
+LITELLM_PORT ?= 4000
+LITELLM_MASTER_KEY ?= sk-litellm-master-change-me
+ACCESSCTL_URL ?= http://127.0.0.1:$(PORT)
+
+$(LITELLM_VENV)/.installed: integrations/litellm/requirements.txt
+	@test -x $(LITELLM_VENV)/bin/python || $(PYTHON) -m venv $(LITELLM_VENV) || python3 -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/pip install --quiet --upgrade pip
+	$(LITELLM_VENV)/bin/pip install --quiet -r integrations/litellm/requirements.txt
+	touch $@
+
+litellm: $(LITELLM_VENV)/.installed
+
+NGINX ?= /usr/sbin/nginx
+
+nginx:  ## Debian's nginx for the gateway tests (the package only: the tests run their own nginx process)
+	@test -x $(NGINX) || apt-get install -y nginx || { apt-get update && apt-get install -y nginx; } \
+		|| { echo "make: cannot install nginx ($(NGINX)); the gateway tests need it" >&2; exit 1; }
+	@test -x $(NGINX) || { echo "make: $(NGINX) is still missing after installing nginx" >&2; exit 1; }
+
+gateway: $(LITELLM_VENV)/.installed  ## the LiteLLM proxy on $(LITELLM_PORT), asking accessctl at $(ACCESSCTL_URL) (run `make run` next to it)
+	@test -n "$${ACCESSCTL_USAGE_KEY:-}" || echo "make gateway: ACCESSCTL_USAGE_KEY is not set, so spend is not reported;" \
+		"make a key for a system user (e.g. gateway@demo.test) in the admin and export it." >&2
+	cd integrations/litellm && ACCESSCTL_URL=$(ACCESSCTL_URL) LITELLM_MASTER_KEY=$(LITELLM_MASTER_KEY) \
+		LITELLM_LOCAL_MODEL_COST_MAP=True PYTHONPATH=. \
+		exec ../../$(LITELLM_VENV)/bin/litellm --config config.yaml --host 0.0.0.0 --port $(LITELLM_PORT)
+
+bench-gateway: install services $(LITELLM_VENV)/.installed  ## LiteLLM with the plugin vs LiteLLM alone (master key), ABBA, c=1 and c=8
+	command -v wrk >/dev/null || apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }
+	$(BIN)/python benchmarks/bench_gateway.py
 
 # DEBUG is off, so runserver serves no static files: whitenoise (in the middleware) serves the collected
 # admin and Swagger UI files from the same process.
@@ -80,15 +115,6 @@ test-sqlite: install
 test-postgres: install services
 	DATABASE_URL=$(PG_URL) $(BIN)/pytest $(PYTEST_ARGS)
 
-LITELLM_VENV := .venv-litellm
-
-# LiteLLM's own management client and `lite` CLI, in a virtualenv of their own (their pins clash with ours).
-$(LITELLM_VENV)/.installed: integrations/litellm/requirements.txt
-	$(PYTHON) -m venv $(LITELLM_VENV) || python3 -m venv $(LITELLM_VENV)
-	$(LITELLM_VENV)/bin/pip install --quiet --upgrade pip
-	$(LITELLM_VENV)/bin/pip install --quiet -r integrations/litellm/requirements.txt
-	touch $@
-
 CHROMIUM ?= /usr/bin/chromium
 
 .PHONY: chromium
@@ -97,7 +123,7 @@ chromium:  ## Debian's chromium for the browser tests (Playwright drives it; it 
 		|| { echo "make: cannot install chromium ($(CHROMIUM)); the browser tests need it" >&2; exit 1; }
 	@test -x $(CHROMIUM) || { echo "make: $(CHROMIUM) is still missing after installing chromium" >&2; exit 1; }
 
-test: install lint migrations-check services chromium $(LITELLM_VENV)/.installed test-sqlite test-postgres  ## the whole suite, on SQLite then PostgreSQL
+test: install lint migrations-check services chromium nginx $(LITELLM_VENV)/.installed test-sqlite test-postgres  ## the whole suite, on SQLite then PostgreSQL
 
 clean:
 	rm -rf $(VENV) $(LITELLM_VENV) db.sqlite3 staticfiles

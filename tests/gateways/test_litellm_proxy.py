@@ -225,6 +225,38 @@ def test_streaming_call_is_decided_and_answered(litellm_proxy, accessctl):
     eventually(lambda: accessctl.spend("key", key) > 0)
 
 
+def _key_reaching(accessctl, *, agents=(), mcp_servers=()) -> str:
+    key = accessctl.key(models=[GPT])
+    accessctl.api("POST", "/v1/access_group", {
+        "access_group_name": f"tools-{key[-8:]}", "access_model_names": [GPT], "access_agent_ids": list(agents),
+        "access_mcp_server_ids": list(mcp_servers), "assigned_key_ids": [key],
+    })
+    return key
+
+
+def test_agent_route_checks_the_agent_it_names(litellm_proxy, accessctl):
+    key = _key_reaching(accessctl, agents=["research-agent"])
+    message = json.dumps({"jsonrpc": "2.0", "id": "1", "method": "message/send", "params": {}})
+
+    response = litellm_proxy.post("/a2a/support-triage/message/send", key, message)
+
+    # LiteLLM answers A2A routes in JSON-RPC: accessctl's reason is the error's data.
+    assert response.status_code == 403, response.text
+    assert response.json()["error"]["data"]["type"] == "key_agent_access_denied", response.text
+
+
+def test_mcp_route_checks_the_server_it_names(litellm_proxy, accessctl):
+    key = _key_reaching(accessctl, mcp_servers=["github"])
+
+    response = litellm_proxy.post("/mcp/filesystem", key, "{}")
+    by_header = litellm_proxy.post("/mcp/", key, "{}", headers={"x-mcp-servers": "filesystem"})
+
+    # LiteLLM answers MCP routes with FastAPI's {"detail"}: accessctl's message, with its status.
+    for refused in (response, by_header):
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["detail"] == "Key not allowed to access MCP server 'filesystem'.", refused.text
+
+
 # --- accessctl unreachable: refused, then recovered (these stop the shared accessctl; keep them last) ---
 
 

@@ -12,7 +12,9 @@ import time
 import openai
 import pytest
 
-from .conftest import INPUT_COST, MOCK_TEXT, OUTPUT_COST, eventually
+from .conftest import INPUT_COST, MOCK_TEXT, OUTPUT_COST, eventually, postgres_pass_only
+
+pytestmark = postgres_pass_only
 
 GPT = "openai/gpt-4o"
 MINI = "openai/gpt-4o-mini"

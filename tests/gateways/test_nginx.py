@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import ROOT, free_port, stop
+from .conftest import ROOT, free_port, postgres_pass_only, stop
+
+pytestmark = postgres_pass_only
 
 RECIPE = ROOT / "integrations" / "nginx"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"

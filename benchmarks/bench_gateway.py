@@ -115,6 +115,8 @@ class Proxy:
             time.sleep(0.2)
         raise RuntimeError(f"LiteLLM {self.name} did not come up in 180 s")
 
+    cpu_seconds = Server.cpu_seconds  # CPU of every process in its group (its session)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -154,7 +156,12 @@ def _reset_postgres(drop_only: bool = False) -> None:
 
 
 def _row(connections: int, plugin: Result, master: Result) -> dict:
+    plugin_cpu_ms = plugin.server_cpu_s / plugin.requests * 1e3
+    master_cpu_ms = master.server_cpu_s / master.requests * 1e3
     return {
+        "plugin_cpu_ms_per_request": round(plugin_cpu_ms, 2),
+        "master_cpu_ms_per_request": round(master_cpu_ms, 2),
+        "cpu_ratio": round(master_cpu_ms / plugin_cpu_ms, 3),
         "concurrency": connections,
         "plugin_rps": round(plugin.requests_per_s, 1),
         "master_rps": round(master.requests_per_s, 1),
@@ -177,6 +184,8 @@ def _print(row: dict) -> None:
         f"p50 {row['master_p50_ms']:6.2f} ms p99 {row['master_p99_ms']:6.2f} ms | ratio {row['ratio']:.3f} "
         f"({'ok' if ratio_ok else 'BELOW TARGET'}) | added p50 {row['added_p50_ms']:+.2f} ms"
         + ("" if row["concurrency"] != 1 else f" ({'ok' if p50_ok else 'ABOVE TARGET'})")
+        + f" | CPU/req {row['plugin_cpu_ms_per_request']:.2f} ms (LiteLLM + accessctl) vs "
+        f"{row['master_cpu_ms_per_request']:.2f} ms, by CPU {row['cpu_ratio']:.3f}"
         + (f" | errors {row['errors']}" if row["errors"] else ""),
         flush=True,
     )
@@ -243,8 +252,14 @@ def main() -> int:
                 for round_ in range(args.rounds):
                     order = (plugin, master) if round_ % 2 == 0 else (master, plugin)
                     for proxy in order:
-                        parts[proxy.name].append(wrk_post(f"{proxy.url}/chat/completions", scripts[proxy.name],
-                                                          duration=args.duration, connections=connections))
+                        # CPU of the processes serving this proxy's calls: LiteLLM's, plus accessctl's for the
+                        # plugin (PostgreSQL's share of the usage writes is not counted).
+                        counted = (proxy, server) if proxy is plugin else (proxy,)
+                        before = sum(p.cpu_seconds() for p in counted)
+                        result = wrk_post(f"{proxy.url}/chat/completions", scripts[proxy.name],
+                                          duration=args.duration, connections=connections)
+                        result.server_cpu_s = sum(p.cpu_seconds() for p in counted) - before
+                        parts[proxy.name].append(result)
                 rows.append(_row(connections, Result.combine(parts["plugin"]), Result.combine(parts["master"])))
                 _print(rows[-1])
             time.sleep(2)  # the last reports are sent in the background
@@ -257,7 +272,9 @@ def main() -> int:
             server.stop()
             _flush_redis_prefix(prefix)
             _reset_postgres(drop_only=True)
-    print(f"\nsummary (targets: ratio ≥ {TARGET_RATIO}, added p50 ≤ {TARGET_ADDED_P50_MS} ms at concurrency 1)")
+    print(f"\nsummary (targets: ratio ≥ {TARGET_RATIO}, added p50 ≤ {TARGET_ADDED_P50_MS} ms at concurrency 1; "
+          "by CPU = the master-key proxy's CPU per request ÷ the plugin's (LiteLLM + accessctl), which the "
+          "machine's other load does not skew)")
     for row in rows:
         _print(row)
     print(json.dumps(rows))

@@ -184,7 +184,9 @@ def _print(row: dict) -> None:
         f"p50 {row['master_p50_ms']:6.2f} ms p99 {row['master_p99_ms']:6.2f} ms | ratio {row['ratio']:.3f} "
         f"({'ok' if ratio_ok else 'BELOW TARGET'}) | added p50 {row['added_p50_ms']:+.2f} ms"
         + ("" if row["concurrency"] != 1 else f" ({'ok' if p50_ok else 'ABOVE TARGET'})")
-        + f" | CPU/req {row['plugin_cpu_ms_per_request']:.2f} ms (LiteLLM + accessctl) vs "
+        + f" | CPU/req {row['plugin_cpu_ms_per_request']:.2f} ms (LiteLLM + accessctl"
+        + (f" {row['accessctl_cpu_ms_per_request']:.2f}" if "accessctl_cpu_ms_per_request" in row else "")
+        + ") vs "
         f"{row['master_cpu_ms_per_request']:.2f} ms, by CPU {row['cpu_ratio']:.3f}"
         + (f" | errors {row['errors']}" if row["errors"] else ""),
         flush=True,
@@ -197,6 +199,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4, help="slices per proxy and concurrency, in ABBA order")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--workers", type=int, default=2, help="accessctl's gunicorn workers")
+    parser.add_argument("--no-usage", action="store_true",
+                        help="the plugin's custom_auth only, without the spend callback (isolates the check's cost)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install -y wrk (make bench-gateway does it)", file=sys.stderr)
@@ -229,7 +233,10 @@ def main() -> int:
                 "ACCESSCTL_USAGE_KEY": keys["usage_key"], "LITELLM_LOCAL_MODEL_COST_MAP": "True",
                 "LITELLM_LOG": "ERROR", "NO_DOCS": "True",
             })
-            plugin = Proxy("plugin", CONFIG.format(model=MODEL, master=LITELLM_MASTER, plugin=PLUGIN), proxy_env, state)
+            plugin_config = PLUGIN if not args.no_usage else PLUGIN.replace(
+                "  callbacks: accessctl_litellm.usage_reporter\n", "")
+            plugin = Proxy("plugin", CONFIG.format(model=MODEL, master=LITELLM_MASTER, plugin=plugin_config),
+                           proxy_env, state)
             master = Proxy("master", CONFIG.format(model=MODEL, master=LITELLM_MASTER,
                                                    plugin="litellm_settings:\n  telemetry: false\n"), proxy_env, state)
             proxies = [plugin, master]
@@ -249,18 +256,23 @@ def main() -> int:
             )
             for connections in args.concurrency:
                 parts: dict[str, list[Result]] = {"plugin": [], "master": []}
+                accessctl_share = {"plugin": 0.0, "master": 0.0}
                 for round_ in range(args.rounds):
                     order = (plugin, master) if round_ % 2 == 0 else (master, plugin)
                     for proxy in order:
                         # CPU of the processes serving this proxy's calls: LiteLLM's, plus accessctl's for the
                         # plugin (PostgreSQL's share of the usage writes is not counted).
-                        counted = (proxy, server) if proxy is plugin else (proxy,)
-                        before = sum(p.cpu_seconds() for p in counted)
+                        litellm_before, accessctl_before = proxy.cpu_seconds(), server.cpu_seconds()
                         result = wrk_post(f"{proxy.url}/chat/completions", scripts[proxy.name],
                                           duration=args.duration, connections=connections)
-                        result.server_cpu_s = sum(p.cpu_seconds() for p in counted) - before
+                        litellm_cpu = proxy.cpu_seconds() - litellm_before
+                        accessctl_cpu = server.cpu_seconds() - accessctl_before if proxy is plugin else 0.0
+                        result.server_cpu_s = litellm_cpu + accessctl_cpu
+                        accessctl_share[proxy.name] += accessctl_cpu
                         parts[proxy.name].append(result)
                 rows.append(_row(connections, Result.combine(parts["plugin"]), Result.combine(parts["master"])))
+                requests = sum(r.requests for r in parts["plugin"])
+                rows[-1]["accessctl_cpu_ms_per_request"] = round(accessctl_share["plugin"] / requests * 1e3, 2)
                 _print(rows[-1])
             time.sleep(2)  # the last reports are sent in the background
             info = json.loads(_get(f"http://127.0.0.1:{server.port}/key/info?key={keys['key']}", ACCESSCTL_MASTER)[1])

@@ -1,12 +1,17 @@
 """/scim/v2/: django-scim2's routes, with discovery lists that carry `totalResults` and 404s with a SCIM
-error body (RFC 7644 §3.4.2, §3.12), which its own views omit."""
+error body (RFC 7644 §3.4.2, §3.12), which its own views omit, and request bodies bounded in size and
+depth like every other JSON route (a SCIM error with status 413 or 400, never a 500)."""
 from __future__ import annotations
 
 import json
 
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse
 from django.urls import re_path
 from django_scim import constants, exceptions, views
+
+from accessctl import jsonbody
+from accessctl.errors import BODY_TOO_LARGE
 
 
 def _found(doc, uuid):
@@ -20,6 +25,46 @@ def _list(resources):
     resources = sorted(resources, key=lambda o: o.get("id"))
     return {"schemas": [constants.SchemaURI.LIST_RESPONSE], "totalResults": len(resources),
             "itemsPerPage": len(resources), "startIndex": 1, "Resources": resources}
+
+
+def _scim_error(error: exceptions.SCIMException) -> HttpResponse:
+    return HttpResponse(json.dumps(error.to_dict()), content_type=constants.SCIM_CONTENT_TYPE, status=error.status)
+
+
+class BoundedBody:
+    """django-scim2 reads bodies with a bare `json.loads`: a deeply nested body raised RecursionError and a
+    body over the upload limit RequestDataTooBig, both answered 500."""
+
+    def dispatch(self, request, *args, **kwargs):
+        try:
+            request.body  # noqa: B018 (read once: over the limit raises here, before any view code)
+        except RequestDataTooBig:
+            return _scim_error(exceptions.SCIMException(BODY_TOO_LARGE, status=413, scim_type="invalidValue"))
+        return super().dispatch(request, *args, **kwargs)
+
+    def load_body(self, body: bytes):
+        try:
+            return jsonbody.loads(body.strip() or b"{}")
+        except jsonbody.TooDeep as exc:
+            raise exceptions.BadRequestError(str(exc), scim_type="invalidSyntax") from None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise exceptions.BadRequestError(f"Could not decode JSON body: {exc}", scim_type="invalidSyntax") from None
+
+
+class UsersView(BoundedBody, views.UsersView):
+    pass
+
+
+class UserSearchView(BoundedBody, views.UserSearchView):
+    pass
+
+
+class GroupsView(BoundedBody, views.GroupsView):
+    pass
+
+
+class GroupSearchView(BoundedBody, views.GroupSearchView):
+    pass
 
 
 class ResourceTypesView(views.ResourceTypesView):
@@ -37,10 +82,10 @@ app_name = "scim"
 urlpatterns = [
     re_path(r"^$", views.SCIMView.as_view(implemented=False), name="root"),
     re_path(r"^\.search$", views.SearchView.as_view(implemented=False), name="search"),
-    re_path(r"^Users/\.search$", views.UserSearchView.as_view(), name="users-search"),
-    re_path(r"^Users(?:/(?P<uuid>[^/]+))?$", views.UsersView.as_view(), name="users"),
-    re_path(r"^Groups/\.search$", views.GroupSearchView.as_view(), name="groups-search"),
-    re_path(r"^Groups(?:/(?P<uuid>[^/]+))?$", views.GroupsView.as_view(), name="groups"),
+    re_path(r"^Users/\.search$", UserSearchView.as_view(), name="users-search"),
+    re_path(r"^Users(?:/(?P<uuid>[^/]+))?$", UsersView.as_view(), name="users"),
+    re_path(r"^Groups/\.search$", GroupSearchView.as_view(), name="groups-search"),
+    re_path(r"^Groups(?:/(?P<uuid>[^/]+))?$", GroupsView.as_view(), name="groups"),
     re_path(r"^Me$", views.SCIMView.as_view(implemented=False), name="me"),
     re_path(r"^ServiceProviderConfig$", views.ServiceProviderConfigView.as_view(), name="service-provider-config"),
     re_path(r"^ResourceTypes(?:/(?P<uuid>[^/]+))?$", ResourceTypesView.as_view(), name="resource-types"),

@@ -151,6 +151,7 @@ class BulkJobResumeView(TenantAPIView):
         summary="Resume a stalled bulk assignment job",
     )
     def post(self, request, job_id: str) -> Response:
+        request.data  # noqa: B018 (takes no body, but a malformed or oversized one is refused like everywhere)
         job = _visible_job(request, job_id)
         self.check("access_group:assign", job_group_target(job))
         job = bulk_job_resume(actor=request.user if getattr(request.user, "pk", None) else None, job=job)

@@ -13,13 +13,15 @@ from django.db import transaction
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from accessctl.jsonbody import MAX_JSON_DEPTH
+from keys.api.litellm_models import UnsupportedRouteView
 from tests.hygiene.conftest import World, client_for, database_dump, refusal
 
 pytestmark = pytest.mark.django_db
 
 BODY_METHODS = ("post", "put", "patch", "delete")
 DETAIL_SHAPED = ("v1/access_group", "v1/unified_access_group")  # LiteLLM's FastAPI error shape (SPEC §7)
-SKIPPED_PREFIXES = ("admin/", "api/schema/", "api/docs/")  # the admin keeps Django's HTML; schema pages are GETs
+# The admin keeps Django's HTML; schema pages are GETs; SCIM has its own error shape and its own test below.
+SKIPPED_PREFIXES = ("admin/", "api/schema/", "api/docs/", "scim/")
 
 
 def _walk(patterns: list, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -30,18 +32,21 @@ def _walk(patterns: list, prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield prefix + str(pattern.pattern), pattern.callback
 
 
-def json_routes() -> list[tuple[str, str]]:
-    """(method, route) of every route that takes a request body."""
-    routes = []
+def json_routes() -> tuple[list[tuple[str, str]], set[str]]:
+    """(method, route) of every route that takes a request body, and the LiteLLM routes accessctl answers
+    as unsupported (a 400 naming `route` whatever the body: nothing is read, nothing written)."""
+    routes, unsupported = [], set()
     for route, callback in _walk(get_resolver().url_patterns):
         view = getattr(callback, "cls", None) or getattr(callback, "view_class", None)
         if view is None or route.startswith(SKIPPED_PREFIXES):
             continue
+        if issubclass(view, UnsupportedRouteView):
+            unsupported.add(route)
         routes.extend((method, route) for method in BODY_METHODS if hasattr(view, method))
-    return routes
+    return routes, unsupported
 
 
-JSON_ROUTES = json_routes()
+JSON_ROUTES, UNSUPPORTED_ROUTES = json_routes()
 ROUTE_PARAMS = [pytest.param(method, route, id=f"{method.upper()} /{route}") for method, route in JSON_ROUTES]
 
 # What each path parameter names, in the world every test starts from: real rows, so a route that
@@ -56,10 +61,20 @@ PATH_VALUES: dict[str, Callable[[World], str]] = {
     "model_name": lambda w: w.model_name,
     "server_id": lambda w: w.server_id,
     "agent_id": lambda w: w.agent_id,
+    "model_id": lambda w: "a-model-id",  # LiteLLM's deployment id: one path segment
+    "job_id": lambda w: "00000000-0000-4000-8000-000000000000",  # the body is refused before the lookup
 }
 
 
+# Routes written as regular expressions, and a path each matches.
+REGEX_PATHS = {r"^(?:v1/)?credentials(?:/.*)?$": "/credentials"}
+
+
 def url_of(route: str, world: World) -> str:
+    if route.startswith("^"):
+        assert route in REGEX_PATHS, f"add a path that /{route} matches to REGEX_PATHS"
+        return REGEX_PATHS[route]
+
     def value(match: re.Match) -> str:
         name = match.group(1)
         assert name in PATH_VALUES, f"add the path parameter {name!r} of /{route} to PATH_VALUES"
@@ -75,7 +90,7 @@ def send(client, method: str, url: str, body: str | bytes):
 def test_json_routes_are_read_from_the_url_conf():
     routes = {route for _, route in JSON_ROUTES}
     # A sample of each interface: LiteLLM routes, REST, access groups in LiteLLM's shape, the gateway.
-    assert {"key/generate", "team/new", "api/v1/keys/", "api/v1/teams/<uuid:team_id>/", "v1/access_group",
+    assert {"key/generate", "team/new", "api/v1/keys/", "api/v1/teams/<str:team_id>/", "v1/access_group",
             "api/v1/authz/check", "api/v1/usage"} <= routes
     assert len(JSON_ROUTES) >= 60
 
@@ -106,6 +121,8 @@ def test_bad_body_on_every_json_route_is_refused_naming_the_field_and_changes_no
 
     if route.startswith(DETAIL_SHAPED) and status != 400:
         param = None  # LiteLLM's `{"detail": "..."}` names no field
+    if route in UNSUPPORTED_ROUTES:
+        status, param = 400, "route"
     assert refusal(response) == (status, param), response.content[:300]
     assert database_dump() == before
 
@@ -118,7 +135,7 @@ def test_deep_body_from_a_viewer_key_is_never_a_500_on_any_route(world):
     for method, route in JSON_ROUTES:
         response = send(client, method, url_of(route, world), DEEP_ARRAY)
         status, param = refusal(response)
-        if status not in (400, 401, 403, 404) or status == 400 and param != "body":
+        if status not in (400, 401, 403, 404) or status == 400 and param not in ("body", "route"):
             wrong[f"{method.upper()} /{route}"] = (status, param)
     assert wrong == {}
 
@@ -155,9 +172,9 @@ BASES: dict[tuple[str, str], Callable[[World], dict[str, Any]]] = {
     ("post", "api/v1/keys/"): lambda w: {},
     ("patch", "api/v1/keys/<str:token>/"): lambda w: {},
     ("post", "api/v1/teams/"): lambda w: {"team_alias": "hygiene-new-team"},
-    ("patch", "api/v1/teams/<uuid:team_id>/"): lambda w: {},
+    ("patch", "api/v1/teams/<str:team_id>/"): lambda w: {},
     ("post", "api/v1/organizations/"): lambda w: {"organization_alias": "hygiene-new-org"},
-    ("patch", "api/v1/organizations/<uuid:organization_id>/"): lambda w: {},
+    ("patch", "api/v1/organizations/<str:organization_id>/"): lambda w: {},
     ("post", "api/v1/users/"): lambda w: {"user_id": "hygiene-new@example.test"},
     ("patch", "api/v1/users/<str:user_id>/"): lambda w: {},
     ("post", "api/v1/usage"): lambda w: {"key": w.key.raw, "model": "openai/gpt-4o", "spend": 0.01},
@@ -171,7 +188,7 @@ BASES: dict[tuple[str, str], Callable[[World], dict[str, Any]]] = {
 BUDGETED = [
     "key/generate", "key/update", "team/new", "team/update", "organization/new", "organization/update",
     "user/new", "user/update", "api/v1/keys/", "api/v1/keys/<str:token>/", "api/v1/teams/",
-    "api/v1/teams/<uuid:team_id>/", "api/v1/organizations/", "api/v1/organizations/<uuid:organization_id>/",
+    "api/v1/teams/<str:team_id>/", "api/v1/organizations/", "api/v1/organizations/<str:organization_id>/",
     "api/v1/users/", "api/v1/users/<str:user_id>/",
 ]
 KEYS_WITH_DURATION = ["key/generate", "key/update", "api/v1/keys/", "api/v1/keys/<str:token>/"]
@@ -235,3 +252,31 @@ def test_every_budgeted_route_in_the_tables_exists():
     for _, _, case_routes in FIELD_CASES:
         assert set(case_routes) <= routes
     assert {route for _, route in BASES} <= routes
+
+
+# --- SCIM (its own error shape: RFC 7644 §3.12) --------------------------------------------------
+
+SCIM_TOKEN = "scim-token-for-hygiene-0001"
+
+
+def _scim_routes(world: World) -> list[tuple[str, str]]:
+    member = f"/scim/v2/Users/{world.member.pk}"
+    return [("post", "/scim/v2/Users"), ("post", "/scim/v2/Users/.search"), ("post", "/scim/v2/Groups"),
+            ("post", "/scim/v2/Groups/.search"), ("put", member), ("patch", member)]
+
+
+@pytest.mark.parametrize(("body", "status", "param"), BODY_CASES)
+def test_bad_body_on_every_scim_write_is_a_scim_error_and_changes_nothing(client, settings, world, body, status, param):
+    settings.ACCESSCTL_SCIM_TOKEN = SCIM_TOKEN
+    settings.ACCESSCTL_SCIM_GROUPS = {"target": "team", "organization_id": str(world.org.pk)}
+    before = database_dump()
+    answers = {}
+    for method, url in _scim_routes(world):
+        response = getattr(client, method)(url, data=body, content_type="application/scim+json",
+                                           HTTP_AUTHORIZATION=f"Bearer {SCIM_TOKEN}")
+        error = response.json()
+        answers[f"{method.upper()} {url}"] = (response.status_code, int(error["status"]), error["schemas"])
+
+    expected = (status, status, ["urn:ietf:params:scim:api:messages:2.0:Error"])
+    assert answers == {name: expected for name in answers}
+    assert database_dump() == before

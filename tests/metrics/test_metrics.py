@@ -70,7 +70,7 @@ def test_usage_reports_are_counted(report_usage, settings):
     settings.ACCESSCTL_MASTER_KEY = "sk-master-key-for-metrics-01"
     key = KeyFactory()
     before = value("accessctl_usage_reports_total", outcome="recorded")
-    assert report_usage(settings.ACCESSCTL_MASTER_KEY, key=key.raw, model=GPT, spend=0.1).status_code == 200
+    assert report_usage(settings.ACCESSCTL_MASTER_KEY, key=key.raw, model=GPT, spend=0.1).status_code == 202
     assert value("accessctl_usage_reports_total", outcome="recorded") == before + 1
 
 

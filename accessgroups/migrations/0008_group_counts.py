@@ -14,6 +14,10 @@ def count_assignments(apps, schema_editor):
             f"UPDATE {groups} SET {qn(column)} = (SELECT COUNT(*) FROM {table} AS r "
             f"WHERE r.access_group_id = {groups}.access_group_id)"
         )
+    if schema_editor.connection.vendor == "postgresql":
+        # The UPDATE queued deferred foreign-key checks; PostgreSQL refuses the ALTER TABLEs that follow
+        # in this transaction while they are pending, so run them now.
+        schema_editor.execute("SET CONSTRAINTS ALL IMMEDIATE")
 
 
 class Migration(migrations.Migration):

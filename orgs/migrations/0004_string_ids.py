@@ -12,10 +12,13 @@ from accessctl.migration_ids import hyphenate_uuid_ids
 
 class Migration(migrations.Migration):
 
+    # After every keys and accessgroups migration that precedes it in history: on SQLite, changing a
+    # primary key rebuilds the tables that refer to it from the state *before* this migration, so that
+    # state must already hold their later columns (or unapplying it drops them).
     dependencies = [
         ("orgs", "0003_team_legacy_admins_members"),
-        ("keys", "0005_keys_fillfactor"),
-        ("accessgroups", "0005_drop_redundant_assignment_indexes"),
+        ("keys", "0009_key_rotation"),
+        ("accessgroups", "0006_bulk_job_heartbeat"),
     ]
 
     operations = [

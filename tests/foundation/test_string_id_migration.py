@@ -89,7 +89,8 @@ def test_string_id_migration_keeps_rows_references_and_ids():
     assert group.organization_id == str(org_id)
     assert TeamAccessGroup.objects.get(access_group=group).team_id == str(team_id)
     assert KeyAccessGroup.objects.get(access_group=group).key_id == key.id
-    assert team.access_group_ids == [str(group_id)] and group.assigned_team_ids == [str(team_id)]
+    assert team.access_group_ids == [str(group_id)]
+    assert (group.assigned_team_count, group.assigned_key_count) == (1, 1)  # counted from the relation
     assert AuditEntry.objects.get(object_id=str(team_id)).organization_id == str(org_id)
     # Joins through the converted columns agree (no id stayed in the old 32-hex form anywhere).
     assert Team.objects.filter(organization__organization_alias="Old Org").get() == team

@@ -414,7 +414,7 @@ def key_update(
     owner to create."""
     from accessgroups.services import set_assigned_groups
 
-    key = VirtualKey.objects.select_for_update().select_related("user", "team", "organization").get(pk=key.pk)
+    key = VirtualKey.objects.select_for_update(of=("self",)).select_related("user", "team", "organization").get(pk=key.pk)
     if by is not None:
         authorize_key_update(by, key, data, new_user_id=new_user_id)
     if new_user_id is not None:
@@ -516,7 +516,7 @@ def key_regenerate(
         raise InvalidInput("Idempotency-Key must be 1 to 255 characters.", param="Idempotency-Key")
     until = grace_until(grace_period, now)
     # The row lock serializes every rotation of this key.
-    key = VirtualKey.objects.select_for_update().select_related("user", "team", "organization").get(pk=key.pk)
+    key = VirtualKey.objects.select_for_update(of=("self",)).select_related("user", "team", "organization").get(pk=key.pk)
     if by is not None:
         authorize_key_update(by, key, data or {}, action="key:regenerate")
     if idempotency_key is not None:

@@ -419,10 +419,16 @@ def invalidate_tokens(tokens: Iterable[str]) -> None:
     if not names:
         return
     metrics.invalidated("token", len(names))
-    cache_keys: list[str] = []
-    for token in names:
-        cache_keys.append(cache_key(token))
-        cache_keys.append(generation_key(token))
+    if len(names) > feed.MAX_NAMES_PER_MESSAGE:
+        # A bulk batch (10,000+ tokens): deleting the generations is enough, as in `invalidate_all` (a
+        # value is served only under its generation, which is random and never comes back); the values
+        # expire with their TTL. Half the keys to encode and send, on the writer's own CPU.
+        cache_keys = [_GENERATION + token for token in names]
+    else:
+        cache_keys = []
+        for token in names:
+            cache_keys.append(cache_key(token))
+            cache_keys.append(generation_key(token))
     try:
         _delete(names, cache_keys)
     except Exception:  # noqa: BLE001

@@ -14,7 +14,7 @@ from accessgroups.bulk import Selection, bulk_assign, encode_position
 from accessgroups.models import KeyAccessGroup, TeamAccessGroup
 from accessgroups.services import sync_all
 from keys.authz import authorize
-from keys.cache import cache_key, get_snapshot
+from keys.cache import cache_key, generation_key, get_snapshot
 from keys.models import VirtualKey
 from orgs.models import AuditEntry, Team
 from tests.factories import AccessGroupFactory, KeyFactory, OrganizationFactory, TeamFactory
@@ -346,6 +346,41 @@ def test_bulk_assign_restricts_the_next_check_after_commit(group, django_capture
     decision = authorize(get_snapshot(key.token), now=timezone.now(), model="anthropic/claude")
     assert decision.type == "key_model_access_denied"
     assert authorize(get_snapshot(key.token), now=timezone.now(), model="openai/gpt-4o")
+
+
+@pytest.fixture
+def large_invalidation(monkeypatch):
+    """Make a batch of 3 keys take the path of a real bulk batch's (more than 500 tokens): generations only."""
+    from keys import feed
+
+    monkeypatch.setattr(feed, "MAX_NAMES_PER_MESSAGE", 2)
+
+
+def test_bulk_assign_large_batch_refuses_the_next_check(group, team_keys, large_invalidation,
+                                                        django_capture_on_commit_callbacks):
+    team, keys = team_keys
+    for key in keys:  # cached before: every model allowed
+        assert authorize(get_snapshot(key.token), now=timezone.now(), model="anthropic/claude")
+    with django_capture_on_commit_callbacks(execute=True):
+        run(group, Selection(team_id=str(team.pk)))
+    for key in keys:
+        assert cache.get(generation_key(key.token)) is None
+        decision = authorize(get_snapshot(key.token), now=timezone.now(), model="anthropic/claude")
+        assert decision.type == "key_model_access_denied"
+
+
+def test_bulk_unassign_large_batch_allows_the_next_check(group, team_keys, large_invalidation,
+                                                         django_capture_on_commit_callbacks):
+    team, keys = team_keys
+    with django_capture_on_commit_callbacks(execute=True):
+        run(group, Selection(team_id=str(team.pk)))
+    for key in keys:  # cached while restricted to the group's model
+        assert authorize(get_snapshot(key.token), now=timezone.now(), model="anthropic/claude").type == (
+            "key_model_access_denied")
+    with django_capture_on_commit_callbacks(execute=True):
+        run(group, Selection(team_id=str(team.pk)), unassign=True)
+    for key in keys:
+        assert authorize(get_snapshot(key.token), now=timezone.now(), model="anthropic/claude")
 
 
 def test_bulk_assign_team_snapshots_dropped_after_commit(group, team_keys, django_capture_on_commit_callbacks):

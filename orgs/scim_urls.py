@@ -8,6 +8,8 @@ import json
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse
 from django.urls import re_path
+from django.utils.decorators import method_decorator
+from django.views.decorators.csrf import csrf_exempt
 from django_scim import constants, exceptions, views
 
 from accessctl import jsonbody
@@ -35,6 +37,7 @@ class BoundedBody:
     """django-scim2 reads bodies with a bare `json.loads`: a deeply nested body raised RecursionError and a
     body over the upload limit RequestDataTooBig, both answered 500."""
 
+    @method_decorator(csrf_exempt)  # as django-scim2's own dispatch: the IdP authenticates with a bearer token
     def dispatch(self, request, *args, **kwargs):
         try:
             request.body  # noqa: B018 (read once: over the limit raises here, before any view code)

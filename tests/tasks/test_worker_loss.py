@@ -158,7 +158,7 @@ def test_bulk_job_completes_after_its_pool_process_is_killed(queue):
         os.kill(pid, signal.SIGKILL)
 
     # The message went back on the queue; the worker's new pool process resumes after the last batch.
-    assert_completed_and_consistent(wait_for(job, finished, 90, "the job did not complete"))
+    assert_completed_and_consistent(wait_for(job, finished, 180, "the job did not complete"))
 
 
 def test_bulk_job_completes_after_the_whole_worker_is_killed_and_another_starts(queue):
@@ -172,7 +172,7 @@ def test_bulk_job_completes_after_the_whole_worker_is_killed_and_another_starts(
     start_worker(name, workers)
 
     # Redis gives the unacknowledged message to the new worker once the visibility timeout has passed.
-    job = wait_for(job, finished, 90, "the job did not complete")
+    job = wait_for(job, finished, 180, "the job did not complete")
     assert progress < KEYS
     assert_completed_and_consistent(job)
 

@@ -146,14 +146,17 @@ def test_litellm_access_group_put_with_everything_in_an_organization_is_refused(
 # 5. Deleting an access group never widens a key --------------------------------------------------
 
 
-def test_deleting_the_only_group_of_a_key_does_not_widen_it_to_the_team(api, org):
+def test_deleting_the_only_group_of_a_key_does_not_widen_it_to_the_team(api, org, django_capture_on_commit_callbacks):
     team = TeamFactory(organization=org, models=["openai/gpt-4o", "openai/gpt-4o-mini"])
     group = group_services.access_group_create(actor=None, organization=org, access_group_name="mini",
                                                access_model_names=["openai/gpt-4o-mini"])
     key = KeyFactory(team=team)
     group_services.access_group_assign(actor=None, group=group, keys=[key])
     assert _check(api, key.raw, "openai/gpt-4o").status_code == 403
-    assert api.delete(f"/v1/access_group/{group.pk}").status_code == 204
+    # The delete's invalidation runs as on a real commit: the next check decides from the rows, not from
+    # the snapshot cached before the delete (which would refuse whatever the rows now say).
+    with django_capture_on_commit_callbacks(execute=True):
+        assert api.delete(f"/v1/access_group/{group.pk}").status_code == 204
     assert _check(api, key.raw, "openai/gpt-4o").status_code == 403
 
 
@@ -161,9 +164,12 @@ def test_deleting_the_only_group_of_a_key_does_not_widen_it_to_the_team(api, org
 
 
 def test_refused_key_generate_for_an_unknown_user_leaves_no_user_or_membership(api, org, org_admin):
+    # `$OA`: the org admin's key bound to the organization, where they may create users and keys; the
+    # model lies outside the organization, so the request is refused after the owner would be created.
+    raw = key_of(org_admin, organization=org)
     users, memberships = User.objects.count(), OrganizationMembership.objects.count()
     response = api.post("/key/generate", {"user_id": "brand-new@example.test", "models": ["mistral/large"]},
-                        key=key_of(org_admin))
+                        key=raw)
     assert_error(response, 403)
     assert not User.objects.filter(user_id="brand-new@example.test").exists()
     assert (User.objects.count(), OrganizationMembership.objects.count()) == (users, memberships)

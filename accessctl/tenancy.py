@@ -136,6 +136,14 @@ class TenantAPIView(APIView):
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
+        credentials = request.auth
+        if isinstance(credentials, KeyCredentials) and credentials.key is not None:
+            # A key acts with its user's rights narrowed by its key_type / allowed_routes (SPEC §2):
+            # refused before any membership is loaded or anything is read.
+            key = credentials.key
+            policy.raise_refusal(
+                policy.may_call_route(key.key_type, key.allowed_routes, request.path_info, request.method)
+            )
         request.tenant = resolve(request)
         request.actor = request.tenant.actor
         if request.method in _BODY_METHODS:

@@ -35,6 +35,7 @@ BUDGET_FORM_FIELDS = (
     "model_max_budget",
 )
 ROTATION_FORM_FIELDS = ("auto_rotate", "rotation_interval")
+ROUTE_FORM_FIELDS = ("key_type", "allowed_routes")
 # What the regenerate page offers as the old secret's grace period (the service allows up to 7d).
 GRACE_CHOICES = (("", "None: refuse the old secret at once"), ("1h", "1 hour"), ("24h", "24 hours"),
                  ("7d", "7 days"))
@@ -47,6 +48,11 @@ class KeyFormBase(forms.ModelForm):
         required=False,
         help_text="Models (or access-group names) this key may call, one per line; empty means its access groups, "
         "else its team's, else its owner's.",
+    )
+    allowed_routes = NameListField(
+        required=False,
+        help_text="Narrows the routes further, one per line: route paths (/key/info, /api/v1/keys, /team/*) or "
+        "llm_api_routes, management_routes, info_routes. Empty: no further limit.",
     )
 
     def clean(self) -> dict[str, Any]:
@@ -65,15 +71,15 @@ class KeyAddForm(KeyFormBase):
 
     class Meta:
         model = VirtualKey
-        fields = ("key_alias", "user", "team", "organization", "models", "blocked", "metadata", *BUDGET_FORM_FIELDS,
-                  *ROTATION_FORM_FIELDS)
+        fields = ("key_alias", "user", "team", "organization", "models", *ROUTE_FORM_FIELDS, "blocked", "metadata",
+                  *BUDGET_FORM_FIELDS, *ROTATION_FORM_FIELDS)
 
 
 class KeyChangeForm(KeyFormBase):
     class Meta:
         model = VirtualKey
-        fields = ("key_alias", "user", "team", "organization", "models", "expires", "blocked", "metadata",
-                  *BUDGET_FORM_FIELDS, "spend", *ROTATION_FORM_FIELDS)
+        fields = ("key_alias", "user", "team", "organization", "models", *ROUTE_FORM_FIELDS, "expires", "blocked",
+                  "metadata", *BUDGET_FORM_FIELDS, "spend", *ROTATION_FORM_FIELDS)
 
 
 class RotationFilter(admin.SimpleListFilter):
@@ -126,7 +132,7 @@ class VirtualKeyAdmin(ServiceAdmin):
     # get_list_display adds an "access groups" column after the status.
     list_display = ("__str__", "key_name", "user", "team", "organization", "status", "spend", "max_budget",
                     "expires", "created_at")
-    list_filter = (StatusFilter, RotationFilter, ("organization", admin.RelatedOnlyFieldListFilter),
+    list_filter = (StatusFilter, RotationFilter, "key_type", ("organization", admin.RelatedOnlyFieldListFilter),
                    ("team", admin.RelatedOnlyFieldListFilter), "created_at", KeyAccessGroupFilter)
     search_fields = ("key_alias", "key_name", "token", "user__user_id", "team__team_alias")
     autocomplete_fields = ("user", "team", "organization")
@@ -134,14 +140,14 @@ class VirtualKeyAdmin(ServiceAdmin):
     actions = ("block_keys", "unblock_keys", "export_csv", *bulk_assign_actions("keys"))
     add_fieldsets = (
         (None, {"fields": ("key_alias", "user", "team", "organization", "duration", "blocked")}),
-        ("Access", {"fields": ("models",)}),
+        ("Access", {"fields": ("models", *ROUTE_FORM_FIELDS)}),
         ("Budget", {"fields": BUDGET_FORM_FIELDS}),
         ("Rotation", {"fields": ROTATION_FORM_FIELDS}),
         ("More", {"classes": ("collapse",), "fields": ("metadata",)}),
     )
     fieldsets = (
         (None, {"fields": ("key_alias", "key_name", "token", "user", "team", "organization", "expires", "blocked")}),
-        ("Access", {"fields": ("models", "access_group_ids")}),
+        ("Access", {"fields": ("models", "access_group_ids", *ROUTE_FORM_FIELDS)}),
         ("Budget", {"fields": (*BUDGET_FORM_FIELDS, "budget_reset_at", "spend")}),
         ("Rotation", {"fields": (*ROTATION_FORM_FIELDS, "rotation_due_at", "last_rotated_at",
                                  "previous_token_expires")}),
@@ -224,6 +230,8 @@ class VirtualKeyAdmin(ServiceAdmin):
             blocked=bool(data.get("blocked")),
             auto_rotate=bool(data.get("auto_rotate")),
             rotation_interval=data.get("rotation_interval") or None,
+            key_type=data.get("key_type") or None,
+            allowed_routes=data.get("allowed_routes") or [],
             **budget,
         )
         setattr(request, _NEW_SECRET, raw)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
+from accessctl.policy import KEY_TYPE_DEFAULT, may_call_route, refused_gateway_routes
+
 ALL_PROXY_MODELS = "all-proxy-models"
 ALL_TEAM_MODELS = "all-team-models"
 NO_DEFAULT_MODELS = "no-default-models"
@@ -127,6 +129,20 @@ class KeySnapshot:
     # The same snapshot is cached under both tokens and invalidated under both.
     previous_token: str | None = None
     previous_until: datetime.datetime | None = None
+    # The gateway routes this key may not call (its key_type / allowed_routes, SPEC §2), decided by the
+    # policy when the snapshot is built: the warm check pays one lookup in a set that is empty for most
+    # keys. Snapshots cached by an older release lack these and read the defaults: keys then had no
+    # route restriction (the fields were refused).
+    refused_routes: frozenset[str] = frozenset()
+    key_type: str = KEY_TYPE_DEFAULT
+    allowed_routes: tuple[str, ...] = ()
+
+    def route_decision(self, path: str, method: str) -> Decision:
+        """ALLOWED, or the refusal (in the policy's words) of a gateway route this key may not call."""
+        if not self.refused_routes or path not in self.refused_routes:
+            return ALLOWED
+        verdict = may_call_route(self.key_type, self.allowed_routes, path, method)
+        return Decision(False, verdict.type, verdict.message, None)
 
     def accepts(self, token: str, now_fn: Any) -> bool:
         """Whether `token` (a hash) is this key's secret, or its old one inside the grace period
@@ -314,6 +330,8 @@ def _budget_line(scope: str, row: Any, budget_row: Any | None = None) -> BudgetL
 def build_snapshot(rows: KeyRows) -> KeySnapshot:
     """Turn the loaded rows of one key into the decision snapshot."""
     key, team, org, user = rows.key, rows.team, rows.organization, rows.user
+    key_type = getattr(key, "key_type", None) or KEY_TYPE_DEFAULT
+    allowed_routes = tuple(getattr(key, "allowed_routes", None) or ())
     levels = [_level("key", lambda r: key_level(rows, r))]
     budgets = [_budget_line("key", key)]
     if team is not None:
@@ -343,6 +361,9 @@ def build_snapshot(rows: KeyRows) -> KeySnapshot:
         limits=gateway_limits(rows),
         previous_token=getattr(key, "previous_token", None),
         previous_until=getattr(key, "previous_token_expires", None),
+        refused_routes=refused_gateway_routes(key_type, allowed_routes),
+        key_type=key_type,
+        allowed_routes=allowed_routes,
     )
 
 

@@ -8,6 +8,7 @@ from django.db import models as db
 from django.db.models import Q
 from django.utils import timezone
 
+from accessctl.policy import KEY_TYPE_DEFAULT, KEY_TYPES
 from orgs.models import BudgetFields, Organization, SpendFields, Team, User
 
 
@@ -97,6 +98,20 @@ class VirtualKey(BudgetFields, SpendFields):
         default=list,
         blank=True,
         help_text="Models this key may call; empty means its access groups, else its team's, else its owner's.",
+    )
+    # Which routes the key may call (SPEC §2), on top of its user's rights; values in accessctl.policy.
+    key_type = db.CharField(
+        max_length=16,
+        choices=[(t, t) for t in KEY_TYPES],
+        default=KEY_TYPE_DEFAULT,
+        help_text="default: any route; llm_api: the model routes only (the gateway's check, /v1/models); "
+        "management: the management routes only; read_only: info and list routes only.",
+    )
+    allowed_routes = db.JSONField(
+        default=list,
+        blank=True,
+        help_text="Narrows the routes further: route paths (/key/info, /api/v1/keys, /team/*) or the groups "
+        "llm_api_routes, management_routes, info_routes. Empty: no further limit.",
     )
 
     class Meta:

@@ -46,6 +46,8 @@ EDITABLE_FIELDS = (
     "organization",
     "auto_rotate",
     "rotation_interval",
+    "key_type",
+    "allowed_routes",
     *BUDGET_FIELDS,
     *SPEND_FIELDS,
 )
@@ -206,6 +208,42 @@ def validate_models(value: Any, param: str = "models") -> list[str]:
     return list(dict.fromkeys(v.strip() for v in value))
 
 
+def validate_key_type(value: Any) -> str:
+    """One of LiteLLM's key types; null means `default` (any route)."""
+    if value in (None, ""):
+        return policy.KEY_TYPE_DEFAULT
+    if value not in policy.KEY_TYPES:
+        raise InvalidInput(f"key_type must be one of {', '.join(policy.KEY_TYPES)}.", param="key_type")
+    return value
+
+
+def validate_allowed_routes(value: Any) -> list[str]:
+    """Route paths (`/key/info`, `/api/v1/keys`, `/team/*`) or route-group names; null means none."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > policy.MAX_ALLOWED_ROUTES:
+        raise InvalidInput(
+            f"allowed_routes must be a list of at most {policy.MAX_ALLOWED_ROUTES} routes.", param="allowed_routes"
+        )
+    routes: list[str] = []
+    for entry in value:
+        valid = (
+            isinstance(entry, str)
+            and (entry in policy.ROUTE_GROUPS or entry.startswith("/"))
+            and len(entry) <= 255
+            and not any(c.isspace() or ord(c) < 32 for c in entry)
+            and "*" not in entry[:-1]
+        )
+        if not valid:
+            raise InvalidInput(
+                f"allowed_routes: {entry!r} is neither a route path (starting with /, '*' only at the end) nor "
+                f"one of {', '.join(policy.ROUTE_GROUPS)}.",
+                param="allowed_routes",
+            )
+        routes.append(entry)
+    return list(dict.fromkeys(routes))
+
+
 def _expiry(duration: Any, now: datetime.datetime) -> datetime.datetime | None:
     if duration in (None, ""):
         return None
@@ -289,6 +327,15 @@ def authorize_key_update(by: policy.Actor, key: VirtualKey, data: dict[str, Any]
         policy.require(by, name, target)
     if "blocked" in data and bool(data["blocked"]) != key.blocked:
         policy.require(by, "key:block" if data["blocked"] else "key:unblock", target)
+    if "key_type" in data or "allowed_routes" in data:
+        new_rule = (
+            validate_key_type(data.get("key_type", key.key_type)),
+            validate_allowed_routes(data.get("allowed_routes", key.allowed_routes)),
+        )
+        policy.raise_refusal(
+            policy.can_change_routes(by, target, new=new_rule, old=(key.key_type, list(key.allowed_routes or []))),
+            param="key_type" if "key_type" in data else "allowed_routes",
+        )
     organization = team.organization if team is not None else data.get("organization", key.organization)
     if owner_changed or team_changed or org_changed:
         if owner is None and new_user_id is None and team is None:
@@ -324,6 +371,8 @@ def key_generate(
     new_user_id: str | None = None,
     auto_rotate: bool = False,
     rotation_interval: str | None = None,
+    key_type: str | None = None,
+    allowed_routes: list[str] | None = None,
     **budget: Any,
 ) -> tuple[VirtualKey, str]:
     """Mint a key. Returns `(key, raw)`: the raw secret exists only in this return value.
@@ -331,7 +380,8 @@ def key_generate(
     With `by` (the caller, as the policy sees them) the command authorizes itself before any write;
     without it the caller is trusted code (commands, tasks). `new_user_id` names an owner to create
     (LiteLLM creates unknown owners for admins), after the authorization. A team key takes its team's
-    organization; access groups must be global or of that organization.
+    organization; access groups must be global or of that organization. `key_type` / `allowed_routes`
+    narrow the routes the key may call (SPEC §2); whoever may mint the key may set them.
     """
     from accessgroups.services import set_assigned_groups
 
@@ -349,6 +399,7 @@ def key_generate(
     if unknown:
         raise TypeError(f"unexpected fields: {sorted(unknown)}")
     budget = _validate_budget(budget, now)
+    routes = {"key_type": validate_key_type(key_type), "allowed_routes": validate_allowed_routes(allowed_routes)}
     rotation = _validate_rotation({"auto_rotate": auto_rotate, "rotation_interval": rotation_interval})
     if rotation["auto_rotate"] and not rotation["rotation_interval"]:
         raise InvalidInput("auto_rotate needs a rotation_interval (e.g. 30d).", param="rotation_interval")
@@ -382,6 +433,7 @@ def key_generate(
                 updated_by=_label(actor),
                 created_at=now,
                 **rotation,
+                **routes,
                 **budget,
             )
             if key.auto_rotate:
@@ -428,6 +480,10 @@ def key_update(
         changes["models"] = validate_models(changes["models"])
     if "blocked" in changes:
         changes["blocked"] = bool(changes["blocked"])
+    if "key_type" in changes:
+        changes["key_type"] = validate_key_type(changes["key_type"])
+    if "allowed_routes" in changes:
+        changes["allowed_routes"] = validate_allowed_routes(changes["allowed_routes"])
     if "team" in changes:
         team = changes["team"]
         changes["organization"] = team.organization if team is not None else changes.get("organization")

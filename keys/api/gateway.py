@@ -82,6 +82,10 @@ def _caller(request: Any) -> KeySnapshot | object:
     if snapshot is None or not snapshot.accepts(token, timezone.now):
         _hold_unknown_key()
         raise _Refusal("Authentication Error, Invalid proxy server token passed.", "auth_error", 401)
+    if snapshot.refused_routes:  # a key_type / allowed_routes that keeps the key off this gateway route
+        decision = snapshot.route_decision(request.path_info, request.method)
+        if not decision.allowed:
+            raise _Refusal(decision.message, decision.type, 403)
     return snapshot
 
 
@@ -438,7 +442,8 @@ _CHECK_RESPONSES = {
     403: OpenApiResponse(
         _ERROR,
         description="Denied; `type` says why: key_blocked, expired_key, user_blocked, team_blocked, "
-        "organization_deleted, budget_exceeded, key_model_access_denied, team_model_access_denied, …",
+        "organization_deleted, budget_exceeded, key_model_access_denied, team_model_access_denied, "
+        "key_route_access_denied (the key's key_type or allowed_routes keeps it off model routes), …",
     ),
     503: OpenApiResponse(_ERROR, description="The database is unavailable (`no_db_connection`)."),
 }

@@ -44,7 +44,8 @@ IDEMPOTENCY_PARAMETER = rotation.IDEMPOTENCY_PARAMETER
 # Fields whose change raises what a key may spend: only an admin of the key may touch them.
 BUDGET_CHANGE_FIELDS = (*BUDGET_INPUT_FIELDS, "spend")
 SERVICE_FIELDS = (
-    "key_alias", "models", "metadata", "blocked", "auto_rotate", "rotation_interval", *BUDGET_CHANGE_FIELDS
+    "key_alias", "models", "metadata", "blocked", "auto_rotate", "rotation_interval", "key_type", "allowed_routes",
+    *BUDGET_CHANGE_FIELDS,
 )
 
 
@@ -172,6 +173,8 @@ class KeyGenerateView(KeyView):
             raw_key=data.get("key"),
             auto_rotate=bool(data.get("auto_rotate")),
             rotation_interval=data.get("rotation_interval"),
+            key_type=data.get("key_type"),
+            allowed_routes=data.get("allowed_routes"),
             **budget,
         )
         return Response(secret_out(key, raw, duration=data.get("duration")))

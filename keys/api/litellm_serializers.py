@@ -16,6 +16,7 @@ from accessctl.litellm import (
     json_object,
     string_list,
 )
+from accessctl.policy import KEY_TYPES, MAX_ALLOWED_ROUTES
 from keys.services import MAX_GRACE_PERIOD_TEXT
 
 KEY_STATUSES = ("active", "expired", "blocked", "revoked", "deleted")
@@ -42,22 +43,18 @@ class KeyFieldsInput(BudgetInput):
     blocked = StrictBooleanField(required=False, allow_null=True)
     spend = StrictFloatField(required=False, allow_null=True, min_value=0)
     access_group_ids = string_list(required=False, allow_null=True)
-    key_type = StrictCharField(required=False, allow_null=True)
-    allowed_routes = string_list(required=False, allow_null=True)
+    key_type = serializers.ChoiceField(
+        choices=KEY_TYPES, required=False, allow_null=True,
+        help_text="default: any route; llm_api: model routes only; management: management routes only; "
+        "read_only: info and list routes only.",
+    )
+    allowed_routes = string_list(
+        required=False, allow_null=True, max_length=MAX_ALLOWED_ROUTES,
+        help_text="Narrows further: route paths (`/key/info`, `/team/*`) or llm_api_routes, management_routes, "
+        "info_routes.",
+    )
     auto_rotate = StrictBooleanField(required=False, allow_null=True)
     rotation_interval = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=16)
-
-    def validate_key_type(self, value: str | None) -> str | None:
-        # A key narrowed to LLM or read-only routes cannot be honoured here; silently widening it would
-        # hand out more than the client asked for.
-        if value not in (None, "default"):
-            raise serializers.ValidationError("Only the default key_type is supported.")
-        return value
-
-    def validate_allowed_routes(self, value: list[str] | None) -> list[str] | None:
-        if value:
-            raise serializers.ValidationError("Route-restricted keys are not supported.")
-        return value
 
 
 class KeyGenerateInput(KeyFieldsInput):
@@ -154,6 +151,8 @@ class KeyOut(serializers.Serializer):
     last_rotation_at = serializers.DateTimeField(source="last_rotated_at", allow_null=True)
     auto_rotate = serializers.BooleanField()
     rotation_interval = serializers.CharField(allow_null=True)
+    key_type = serializers.CharField(help_text="default, llm_api, management or read_only.")
+    allowed_routes = serializers.ListField(child=serializers.CharField())
     key_rotation_at = serializers.DateTimeField(
         source="rotation_due_at", allow_null=True, help_text="When an auto-rotating key is next due for rotation."
     )

@@ -5,6 +5,7 @@ from rest_framework import serializers
 
 from accessctl.ids import IdField
 from accessctl.litellm import BUDGET_INPUT_FIELDS, BudgetInput, StrictCharField, json_object, string_list
+from accessctl.policy import KEY_TYPES, MAX_ALLOWED_ROUTES
 from keys.api.litellm_serializers import GRACE_HELP
 from orgs.api.serializers import BudgetFieldsSerializer, SpendSerializer
 
@@ -30,6 +31,8 @@ class KeySerializer(BudgetFieldsSerializer, SpendSerializer):
     auto_rotate = serializers.BooleanField()
     rotation_interval = serializers.CharField(allow_null=True)
     rotation_due_at = serializers.DateTimeField(allow_null=True)
+    key_type = serializers.CharField(help_text="default, llm_api, management or read_only.")
+    allowed_routes = serializers.ListField(child=serializers.CharField())
 
 
 class KeySecretSerializer(KeySerializer):
@@ -67,6 +70,16 @@ class KeyFieldsSerializer(BudgetInput):
     auto_rotate = serializers.BooleanField(required=False, help_text="Due for rotation every rotation_interval.")
     rotation_interval = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=16,
                                         help_text='e.g. "30d"; the owner is told in the audit log when it is due.')
+    key_type = serializers.ChoiceField(
+        choices=KEY_TYPES, required=False,
+        help_text="default: any route; llm_api: model routes only (the check, /v1/models); management: "
+        "management routes only; read_only: info and list routes only.",
+    )
+    allowed_routes = string_list(
+        required=False, max_length=MAX_ALLOWED_ROUTES,
+        help_text="Narrows further: route paths (`/api/v1/keys`, `/key/*`) or llm_api_routes, management_routes, "
+        "info_routes; empty: no further limit.",
+    )
 
 
 class KeyCreateSerializer(KeyFieldsSerializer):

@@ -37,7 +37,8 @@ READ_ERRORS = errors(400, 401, 403, 404)
 WRITE_ERRORS = errors(400, 401, 403, 404, 409)
 # Body fields the key service takes as they are.
 PLAIN_FIELDS = (
-    "key_alias", "models", "metadata", "blocked", "duration", "auto_rotate", "rotation_interval", *KEY_BUDGET_FIELDS
+    "key_alias", "models", "metadata", "blocked", "duration", "auto_rotate", "rotation_interval", "key_type",
+    "allowed_routes", *KEY_BUDGET_FIELDS,
 )
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from accessgroups.models import AccessGroup
 from keys.models import VirtualKey
-from orgs.models import OrganizationMembership, Team
+from orgs.models import AuditEntry, OrganizationMembership, Team
 from orgs.roles import PlatformRole
 from tests.admin.conftest import admin_url, logged_in
 from tests.factories import UserFactory
@@ -185,3 +185,33 @@ def test_admin_user_password_post_for_a_platform_admin_by_org_admin_is_refused(w
     assert response.status_code == 403
     boss.refresh_from_db()
     assert not boss.check_password("taken-over-1")
+
+
+def test_admin_key_add_with_key_type_and_allowed_routes_stores_them(world):
+    member = world.own.rows["orgs.user"]
+    client = logged_in(world.users["team_admin"])
+    response = _submit(client, "keys.virtualkey", "add", form_id="virtualkey_form", key_alias="app-key",
+                       user=member.user_id, team=str(world.own.rows["orgs.team"].pk), key_type="llm_api",
+                       allowed_routes="llm_api_routes\n/api/v1/authz/check")
+    assert response.status_code == 200 and "new-key-secret" in response.content.decode()
+    key = VirtualKey.objects.get(key_alias="app-key")
+    assert (key.key_type, key.allowed_routes) == ("llm_api", ["llm_api_routes", "/api/v1/authz/check"])
+
+
+def test_admin_key_change_of_key_type_is_saved_and_audited(world):
+    key = world.own.rows["keys.virtualkey"]
+    client = logged_in(world.users["team_admin"])
+    response = _submit(client, "keys.virtualkey", "change", key.pk, form_id="virtualkey_form", key_type="read_only")
+    assert response.status_code == 302
+    assert VirtualKey.objects.get(pk=key.pk).key_type == "read_only"
+    assert AuditEntry.objects.filter(action="key_update", object_id=key.token,
+                                     after__key_type="read_only").exists()
+
+
+def test_admin_key_change_with_a_bad_allowed_route_names_the_refusal(world):
+    key = world.own.rows["keys.virtualkey"]
+    client = logged_in(world.users["team_admin"])
+    response = _submit(client, "keys.virtualkey", "change", key.pk, form_id="virtualkey_form",
+                       allowed_routes="key/info")
+    assert response.status_code == 200 and "allowed_routes" in _errors(response)
+    assert VirtualKey.objects.get(pk=key.pk).allowed_routes == []

@@ -248,3 +248,78 @@ def test_key_list_with_a_malformed_filter_is_a_400_naming_it(client_for):
 
     assert response.status_code == 400
     assert error_of(response)["param"] == "team_id"
+
+
+# --- key_type and allowed_routes (SPEC §2) --------------------------------------------------------------
+
+
+def test_key_create_with_key_type_and_allowed_routes_returns_them(client_for):
+    client = client_for(KeyFactory(user=UserFactory()).raw)
+
+    body = client.post("/api/v1/keys/", {"key_type": "read_only", "allowed_routes": ["/api/v1/keys"]},
+                       format="json").json()
+
+    assert (body["key_type"], body["allowed_routes"]) == ("read_only", ["/api/v1/keys"])
+    assert VirtualKey.objects.get(token=body["token"]).key_type == "read_only"
+
+
+def test_key_read_shows_key_type_and_allowed_routes(client_for):
+    user = UserFactory()
+    key = KeyFactory(user=user, key_type="llm_api", allowed_routes=["llm_api_routes"])
+
+    body = client_for(KeyFactory(user=user).raw).get(f"/api/v1/keys/{key.token}/").json()
+
+    assert (body["key_type"], body["allowed_routes"]) == ("llm_api", ["llm_api_routes"])
+
+
+def test_key_patch_sets_key_type(client_for):
+    user = UserFactory()
+    key = KeyFactory(user=user)
+
+    response = client_for(KeyFactory(user=user).raw).patch(f"/api/v1/keys/{key.token}/", {"key_type": "management"},
+                                                           format="json")
+
+    assert (response.status_code, response.json()["key_type"]) == (200, "management")
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        pytest.param({"key_type": "root"}, "key_type", id="unknown-key-type"),
+        pytest.param({"allowed_routes": ["no-slash"]}, "allowed_routes", id="not-a-route"),
+    ],
+)
+def test_key_create_with_bad_routes_is_400_naming_the_field(client_for, body, param):
+    response = client_for(KeyFactory(user=UserFactory()).raw).post("/api/v1/keys/", body, format="json")
+
+    assert (response.status_code, error_of(response)["param"]) == (400, param)
+
+
+def test_key_list_by_llm_api_key_is_403_key_route_access_denied(client_for):
+    response = client_for(KeyFactory(user=UserFactory(), key_type="llm_api").raw).get("/api/v1/keys/")
+
+    assert (response.status_code, error_of(response)["type"]) == (403, "key_route_access_denied")
+
+
+def test_key_list_by_read_only_key_is_allowed(client_for):
+    assert client_for(KeyFactory(user=UserFactory(), key_type="read_only").raw).get("/api/v1/keys/").status_code == 200
+
+
+def test_key_patch_by_read_only_key_is_403_and_changes_nothing(client_for):
+    key = KeyFactory(user=UserFactory(), key_type="read_only")
+
+    response = client_for(key.raw).patch(f"/api/v1/keys/{key.token}/", {"key_alias": "x"}, format="json")
+
+    assert (response.status_code, error_of(response)["type"]) == (403, "key_route_access_denied")
+    key.refresh_from_db()
+    assert key.key_alias is None
+
+
+def test_key_patch_widening_the_calling_key_itself_is_403(client_for):
+    key = KeyFactory(user=UserFactory(), key_type="management")
+
+    response = client_for(key.raw).patch(f"/api/v1/keys/{key.token}/", {"key_type": "default"}, format="json")
+
+    assert response.status_code == 403
+    key.refresh_from_db()
+    assert key.key_type == "management"

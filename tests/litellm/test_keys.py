@@ -180,7 +180,12 @@ def test_key_generate_duplicate_alias_is_400_naming_key_alias(api, org):
         pytest.param({"metadata": ["a"]}, "metadata", id="metadata-not-an-object"),
         pytest.param({"duration": "forever"}, "duration", id="duration-unparseable"),
         pytest.param({"key": "sk-short"}, "key", id="custom-key-too-short"),
-        pytest.param({"key_type": "llm_api"}, "key_type", id="restricted-key-type"),
+        pytest.param({"key_type": "admin"}, "key_type", id="unknown-key-type"),
+        pytest.param({"key_type": 1}, "key_type", id="key-type-not-a-string"),
+        pytest.param({"allowed_routes": "/key/info"}, "allowed_routes", id="allowed-routes-not-a-list"),
+        pytest.param({"allowed_routes": ["key/info"]}, "allowed_routes", id="allowed-route-not-a-path"),
+        pytest.param({"allowed_routes": ["all_routes"]}, "allowed_routes", id="allowed-route-unknown-group"),
+        pytest.param({"allowed_routes": ["/key/*/info"]}, "allowed_routes", id="allowed-route-inner-wildcard"),
         pytest.param({"blocked": "maybe"}, "blocked", id="blocked-not-a-boolean"),
     ],
 )

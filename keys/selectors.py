@@ -231,6 +231,8 @@ def keys_visible(tenant: TenantContext) -> QuerySet[VirtualKey]:
     if actor.reads_everything:
         return queryset
     condition = Q(user__user_id=actor.user_id) if actor.user_id else Q(pk__in=[])
+    if actor.is_service_account and actor.key_token:
+        condition |= Q(token=actor.key_token)  # a key without a user lists itself (SPEC §2)
     if actor.admin_org_ids:
         condition |= Q(organization__in=list(actor.admin_org_ids))
     team_ids = set(actor.team_roles) | ({actor.key_team_id} if actor.key_team_id else set())

@@ -333,6 +333,8 @@ class KeyListView(KeyView):
         condition = Q(pk__in=[])
         if actor.user_id:
             condition |= Q(user__user_id=actor.user_id)
+        if actor.is_service_account and actor.key_token:
+            condition |= Q(token=actor.key_token)  # a key without a user lists itself (SPEC §2)
         org_ids = [o for o in actor.org_roles if policy.can(actor, "key:list", policy.Target(organization_id=o))]
         if org_ids:
             condition |= Q(organization__in=org_ids)

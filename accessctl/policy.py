@@ -258,6 +258,18 @@ FIELD_ACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "user:update_budget": (*_BUDGET_FIELDS, "spend", "model_spend"),
         "user:update_password": ("password",),
     },
+    "team": {
+        # A team's ceiling comes from above (SPEC §2): its own admins never raise it, nor move the team.
+        "team:update_limits": (*_BUDGET_FIELDS, "spend", "model_spend", "models", "blocked", "access_group_ids",
+                               "organization"),
+        "team:permissions_update": ("member_permissions",),
+    },
+    "organization": {
+        "organization:update_limits": (*_BUDGET_FIELDS, "spend", "model_spend", "models"),
+    },
+    "access_group": {
+        "access_group:assign": ("assigned_team_ids", "assigned_key_ids"),
+    },
 }
 
 

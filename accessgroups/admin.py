@@ -412,6 +412,7 @@ class AccessGroupAdmin(ServiceAdmin):
         data = form.cleaned_data
         return services.access_group_create(
             actor=request.user,
+            by=request_actor(request),
             access_group_name=data["access_group_name"],
             organization=data.get("organization"),
             description=data.get("description") or "",
@@ -421,10 +422,10 @@ class AccessGroupAdmin(ServiceAdmin):
         )
 
     def update(self, request: HttpRequest, obj: AccessGroup, data: dict[str, Any]) -> AccessGroup:
-        return services.access_group_update(actor=request.user, group=obj, data=data)
+        return services.access_group_update(actor=request.user, group=obj, data=data, by=request_actor(request))
 
     def remove(self, request: HttpRequest, obj: AccessGroup) -> None:
-        services.access_group_delete(actor=request.user, group=obj)
+        services.access_group_delete(actor=request.user, group=obj, by=request_actor(request))
 
 
 class AssignmentAdmin(ServiceAdmin):
@@ -450,12 +451,14 @@ class AssignmentAdmin(ServiceAdmin):
 
     def create(self, request: HttpRequest, form: forms.BaseForm) -> Any:
         group, target = form.cleaned_data["access_group"], form.cleaned_data[self.target_field]
-        services.access_group_assign(actor=request.user, group=group, **{f"{self.target_field}s": [target]})
+        services.access_group_assign(actor=request.user, by=request_actor(request), group=group,
+                                     **{f"{self.target_field}s": [target]})
         return self.model.objects.get(access_group=group, **{self.target_field: target})
 
     def remove(self, request: HttpRequest, obj: Any) -> None:
         target = getattr(obj, self.target_field)
-        services.access_group_unassign(actor=request.user, group=obj.access_group, **{f"{self.target_field}s": [target]})
+        services.access_group_unassign(actor=request.user, by=request_actor(request), group=obj.access_group,
+                                       **{f"{self.target_field}s": [target]})
 
 
 @admin.register(TeamAccessGroup)

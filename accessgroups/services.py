@@ -234,8 +234,11 @@ def access_group_create(
     by: policy.Actor | None = None,
 ) -> AccessGroup:
     """Create a group (names unique per owner, ignoring case → 409) and its initial assignments. With
-    `by`, an organization's group never reaches beyond the organization's models."""
+    `by`: a global group is a proxy admin's, an organization's its org admins' (`access_group:create`),
+    and an organization's group never reaches beyond the organization's models."""
     if by is not None:
+        org_id = str(organization.pk) if organization is not None else None
+        policy.require(by, "access_group:create", policy.Target(organization_id=org_id, is_global=org_id is None))
         _within_organization(by, organization, access_model_names)
     data = _validate_group_data(
         {
@@ -370,10 +373,15 @@ def access_group_update(
     *, actor: User | None, group: AccessGroup, data: dict[str, Any], by: policy.Actor | None = None
 ) -> AccessGroup:
     """Partial update: the fields present in `data` are set; `assigned_team_ids` / `assigned_key_ids`
-    replace the assignments from the group's side. With `by`, the group's models stay inside its
-    organization's."""
+    replace the assignments from the group's side. With `by`, the change is authorized before any write:
+    `access_group:update`, `access_group:assign` for the assignments (`policy.FIELD_ACTIONS`), and the
+    group's models stay inside its organization's."""
     group = AccessGroup.objects.select_for_update().get(pk=group.pk)
     if by is not None:
+        target = policy.access_group_target(group)
+        policy.require(by, "access_group:update", target)
+        for action in policy.actions_for("access_group", data):
+            policy.require(by, action, target)
         _within_organization(by, group.organization, data.get("access_model_names"))
     clean = _validate_group_data({k: v for k, v in data.items() if k in GROUP_FIELDS})
     if "access_group_name" in clean and _name_taken(
@@ -449,9 +457,13 @@ def _keep_restricted(group: AccessGroup) -> None:
 
 
 @transaction.atomic
-def access_group_delete(*, actor: User | None, group: AccessGroup) -> None:
-    """Delete a group and detach it from every team and key (drifted rows included, via the signal)."""
+def access_group_delete(*, actor: User | None, group: AccessGroup, by: policy.Actor | None = None) -> None:
+    """Delete a group and detach it from every team and key (drifted rows included, via the signal); a key
+    or team it alone restricted keeps reaching nothing. With `by`: `access_group:delete` first."""
     from keys.cache import tokens_naming_groups
+
+    if by is not None:
+        policy.require(by, "access_group:delete", policy.access_group_target(group))
 
     affects = Affects(
         # After the commit the group and its name are gone: resolve keys that name it now.
@@ -482,8 +494,12 @@ def access_group_assign(
     group: AccessGroup,
     teams: Iterable[Team] = (),
     keys: Iterable[VirtualKey] = (),
+    by: policy.Actor | None = None,
 ) -> tuple[int, int]:
-    """Assign the group to teams and keys (idempotent). Org-owned groups stay inside their organization."""
+    """Assign the group to teams and keys (idempotent). Org-owned groups stay inside their organization.
+    With `by`: `access_group:assign` on the group first."""
+    if by is not None:
+        policy.require(by, "access_group:assign", policy.access_group_target(group))
     teams, keys = list(teams), list(keys)
     _check_same_org(group, teams, keys)
     added = _assign(group, teams=teams, keys=keys)
@@ -507,8 +523,11 @@ def access_group_unassign(
     group: AccessGroup,
     teams: Iterable[Team] = (),
     keys: Iterable[VirtualKey] = (),
+    by: policy.Actor | None = None,
 ) -> tuple[int, int]:
-    """Remove the group from teams and keys (idempotent)."""
+    """Remove the group from teams and keys (idempotent). With `by`: `access_group:assign` on the group first."""
+    if by is not None:
+        policy.require(by, "access_group:assign", policy.access_group_target(group))
     teams, keys = list(teams), list(keys)
     removed = _unassign(group, teams=teams, keys=keys)
     if any(removed):

@@ -1,6 +1,7 @@
 """Every write to users, organizations, teams and memberships; each in a transaction, each audited."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.contrib.auth import password_validation
@@ -23,6 +24,7 @@ from .roles import (
     PLATFORM_ROLES,
     TEAM_MEMBER_PERMISSIONS,
     TEAM_ROLES,
+    OrgRole,
     PlatformRole,
     TeamRole,
 )
@@ -121,11 +123,53 @@ def _validate_password(password: Any, user: User) -> None:
         raise InvalidInput(" ".join(exc.messages), param="password") from exc
 
 
+def authorize_user_create(
+    by: policy.Actor,
+    *,
+    user_id: str | None,
+    organizations: Sequence[Organization] = (),
+    teams: Sequence[Team] = (),
+    data: dict[str, Any] | None = None,
+) -> None:
+    """May `by` create this user, in these organizations (none: a user outside any), with this platform
+    role, flags and models, and add them to these teams? In that order, for each organization: the
+    `user:create` rule (only a proxy admin grants an admin role), `user:update_role` for a system or
+    inactive user, the organization's models as a ceiling; then `team:member_manage` for each team."""
+    data = data or {}
+    org_ids = tuple(str(o.pk) for o in organizations)
+    for organization in organizations or [None]:
+        org_id = str(organization.pk) if organization is not None else None
+        policy.require(by, "user:create", policy.Target(organization_id=org_id, new_platform_role=data.get("user_role")))
+        if data.get("is_system") or data.get("is_active") is False:
+            policy.require(by, "user:update_role", policy.Target(owner_user_id=user_id, user_org_ids=org_ids))
+        if organization is not None and data.get("models"):
+            policy.raise_refusal(
+                policy.can_grant_models(by, validate_models(data["models"]),
+                                        {"organization": list(organization.models or [])}),
+                param="models",
+            )
+    for team in teams:
+        policy.require(by, "team:member_manage", policy.team_target(team))
+
+
 @transaction.atomic
 def user_create(
-    *, actor: User | None, user_id: str | None = None, password: str | None = None, **data: Any
+    *,
+    actor: User | None,
+    user_id: str | None = None,
+    password: str | None = None,
+    by: policy.Actor | None = None,
+    organizations: Sequence[Organization] = (),
+    organization_role: str = OrgRole.INTERNAL_USER,
+    teams: Sequence[tuple[Team, str, Any]] = (),
+    **data: Any,
 ) -> User:
-    """Create a user; `user_id` (SPEC §1's string id) defaults to a UUID string. A duplicate id or email → 409."""
+    """Create a user; `user_id` (SPEC §1's string id) defaults to a UUID string. A duplicate id or email → 409.
+    The user joins `organizations` (with `organization_role`) and `teams` (`(team, role, max_budget_in_team)`).
+    With `by`, the whole creation is authorized first (`authorize_user_create`)."""
+    if by is not None:
+        authorize_user_create(by, user_id=user_id, organizations=organizations, teams=[t for t, _, _ in teams],
+                              data=data)
     user_id = valid_id(user_id, "user_id") if user_id is not None else new_id()
     clean = _clean_user_data(data)
     if password:
@@ -146,6 +190,11 @@ def user_create(
         object_id=user.user_id,
         after=field_values(user, USER_FIELDS),
     )
+    for organization in organizations:
+        organization_member_add(actor=actor, organization=organization, user=user, user_role=organization_role)
+    for team, role, max_budget_in_team in teams:
+        if not TeamMembership.objects.filter(team=team, user=user).exists():
+            team_member_add(actor=actor, team=team, user=user, role=role, max_budget_in_team=max_budget_in_team)
     return user
 
 
@@ -275,9 +324,23 @@ def organization_create(
     return org
 
 
+def authorize_organization_update(by: policy.Actor, organization: Organization, data: dict[str, Any]) -> None:
+    """`organization:update`, and `organization:update_limits` for its models and budget
+    (`policy.FIELD_ACTIONS["organization"]`): an org admin works inside them, a proxy admin sets them."""
+    target = policy.organization_target(organization)
+    policy.require(by, "organization:update", target)
+    for action in policy.actions_for("organization", data):
+        policy.require(by, action, target)
+
+
 @transaction.atomic
-def organization_update(*, actor: User | None, organization: Organization, data: dict[str, Any]) -> Organization:
-    """Apply fields present in `data`; budget fields land on the organization's budget row."""
+def organization_update(
+    *, actor: User | None, organization: Organization, data: dict[str, Any], by: policy.Actor | None = None
+) -> Organization:
+    """Apply fields present in `data`; budget fields land on the organization's budget row. With `by`, the
+    change is authorized field by field before any write."""
+    if by is not None:
+        authorize_organization_update(by, organization, data)
     org = Organization.objects.select_for_update().select_related("budget").get(pk=organization.pk)
     clean = _validate_budget(data, timezone.now())
     budget_data, rest = _split_budget(clean)
@@ -305,8 +368,13 @@ def organization_update(*, actor: User | None, organization: Organization, data:
 
 
 @transaction.atomic
-def organization_delete(*, actor: User | None, organization: Organization) -> Organization:
-    """Soft-delete: every key and context of the organization stops working at once; rows stay."""
+def organization_delete(
+    *, actor: User | None, organization: Organization, by: policy.Actor | None = None
+) -> Organization:
+    """Soft-delete: every key and context of the organization stops working at once; rows stay. With
+    `by`, only a proxy admin may (`organization:delete`)."""
+    if by is not None:
+        policy.require(by, "organization:delete", policy.organization_target(organization))
     org = Organization.objects.select_for_update().get(pk=organization.pk)
     if org.deleted_at is not None:
         return org
@@ -558,12 +626,34 @@ def team_create(
     return team
 
 
+def authorize_team_update(by: policy.Actor, team: Team, data: dict[str, Any]) -> None:
+    """May `by` make this change to `team`? `team:update` (unless only the member permissions change), each
+    changed field's further action (`policy.FIELD_ACTIONS["team"]`), and moving the team to another
+    organization is creating it there (`team:create`)."""
+    target = policy.team_target(team)
+    further = policy.actions_for("team", data)
+    if set(data) - set(policy.FIELD_ACTIONS["team"]["team:permissions_update"]) or not further:
+        policy.require(by, "team:update", target)
+    for action in further:
+        policy.require(by, action, target)
+    if "organization" in data and _pk(data["organization"]) != team.organization_id:
+        new_org = data["organization"]
+        policy.require(by, "team:create", policy.Target(organization_id=_s(_pk(new_org))))
+
+
+def _pk(value: Any) -> Any:
+    return getattr(value, "pk", value)
+
+
 @transaction.atomic
-def team_update(*, actor: User | None, team: Team, data: dict[str, Any]) -> Team:
-    """Apply the fields present in `data`; `access_group_ids` replaces the team's groups."""
+def team_update(*, actor: User | None, team: Team, data: dict[str, Any], by: policy.Actor | None = None) -> Team:
+    """Apply the fields present in `data`; `access_group_ids` replaces the team's groups. With `by`, the
+    change is authorized field by field before any write (`authorize_team_update`)."""
     from accessgroups.services import set_assigned_groups
 
     team = Team.objects.select_for_update(of=("self",)).select_related("organization").get(pk=team.pk)
+    if by is not None:
+        authorize_team_update(by, team, data)
     organization = data.get("organization", team.organization)
     clean = _clean_team_data(data, organization)
     old_groups = list(team.access_group_ids)
@@ -593,10 +683,14 @@ def team_update(*, actor: User | None, team: Team, data: dict[str, Any]) -> Team
 
 
 @transaction.atomic
-def team_delete(*, actor: User | None, team: Team) -> None:
-    """Delete a team with its keys, memberships and access-group assignments."""
+def team_delete(*, actor: User | None, team: Team, by: policy.Actor | None = None) -> None:
+    """Delete a team with its keys, memberships and access-group assignments. With `by`: proxy admins and
+    the team's organization admins only (`team:delete`)."""
     from accessgroups.models import KeyAccessGroup
     from accessgroups.services import count_assignments
+
+    if by is not None:
+        policy.require(by, "team:delete", policy.team_target(team))
 
     before = field_values(team, (*TEAM_FIELDS, "access_group_ids"))
     # Old tokens of rotations too: the keys are gone after commit, so they cannot be looked up then.

@@ -80,10 +80,6 @@ class AccessGroupListView(AccessGroupView):
         organization = (
             referenced_organization(self.tenant, organization_id) if organization_id else self.tenant.organization
         )
-        target = policy.Target(
-            organization_id=str(organization.pk) if organization else None, is_global=organization is None
-        )
-        self.check("access_group:create", target)
         group = services.access_group_create(
             actor=self.acting_user,
             by=request.actor,
@@ -111,7 +107,6 @@ class AccessGroupDetailView(AccessGroupView):
     def put(self, request: Request, access_group_id: str) -> Response:
         data = self.body(AccessGroupUpdateInput)
         group = self.find_group(access_group_id)
-        self.check("access_group:update", policy.access_group_target(group))
         group = services.access_group_update(actor=self.acting_user, group=group, data=data, by=request.actor)
         return Response(group_out(group))
 
@@ -123,6 +118,5 @@ class AccessGroupDetailView(AccessGroupView):
     )
     def delete(self, request: Request, access_group_id: str) -> Response:
         group = self.find_group(access_group_id)
-        self.check("access_group:delete", policy.access_group_target(group))
-        services.access_group_delete(actor=self.acting_user, group=group)
+        services.access_group_delete(actor=self.acting_user, group=group, by=request.actor)
         return Response(status=204)

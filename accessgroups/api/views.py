@@ -26,7 +26,6 @@ from orgs.api.views import OrgsView
 
 from .filters import AccessGroupFilter, AgentFilter, CatalogModelFilter, MCPServerFilter
 from .serializers import (
-    ASSIGNMENT_FIELDS,
     AccessGroupCreateSerializer,
     AccessGroupSerializer,
     AccessGroupUpdateSerializer,
@@ -77,8 +76,6 @@ class AccessGroupListView(AccessGroupsView):
     def post(self, request: Request) -> Response:
         data = self.body(AccessGroupCreateSerializer)
         organization = self.organization_for_create(data.pop("organization_id", None))
-        org_id = str(organization.pk) if organization is not None else None
-        self.check("access_group:create", policy.Target(organization_id=org_id, is_global=organization is None))
         data["assigned_team_ids"] = [str(t) for t in data.get("assigned_team_ids", [])]
         data["description"] = data.get("description") or ""
         group = services.access_group_create(actor=self.acting_user, by=request.actor, organization=organization, **data)
@@ -99,10 +96,6 @@ class AccessGroupDetailView(AccessGroupsView):
     def patch(self, request: Request, access_group_id: Any) -> Response:
         group = self.group(access_group_id)
         data = self.body(AccessGroupUpdateSerializer, partial=True)
-        target = policy.access_group_target(group)
-        self.check("access_group:update", target)
-        if any(name in data for name in ASSIGNMENT_FIELDS):
-            self.check("access_group:assign", target)
         if "assigned_team_ids" in data:
             data["assigned_team_ids"] = [str(t) for t in data["assigned_team_ids"]]
         group = services.access_group_update(actor=self.acting_user, group=group, data=data, by=request.actor)
@@ -114,8 +107,7 @@ class AccessGroupDetailView(AccessGroupsView):
     )
     def delete(self, request: Request, access_group_id: Any) -> Response:
         group = self.group(access_group_id)
-        self.check("access_group:delete", policy.access_group_target(group))
-        services.access_group_delete(actor=self.acting_user, group=group)
+        services.access_group_delete(actor=self.acting_user, group=group, by=request.actor)
         return Response(status=204)
 
 

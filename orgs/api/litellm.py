@@ -72,10 +72,6 @@ TEAM_TAGS = ["LiteLLM: teams"]
 USER_TAGS = ["LiteLLM: users"]
 ORG_TAGS = ["LiteLLM: organizations"]
 
-# What only an admin above the row may change: nobody raises their own ceiling (SPEC §2).
-TEAM_LIMIT_FIELDS = (*BUDGET_INPUT_FIELDS, "spend", "models", "blocked", "access_group_ids", "organization_id")
-USER_LIMIT_FIELDS = (*BUDGET_INPUT_FIELDS, "spend", "models")
-ORGANIZATION_LIMIT_FIELDS = (*BUDGET_INPUT_FIELDS, "spend", "models")
 KEY_PREFETCH = Prefetch("keys", queryset=VirtualKey.objects.select_related("user").order_by("-created_at", "id"))
 
 
@@ -212,23 +208,18 @@ class TeamUpdateView(DirectoryView):
     def post(self, request: Request) -> Response:
         data = self.body(TeamUpdateInput)
         team = self.find_team(data["team_id"])
-        target = policy.team_target(team)
-        self.check("team:update", target)
-        if any(f in data for f in TEAM_LIMIT_FIELDS):
-            self.check("team:update_limits", target)
-        if "team_member_permissions" in data:
-            self.check("team:permissions_update", target)
         changes = team_data(data)
         if "access_group_ids" in data:
             changes["access_group_ids"] = data["access_group_ids"] or []
-        if "organization_id" in data and (data["organization_id"] or None) != _s(team.organization_id):
-            organization = (
-                referenced_organization(self.tenant, data["organization_id"]) if data["organization_id"] else None
+        if "organization_id" in data:
+            # Sent at all, the organization is a limit the team's admins may not touch (LiteLLM); a new one
+            # is also creating the team there (the service asks both).
+            moved = (data["organization_id"] or None) != _s(team.organization_id)
+            changes["organization"] = (
+                referenced_organization(self.tenant, data["organization_id"]) if moved and data["organization_id"]
+                else None if moved else team.organization
             )
-            # Moving a team is creating it in the other organization.
-            self.check("team:create", policy.Target(organization_id=_s(organization.pk) if organization else None))
-            changes["organization"] = organization
-        team = services.team_update(actor=self.acting_user, team=team, data=changes)
+        team = services.team_update(actor=self.acting_user, team=team, data=changes, by=request.actor)
         return Response({"team_id": str(team.team_id), "data": team_out(team)})
 
 
@@ -248,11 +239,9 @@ class TeamDeleteView(DirectoryView):
             if team is None:
                 raise NotFound(f"Team not found, passed team_id={team_id}", param="team_ids")
             teams.append(team)
-        for team in teams:
-            self.check("team:delete", policy.team_target(team))
-        with transaction.atomic():
+        with transaction.atomic():  # all or none: a refusal rolls back the teams deleted before it
             for team in {t.pk: t for t in teams}.values():
-                services.team_delete(actor=self.acting_user, team=team)
+                services.team_delete(actor=self.acting_user, team=team, by=request.actor)
         return Response({"deleted_teams": list(team_ids)})
 
 
@@ -527,44 +516,22 @@ class UserNewView(DirectoryView):
         organizations = {o.pk: o for o in (referenced_organization(self.tenant, oid) for oid in org_ids)}
         if not organizations and self.tenant.organization is not None:
             organizations[self.tenant.organization.pk] = self.tenant.organization
-        role = data.get("user_role")
-        for organization in organizations.values() or [None]:
-            self.check(
-                "user:create",
-                policy.Target(organization_id=_s(organization.pk) if organization else None, new_platform_role=role),
-            )
-            if organization is not None and data.get("models"):
-                self.ask_models(data["models"], {"organization": list(organization.models or [])})
         team_entries = list(data.get("teams") or [])
         if data.get("team_id"):
             team_entries.insert(0, {"team_id": data["team_id"], "user_role": "user"})
-        teams = []
-        for entry in team_entries:
-            team = referenced_team(self.tenant, entry["team_id"])
-            self.check("team:member_manage", policy.team_target(team))
-            teams.append((team, entry))
+        teams = [(referenced_team(self.tenant, entry["team_id"]), entry) for entry in team_entries]
         key_team = teams[0][0] if data.get("team_id") else None
         first_org = next(iter(organizations.values()), None)
         key_org = key_team.organization if key_team is not None else first_org
         with transaction.atomic():
             user = services.user_create(
                 actor=self.acting_user,
+                by=request.actor,
                 user_id=data.get("user_id") or None,
+                organizations=list(organizations.values()),
+                teams=[(team, entry.get("user_role") or "user", entry.get("max_budget_in_team")) for team, entry in teams],
                 **{f: data[f] for f in USER_SERVICE_FIELDS if f in data and data[f] is not None},
             )
-            for organization in organizations.values():
-                services.organization_member_add(
-                    actor=self.acting_user, organization=organization, user=user, user_role="internal_user"
-                )
-            for team, entry in teams:
-                if selectors.team_membership(team, user) is None:
-                    services.team_member_add(
-                        actor=self.acting_user,
-                        team=team,
-                        user=user,
-                        role=entry.get("user_role") or "user",
-                        max_budget_in_team=entry.get("max_budget_in_team"),
-                    )
             key_fields: dict[str, Any] = {"key": None, "token": None, "key_name": None, "expires": None}
             if data.get("auto_create_key", True):
                 key, raw = key_services.key_generate(
@@ -675,16 +642,11 @@ class UserUpdateView(DirectoryView):
             if verdict.status == 403 and data.get("user_role"):
                 raise ServiceError(verdict.message, type=verdict.type, status=verdict.status, param="user_role")
             raise NotFound(f"User {data['user_id']} not found", param="user_id")
-        with transaction.atomic():
-            fields = {f: data[f] for f in USER_SERVICE_FIELDS if f in data and data[f] is not None}
-            user = services.user_create(
-                actor=self.acting_user, user_id=data["user_id"], password=data.get("password"), **fields
-            )
-            if organization is not None:
-                services.organization_member_add(
-                    actor=self.acting_user, organization=organization, user=user, user_role="internal_user"
-                )
-        return user
+        fields = {f: data[f] for f in USER_SERVICE_FIELDS if f in data and data[f] is not None}
+        return services.user_create(
+            actor=self.acting_user, by=self.request.actor, user_id=data["user_id"], password=data.get("password"),
+            organizations=[organization] if organization is not None else [], **fields,
+        )
 
 
 class UserDeleteView(DirectoryView):
@@ -770,11 +732,9 @@ class OrganizationUpdateView(DirectoryView):
     def patch(self, request: Request) -> Response:
         data = self.body(OrganizationUpdateInput)
         organization = self.find_organization(data.pop("organization_id"))
-        target = policy.organization_target(organization)
-        self.check("organization:update", target)
-        if any(f in data for f in ORGANIZATION_LIMIT_FIELDS):
-            self.check("organization:update_limits", target)
-        organization = services.organization_update(actor=self.acting_user, organization=organization, data=data)
+        organization = services.organization_update(
+            actor=self.acting_user, organization=organization, data=data, by=request.actor
+        )
         return Response(organization_out(organization))
 
 
@@ -790,11 +750,9 @@ class OrganizationDeleteView(DirectoryView):
     def delete(self, request: Request) -> Response:
         org_ids = list(dict.fromkeys(self.body(OrganizationIdsInput)["organization_ids"]))
         organizations = [self.find_organization(o, message=f"Organization={o} not found") for o in org_ids]
-        for organization in organizations:
-            self.check("organization:delete", policy.organization_target(organization))
-        with transaction.atomic():
+        with transaction.atomic():  # all or none: a refusal rolls back the organizations deleted before it
             for organization in organizations:
-                services.organization_delete(actor=self.acting_user, organization=organization)
+                services.organization_delete(actor=self.acting_user, organization=organization, by=request.actor)
         return Response([organization_out(o) for o in organizations])
 
 

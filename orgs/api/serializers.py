@@ -8,7 +8,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from accessctl.ids import IdField
-from accessctl.litellm import BUDGET_INPUT_FIELDS, BudgetInput, StrictCharField, json_object, string_list
+from accessctl.litellm import BudgetInput, StrictCharField, json_object, string_list
 from orgs.roles import ORG_ROLE_VALUES, PLATFORM_ROLE_VALUES, TEAM_MEMBER_PERMISSIONS, TEAM_ROLE_VALUES
 
 # --- shared output pieces -----------------------------------------------------------------------
@@ -65,10 +65,6 @@ class OrganizationUpdateSerializer(BudgetInput):
     organization_alias = StrictCharField(max_length=255, required=False)
     models = string_list(required=False)
     metadata = json_object(required=False)
-
-
-# Fields whose change raises what an organization may use: only a proxy admin sets them.
-ORGANIZATION_LIMIT_FIELDS = ("models", *BUDGET_INPUT_FIELDS)
 
 
 class OrganizationMemberSerializer(serializers.Serializer):
@@ -143,10 +139,6 @@ class TeamUpdateSerializer(TeamFieldsSerializer):
     pass
 
 
-# Fields whose change raises what a team may use: not for its own admins (SPEC §2).
-TEAM_LIMIT_FIELDS = ("models", "blocked", "access_group_ids", *BUDGET_INPUT_FIELDS)
-
-
 class TeamMemberSerializer(serializers.Serializer):
     user_id = serializers.CharField(source="user.user_id")
     user_email = serializers.EmailField(source="user.user_email", allow_null=True)
@@ -214,11 +206,6 @@ class UserCreateSerializer(UserFieldsSerializer):
 
 class UserUpdateSerializer(UserFieldsSerializer):
     spend = serializers.FloatField(required=False, min_value=0)
-
-
-# Which policy action each changed user field needs (anything else: `user:update`).
-USER_ROLE_FIELDS = ("user_role", "is_system", "is_active")
-USER_LIMIT_FIELDS = ("models", "spend", *BUDGET_INPUT_FIELDS)
 
 
 # --- audit --------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
@@ -28,8 +27,6 @@ from .filters import (
     UserFilter,
 )
 from .serializers import (
-    ORGANIZATION_LIMIT_FIELDS,
-    TEAM_LIMIT_FIELDS,
     AuditEntrySerializer,
     OrganizationCreateSerializer,
     OrganizationMemberAddSerializer,
@@ -150,11 +147,9 @@ class OrganizationDetailView(OrgsView):
     def patch(self, request: Request, organization_id: Any) -> Response:
         organization = self.organization(organization_id)
         data = self.body(OrganizationUpdateSerializer, partial=True)
-        target = policy.organization_target(organization)
-        self.check("organization:update", target)
-        if any(name in data for name in ORGANIZATION_LIMIT_FIELDS):
-            self.check("organization:update_limits", target)
-        organization = services.organization_update(actor=self.acting_user, organization=organization, data=data)
+        organization = services.organization_update(
+            actor=self.acting_user, organization=organization, data=data, by=request.actor
+        )
         return rendered(OrganizationSerializer, organization)
 
     @extend_schema(
@@ -164,8 +159,7 @@ class OrganizationDetailView(OrgsView):
     )
     def delete(self, request: Request, organization_id: Any) -> Response:
         organization = self.organization(organization_id)
-        self.check("organization:delete", policy.organization_target(organization))
-        services.organization_delete(actor=self.acting_user, organization=organization)
+        services.organization_delete(actor=self.acting_user, organization=organization, by=request.actor)
         return Response(status=204)
 
 
@@ -314,14 +308,7 @@ class TeamDetailView(OrgsView):
     def patch(self, request: Request, team_id: Any) -> Response:
         team = self.team(team_id)
         sent = self.body(TeamUpdateSerializer, partial=True)
-        target = policy.team_target(team)
-        if set(sent) - {"team_member_permissions"} or not sent:
-            self.check("team:update", target)
-        if any(name in sent for name in TEAM_LIMIT_FIELDS):
-            self.check("team:update_limits", target)
-        if "team_member_permissions" in sent:
-            self.check("team:permissions_update", target)
-        team = services.team_update(actor=self.acting_user, team=team, data=_team_data(sent))
+        team = services.team_update(actor=self.acting_user, team=team, data=_team_data(sent), by=request.actor)
         return rendered(TeamSerializer, _with_members(team))
 
     @extend_schema(
@@ -329,8 +316,7 @@ class TeamDetailView(OrgsView):
     )
     def delete(self, request: Request, team_id: Any) -> Response:
         team = self.team(team_id)
-        self.check("team:delete", policy.team_target(team))
-        services.team_delete(actor=self.acting_user, team=team)
+        services.team_delete(actor=self.acting_user, team=team, by=request.actor)
         return Response(status=204)
 
 
@@ -433,20 +419,13 @@ class UserListView(OrgsView):
     def post(self, request: Request) -> Response:
         data = self.body(UserCreateSerializer)
         organization = self.organization_for_create(data.pop("organization_id", None))
-        organization_role = data.pop("organization_role")
-        org_id = _s(organization and organization.pk)
-        self.check("user:create", policy.Target(organization_id=org_id, new_platform_role=data.get("user_role")))
-        if data.get("is_system") or data.get("is_active") is False:
-            self.check("user:update_role", policy.Target(owner_user_id=data.get("user_id"),
-                                                         user_org_ids=(org_id,) if org_id else ()))
-        if organization is not None:
-            self.grant_models(data.get("models"), {"organization": list(organization.models or [])})
-        with transaction.atomic():
-            user = services.user_create(actor=self.acting_user, **data)
-            if organization is not None:
-                services.organization_member_add(
-                    actor=self.acting_user, organization=organization, user=user, user_role=organization_role
-                )
+        user = services.user_create(
+            actor=self.acting_user,
+            by=request.actor,
+            organizations=[organization] if organization is not None else [],
+            organization_role=data.pop("organization_role"),
+            **data,
+        )
         return rendered(UserSerializer, _with_memberships(user), status=201)
 
 

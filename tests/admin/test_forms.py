@@ -6,7 +6,7 @@ import pytest
 
 from accessgroups.models import AccessGroup
 from keys.models import VirtualKey
-from orgs.models import AuditEntry, OrganizationMembership, Team
+from orgs.models import AuditEntry, OrganizationMembership, Team, User
 from orgs.roles import PlatformRole
 from tests.admin.conftest import admin_url, logged_in
 from tests.factories import UserFactory
@@ -215,3 +215,37 @@ def test_admin_key_change_with_a_bad_allowed_route_names_the_refusal(world):
                        allowed_routes="key/info")
     assert response.status_code == 200 and "allowed_routes" in _errors(response)
     assert VirtualKey.objects.get(pk=key.pk).allowed_routes == []
+
+
+def test_admin_user_add_of_a_system_user_by_org_admin_is_refused(world):
+    # A system user reads every tenant's keys: only a proxy admin makes one (the user service decides).
+    client = logged_in(world.users["org_admin"])
+    response = _submit(client, "orgs.user", "add", form_id="user_form", user_id="gateway@example.test",
+                       organization=str(world.own.organization.pk), is_system="on")
+    assert response.status_code == 200 and "proxy admin" in _errors(response)
+    assert not User.objects.filter(user_id="gateway@example.test").exists()
+
+
+def test_admin_user_add_of_a_system_user_by_proxy_admin_is_saved(world):
+    client = logged_in(world.users["proxy_admin"])
+    response = _submit(client, "orgs.user", "add", form_id="user_form", user_id="gateway@example.test",
+                       is_system="on")
+    assert response.status_code == 302
+    assert User.objects.get(user_id="gateway@example.test").is_system
+
+
+def test_admin_team_delete_by_team_admin_is_refused(world):
+    team = world.own.rows["orgs.team"]
+    client = logged_in(world.users["team_admin"])
+    response = client.post(admin_url("orgs.team", "delete", team.pk), {"post": "yes"})
+    assert response.status_code == 403
+    assert Team.objects.filter(pk=team.pk).exists()
+
+
+def test_admin_organization_delete_by_org_admin_is_refused(world):
+    org = world.own.organization
+    client = logged_in(world.users["org_admin"])
+    response = client.post(admin_url("orgs.organization", "delete", org.pk), {"post": "yes"})
+    assert response.status_code == 403
+    org.refresh_from_db()
+    assert org.deleted_at is None

@@ -466,7 +466,10 @@ def key_update(
     owner to create."""
     from accessgroups.services import set_assigned_groups
 
-    key = VirtualKey.objects.select_for_update(of=("self",)).select_related("user", "team", "organization").get(pk=key.pk)
+    # Only the key's row is locked: PostgreSQL refuses FOR UPDATE on the nullable side of the outer joins.
+    key = (
+        VirtualKey.objects.select_for_update(of=("self",)).select_related("user", "team", "organization").get(pk=key.pk)
+    )
     if by is not None:
         authorize_key_update(by, key, data, new_user_id=new_user_id)
     if new_user_id is not None:
@@ -572,7 +575,10 @@ def key_regenerate(
         raise InvalidInput("Idempotency-Key must be 1 to 255 characters.", param="Idempotency-Key")
     until = grace_until(grace_period, now)
     # The row lock serializes every rotation of this key.
-    key = VirtualKey.objects.select_for_update(of=("self",)).select_related("user", "team", "organization").get(pk=key.pk)
+    # Only the key's row is locked: PostgreSQL refuses FOR UPDATE on the nullable side of the outer joins.
+    key = (
+        VirtualKey.objects.select_for_update(of=("self",)).select_related("user", "team", "organization").get(pk=key.pk)
+    )
     if by is not None:
         authorize_key_update(by, key, data or {}, action="key:regenerate")
     if idempotency_key is not None:

@@ -443,6 +443,9 @@ def invalidate(affects: Affects) -> None:
     Runs after commit, so it must not raise: if the database cannot say which keys the write reached,
     every snapshot is dropped instead (the write has landed; its answer must not become a 500).
     """
+    if affects.everything:
+        invalidate_all()
+        return
     try:
         tokens = affected_tokens(affects)
     except DatabaseError:

@@ -19,9 +19,11 @@ class Affects:
     organization_ids: set[Any] = field(default_factory=set)
     user_pks: set[int] = field(default_factory=set)
     access_group_ids: set[Any] = field(default_factory=set)
+    # Every snapshot: for a write too wide to name its keys (an import of thousands of rows).
+    everything: bool = False
 
     def __bool__(self) -> bool:
-        return any(
+        return self.everything or any(
             (self.tokens, self.key_ids, self.team_ids, self.organization_ids, self.user_pks, self.access_group_ids)
         )
 

@@ -389,3 +389,26 @@ class ScimGroup(db.Model):
 
     def __str__(self) -> str:
         return self.display_name
+
+
+class ImportedRow(db.Model):
+    """A row an import (`manage.py import_litellm`) brought in: what it was in the source, what it became here,
+    and a digest of the values it was given. A re-run updates a row only while accessctl has left it as the
+    import wrote it, and never re-creates one deleted here since: a key revoked after the import stays revoked."""
+
+    source = db.CharField(max_length=32, help_text="The system imported from, e.g. litellm.")
+    source_table = db.CharField(max_length=64, help_text="The source's table, e.g. LiteLLM_VerificationToken.")
+    source_id = db.CharField(max_length=512, help_text="The row's id in the source (team_id/user_id for a membership).")
+    target_id = db.CharField(max_length=255, help_text="The id of the accessctl row it became.")
+    fingerprint = db.CharField(max_length=64, help_text="SHA-256 of the values the import last wrote to the row.")
+    imported_at = db.DateTimeField(default=timezone.now, help_text="When the row was first imported.")
+    updated_at = db.DateTimeField(default=timezone.now, help_text="When an import last wrote the row.")
+
+    class Meta:
+        ordering = ["source", "source_table", "source_id"]
+        constraints = [
+            db.UniqueConstraint(fields=["source", "source_table", "source_id"], name="imported_row_once_per_source_row"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.source_table}:{self.source_id} → {self.target_id}"

@@ -82,7 +82,7 @@ demo: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py load_demo
 
-.PHONY: worker bench-bulk bench-faults bench-usage
+.PHONY: worker bench-bulk bench-faults bench-usage bench-import
 CELERY_BROKER_URL ?= redis://127.0.0.1:6379/0
 
 worker: install services  ## a Celery worker with beat (budget resets, key expiry, bulk jobs) on $(CELERY_BROKER_URL)
@@ -91,6 +91,9 @@ worker: install services  ## a Celery worker with beat (budget resets, key expir
 
 bench-bulk: install services  ## bulk assignment and key listing at scale, on PostgreSQL
 	$(BIN)/python benchmarks/bench_bulk.py
+
+bench-import: install services  ## manage.py import_litellm of 100,000 keys from LiteLLM's real schema, into PostgreSQL and SQLite
+	$(BIN)/python benchmarks/bench_import.py
 
 bench-faults: install services  ## warm checks during each fault (Redis killed/paused, database paused, random-key flood)
 	command -v wrk >/dev/null || apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }

@@ -8,8 +8,10 @@ restrictions, object permissions): such a key is refused.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import math
+import re
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -64,31 +66,30 @@ ORGANIZATION_COLUMNS = (
 USER_COLUMNS = (
     "user_id", "user_alias", "user_email", "user_role", "sso_user_id", "password", "models", "metadata",
     "max_budget", "spend", "model_spend", "model_max_budget", "tpm_limit", "rpm_limit", "max_parallel_requests",
-    "budget_duration", "budget_reset_at", "created_at", "object_permission_id", "allowed_cache_controls", "policies",
+    "budget_duration", "budget_reset_at", "created_at", "object_permission_id",
 )
+# Read as flags (whether a row sets them): accessctl has no place for them, the report names them.
 USER_UNSUPPORTED = ("allowed_cache_controls", "policies")
 TEAM_COLUMNS = (
     "team_id", "team_alias", "organization_id", "admins", "members", "members_with_roles", "metadata",
     "max_budget", "soft_budget", "spend", "models", "max_parallel_requests", "tpm_limit", "rpm_limit",
     "budget_duration", "budget_reset_at", "blocked", "created_at", "model_spend", "model_max_budget",
-    "team_member_permissions", "access_group_ids", "object_permission_id", "tpd_limit", "router_settings",
-    "policies", "default_team_member_models", "budget_limits", "model_id",
+    "team_member_permissions", "access_group_ids", "object_permission_id",
 )
 TEAM_UNSUPPORTED = ("tpd_limit", "router_settings", "policies", "default_team_member_models", "budget_limits", "model_id")
 ORGANIZATION_MEMBERSHIP_COLUMNS = ("user_id", "organization_id", "user_role", "spend", "budget_id", "created_at")
 TEAM_MEMBERSHIP_COLUMNS = ("user_id", "team_id", "spend", "budget_id")
 ACCESS_GROUP_COLUMNS = (
     "access_group_id", "access_group_name", "description", "access_model_names", "access_mcp_server_ids",
-    "access_agent_ids", "access_skill_names", "mcp_tool_permissions", "created_at", "created_by",
+    "access_agent_ids", "created_at", "created_by",
 )
 ACCESS_GROUP_UNSUPPORTED = ("access_skill_names", "mcp_tool_permissions")
 KEY_COLUMNS = (
-    "token", "key_name", "key_alias", "spend", "expires", "models", "aliases", "config", "user_id", "team_id",
-    "permissions", "max_parallel_requests", "metadata", "blocked", "tpm_limit", "rpm_limit", "max_budget",
-    "budget_duration", "budget_reset_at", "allowed_cache_controls", "allowed_routes", "key_type", "model_spend",
+    "token", "key_name", "key_alias", "spend", "expires", "models", "user_id", "team_id",
+    "max_parallel_requests", "metadata", "blocked", "tpm_limit", "rpm_limit", "max_budget",
+    "budget_duration", "budget_reset_at", "allowed_routes", "key_type", "model_spend",
     "model_max_budget", "budget_id", "organization_id", "object_permission_id", "created_at", "created_by",
     "updated_by", "auto_rotate", "rotation_interval", "last_rotation_at", "key_rotation_at", "access_group_ids",
-    "policies", "router_settings", "tpd_limit", "project_id", "agent_id", "budget_limits",
 )
 KEY_UNSUPPORTED = (
     "aliases", "config", "allowed_cache_controls", "policies", "router_settings", "tpd_limit", "project_id",
@@ -106,6 +107,23 @@ class Refused(Exception):
         self.detail = detail
 
 
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime.datetime):
+        return value.astimezone(datetime.UTC).isoformat(timespec="microseconds")
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not comparable")
+
+
+def fingerprint(values: dict[str, Any], keys: Iterable[str] | None = None) -> str:
+    """SHA-256 of the values (only `keys`, if given), in a form equal for what was written and what is read
+    back (datetimes in UTC, UUIDs as strings)."""
+    if keys is not None:
+        values = {k: values.get(k) for k in keys}
+    text = json.dumps(values, sort_keys=True, separators=(",", ":"), allow_nan=False, default=_json_default)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 @dataclass
 class Mapped:
     """One source row as accessctl will hold it. `values` are keyed by how the accessctl row is read back
@@ -115,6 +133,13 @@ class Mapped:
     target_id: str
     label: str
     values: dict[str, Any]
+    _digest: str | None = field(default=None, repr=False)
+
+    def digest(self) -> str:
+        """The fingerprint of `values` (computed once: they do not change after `prepare`)."""
+        if self._digest is None:
+            self._digest = fingerprint(self.values)
+        return self._digest
 
 
 @dataclass
@@ -220,6 +245,13 @@ def text(value: Any, column: str, max_length: int, note: Note, *, default: str |
     return value
 
 
+def created(row: dict[str, Any]) -> dict[str, Any]:
+    """`created_at`, when LiteLLM recorded one (some of its columns allow none: accessctl then stamps now,
+    and leaves it out of what a re-run compares)."""
+    value = when(row.get("created_at"))
+    return {} if value is None else {"created_at": value}
+
+
 def an_id(value: Any, column: str) -> str:
     if not is_valid_id(value):
         raise Refused(
@@ -318,7 +350,7 @@ def map_organization(row: dict[str, Any], refs: Refs, note: Note) -> Mapped:
         "metadata": json_object(row.get("metadata"), "metadata", note),
         "spend": amount(row.get("spend"), "spend", default=0.0),
         "model_spend": per_model(row.get("model_spend"), "model_spend", note, caps=False),
-        "created_at": when(row.get("created_at")),
+        **created(row),
         "created_by": text(row.get("created_by"), "created_by", 255, note, default=""),
         **_owned_budget(row.get("budget_id"), f"organization:{org_id}", refs, note, required=True),
     }
@@ -359,7 +391,7 @@ def map_user(row: dict[str, Any], refs: Refs, note: Note) -> Mapped:
         "budget_reset_at": when(row.get("budget_reset_at")),
         "spend": amount(row.get("spend"), "spend", default=0.0),
         "model_spend": per_model(row.get("model_spend"), "model_spend", note, caps=False),
-        "created_at": when(row.get("created_at")),
+        **created(row),
     }
     return Mapped(user_id, user_id, user_id, values)
 
@@ -377,7 +409,7 @@ def map_access_group(row: dict[str, Any], refs: Refs, note: Note) -> Mapped:
         "access_model_names": string_list(row.get("access_model_names")),
         "access_mcp_server_ids": string_list(row.get("access_mcp_server_ids")),
         "access_agent_ids": string_list(row.get("access_agent_ids")),
-        "created_at": when(row.get("created_at")),
+        **created(row),
         "created_by": text(row.get("created_by"), "created_by", 255, note, default=""),
     }
     return Mapped(group_id, group_id, name, values)
@@ -431,7 +463,7 @@ def map_team(row: dict[str, Any], refs: Refs, note: Note) -> Mapped:
         "model_spend": per_model(row.get("model_spend"), "model_spend", note, caps=False),
         "legacy_admins": string_list(row.get("admins")),
         "legacy_members": string_list(row.get("members")),
-        "created_at": when(row.get("created_at")),
+        **created(row),
         "access_group_ids": access_group_ids(row.get("access_group_ids"), refs),
     }
     return Mapped(team_id, team_id, row.get("team_alias") or team_id, values)
@@ -490,20 +522,23 @@ def map_organization_member(row: dict[str, Any], refs: Refs, note: Note) -> Mapp
     values = {
         "user_role": role,
         "spend": amount(row.get("spend"), "spend", default=0.0),
-        "created_at": when(row.get("created_at")),
+        **created(row),
         **_owned_budget(row.get("budget_id"), f"organization:{org_id}:{user_id}", refs, note, required=False),
     }
     return Mapped(source_id, source_id, label, values)
 
 
 def key_row_id(token: str) -> str:
-    """The accessctl row id of an imported key: derived from its LiteLLM token, so it stays the same after
-    the key is rotated here (and a re-run can tell the key was rotated)."""
-    return str(uuid.uuid5(NAMESPACE, f"{KEY_TABLE}:{token}"))
+    """The accessctl row id of an imported key: the first 128 bits of its LiteLLM token (public, like the
+    token), so it stays the same after the key is rotated here and a re-run can tell it was rotated."""
+    return str(uuid.UUID(hex=token[:32]))
+
+
+_TOKEN = re.compile(r"[0-9a-f]{64}")
 
 
 def is_token(value: Any) -> bool:
-    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    return isinstance(value, str) and _TOKEN.fullmatch(value) is not None
 
 
 def map_key(row: dict[str, Any], refs: Refs, note: Note) -> Mapped:
@@ -581,7 +616,7 @@ def map_key(row: dict[str, Any], refs: Refs, note: Note) -> Mapped:
         **caps,
         "spend": amount(row.get("spend"), "spend", default=0.0),
         "model_spend": per_model(row.get("model_spend"), "model_spend", note, caps=False),
-        "created_at": when(row.get("created_at")),
+        **created(row),
         "created_by": text(row.get("created_by"), "created_by", 255, note, default=""),
         "auto_rotate": bool(row.get("auto_rotate")) and rotation_interval is not None,
         "rotation_interval": rotation_interval,

@@ -93,18 +93,21 @@ class _Run:
                                  source_label=self.report.source)
 
     # -- helpers
-    def _rows(self, table: str, columns: Iterable[str], order_by: Iterable[str]) -> Iterable[list[dict[str, Any]]]:
-        return self.source.rows(table, list(columns), order_by=list(order_by), batch_size=self.batch_size)
+    def _rows(self, table: str, columns: Iterable[str], order_by: Iterable[str],
+              flags: Iterable[str] = ()) -> Iterable[list[dict[str, Any]]]:
+        return self.source.rows(table, list(columns), order_by=list(order_by), batch_size=self.batch_size,
+                                flags=list(flags))
 
     def _table(self, table: str, target: Target, columns: tuple[str, ...], order_by: tuple[str, ...],
                mapper: Callable[[dict[str, Any], m.Refs, m.Note], m.Mapped], label: Callable[[dict[str, Any]], str],
-               *, before: Callable[[list[dict[str, Any]]], None] | None = None) -> TableReport:
+               *, flags: tuple[str, ...] = (),
+               before: Callable[[list[dict[str, Any]]], None] | None = None) -> TableReport:
         report = TableReport(table)
         self.report.tables.append(report)
         note = _noting(report)
         bar = self.progress(table, self.source.count(table))
         try:
-            for rows in self._rows(table, columns, order_by):
+            for rows in self._rows(table, columns, order_by, flags):
                 if before is not None:
                     before(rows)
                 self._apply(target, report, rows, lambda row: mapper(row, self.refs, note), label)
@@ -133,19 +136,21 @@ class _Run:
         self._table(m.ORGANIZATION_TABLE, OrganizationTarget(self.importer), m.ORGANIZATION_COLUMNS,
                     ("organization_id",), m.map_organization, lambda r: str(r.get("organization_id")))
         self._table(m.USER_TABLE, UserTarget(self.importer), m.USER_COLUMNS, ("user_id",), m.map_user,
-                    lambda r: str(r.get("user_id")), before=self._index_emails)
+                    lambda r: str(r.get("user_id")), flags=m.USER_UNSUPPORTED, before=self._index_emails)
         self._table(m.ACCESS_GROUP_TABLE, AccessGroupTarget(self.importer), m.ACCESS_GROUP_COLUMNS,
-                    ("created_at", "access_group_id"), m.map_access_group, lambda r: str(r.get("access_group_id")))
+                    ("created_at", "access_group_id"), m.map_access_group, lambda r: str(r.get("access_group_id")),
+                    flags=m.ACCESS_GROUP_UNSUPPORTED)
         members: dict[str, list[dict[str, Any]]] = {}
         self._table(m.TEAM_TABLE, TeamTarget(self.importer), m.TEAM_COLUMNS, ("team_id",), m.map_team,
-                    lambda r: str(r.get("team_id")),
+                    lambda r: str(r.get("team_id")), flags=m.TEAM_UNSUPPORTED,
                     before=lambda rows: members.update((r["team_id"], m.team_members(r)) for r in rows))
         self._table(m.ORGANIZATION_MEMBERSHIP_TABLE, OrganizationMemberTarget(self.importer),
                     m.ORGANIZATION_MEMBERSHIP_COLUMNS, ("organization_id", "user_id"), m.map_organization_member,
                     lambda r: f"{r.get('organization_id')} / {r.get('user_id')}")
         self._team_members(members)
         self._table(m.KEY_TABLE, KeyTarget(self.importer), m.KEY_COLUMNS, ("created_at", "token"), m.map_key,
-                    lambda r: f"{str(r.get('token'))[:12]}… ({r.get('key_alias') or r.get('key_name')})")
+                    lambda r: f"{str(r.get('token'))[:12]}… ({r.get('key_alias') or r.get('key_name')})",
+                    flags=m.KEY_UNSUPPORTED)
         self._catalog()
         budgets = self.importer.budget_report
         budgets.read = self.source.count(m.BUDGET_TABLE)

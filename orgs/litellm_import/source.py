@@ -105,16 +105,26 @@ class LiteLLMSource:
         return self._execute(query).fetchone()["n"]
 
     def rows(
-        self, table: str, columns: Sequence[str], *, order_by: Sequence[str], batch_size: int
+        self, table: str, columns: Sequence[str], *, order_by: Sequence[str], batch_size: int,
+        flags: Sequence[str] = (),
     ) -> Iterator[list[dict[str, Any]]]:
-        """Batches of rows as dicts with every column of `columns` (None where this release lacks it)."""
+        """Batches of rows as dicts with every column of `columns` (None where this release lacks it), and
+        each column of `flags` as a boolean: whether it holds a setting (not null, empty, false or 0); the
+        import only reports those, so they are not transferred and decoded."""
         if not self.has(table):
             return
         present = [c for c in columns if c in self._columns[table]]
-        absent = dict.fromkeys(c for c in columns if c not in self._columns[table])
+        present_flags = [c for c in flags if c in self._columns[table]]
+        absent = dict.fromkeys(c for c in (*columns, *flags) if c not in self._columns[table])
         order = [c for c in order_by if c in self._columns[table]]
+        selected = [sql.Identifier(c) for c in present] + [
+            sql.SQL("({0} IS NOT NULL AND {0}::text NOT IN ('', '{{}}', '[]', 'null', 'false', '0')) AS {0}").format(
+                sql.Identifier(c)
+            )
+            for c in present_flags
+        ]
         query = sql.SQL("SELECT {} FROM {}{}").format(
-            sql.SQL(", ").join(sql.Identifier(c) for c in present),
+            sql.SQL(", ").join(selected),
             sql.Identifier(self.schema, table),
             sql.SQL(" ORDER BY {}").format(sql.SQL(", ").join(sql.Identifier(c) for c in order)) if order else sql.SQL(""),
         )

@@ -8,8 +8,6 @@ here since (never re-created: a revoked key stays revoked), an id held by a row 
 """
 from __future__ import annotations
 
-import datetime
-import hashlib
 import json
 import uuid
 from collections import Counter, defaultdict
@@ -19,7 +17,7 @@ from typing import Any
 
 from django.contrib.auth.hashers import make_password
 from django.db import connection, transaction
-from django.db.models import Model, Q
+from django.db.models import F, Lookup, Model, Q
 from django.db.models.functions import Lower
 from django.utils import timezone
 
@@ -38,7 +36,8 @@ from orgs.models import (
     User,
 )
 
-from .mapping import BUDGET_VALUE_FIELDS, Mapped
+from .insert import insert_rows
+from .mapping import BUDGET_VALUE_FIELDS, Mapped, fingerprint
 
 SOURCE = "litellm"
 ACTOR_LABEL = "import_litellm"  # created_by / updated_by of rows the import writes
@@ -106,24 +105,6 @@ class TableReport:
 
 # --- comparing what the import writes with what accessctl holds --------------------------------------
 
-def _canon(value: Any) -> Any:
-    if isinstance(value, datetime.datetime):
-        return value.astimezone(datetime.UTC).isoformat(timespec="microseconds")
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): _canon(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_canon(v) for v in value]
-    return value
-
-
-def fingerprint(values: dict[str, Any]) -> str:
-    """SHA-256 of the values, in a form equal for what was written and what is read back."""
-    text = json.dumps(_canon(values), sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 @dataclass
 class Current:
     """An accessctl row as it is now: its primary key and its values under the import's keys."""
@@ -139,6 +120,26 @@ class Decisions:
     # Rows that exist and stay (unchanged, or changed here and kept): they still count as parents.
     present: list[tuple[Mapped, Current]] = field(default_factory=list)
     refresh: list[tuple[ImportedRow, str]] = field(default_factory=list)
+
+
+class _AnyOf(Lookup):
+    """`field = ANY(%s)`: a list as one array parameter. psycopg parses every placeholder of a query, and an
+    IN list of 5,000 values cost more than the lookup itself (cProfile, `make bench-import`)."""
+
+    lookup_name = "any_of"
+    prepare_rhs = False
+
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        return f"{lhs} = ANY(%s)", [*lhs_params, list(self.rhs)]
+
+
+def among(field: str, values: Iterable[Any]) -> Q | Lookup:
+    """A filter: `field` is one of `values` (on PostgreSQL as `= ANY(array)`, elsewhere as IN)."""
+    values = list(values)
+    if connection.vendor == "postgresql":
+        return _AnyOf(F(field), values)
+    return Q(**{f"{field}__in": values})
 
 
 def _locked(queryset: Any, lock: bool) -> Any:
@@ -181,7 +182,7 @@ class Target:
     # reads
     def current(self, plans: list[Mapped], lock: bool) -> dict[str, Current]:
         paths = sorted({k for p in plans for k in p.values})
-        rows = _locked(self.model.objects.filter(**{f"{self.id_field}__in": [p.target_id for p in plans]}), lock)
+        rows = _locked(self.model.objects.filter(among(self.id_field, [p.target_id for p in plans])), lock)
         out = {}
         for row in rows.values("pk", self.id_field, *paths):
             out[str(row[self.id_field])] = Current(row["pk"], {k: row[k] for k in paths})
@@ -213,8 +214,9 @@ class Target:
         """Called for every row that is in accessctl after this batch (or would be, in a dry run)."""
 
     def _bulk_update(self, rows: list[Model], fields: Iterable[str]) -> None:
+        # created_at never changes in LiteLLM, and a row without one must not get the model's default here.
         if rows:
-            self.model.objects.bulk_update(rows, sorted(set(fields)), batch_size=500)
+            self.model.objects.bulk_update(rows, sorted(set(fields) - {"created_at"}), batch_size=500)
 
 
 class OrganizationTarget(Target):
@@ -222,10 +224,9 @@ class OrganizationTarget(Target):
 
     def create(self, plans: list[Mapped]) -> None:
         self.importer.write_budgets(_budget_rows(plans))
-        Organization.objects.bulk_create(
-            [Organization(organization_id=p.target_id, updated_by=ACTOR_LABEL, **_direct(p.values)) for p in plans],
-            batch_size=500,
-        )
+        insert_rows(Organization, [
+            {"organization_id": p.target_id, "updated_by": ACTOR_LABEL, **_direct(p.values)} for p in plans
+        ])
 
     def update(self, plans: list[tuple[Mapped, Current]]) -> None:
         self.importer.write_budgets(_budget_rows(p for p, _ in plans))
@@ -245,15 +246,14 @@ class UserTarget(Target):
     name, source_table, model, object_type, id_field = "users", "LiteLLM_UserTable", User, "user", "user_id"
 
     def create(self, plans: list[Mapped]) -> None:
-        User.objects.bulk_create(
-            [User(user_id=p.target_id, password=make_password(None), is_active=True, **p.values) for p in plans],
-            batch_size=500,
-        )
+        insert_rows(User, [
+            {"user_id": p.target_id, "password": make_password(None), "is_active": True, **p.values} for p in plans
+        ])
 
     def update(self, plans: list[tuple[Mapped, Current]]) -> None:
         now = timezone.now()
         rows = [User(pk=cur.pk, user_id=p.target_id, updated_at=now, **p.values) for p, cur in plans]
-        self._bulk_update(rows, [*plans[0][0].values, "updated_at"])
+        self._bulk_update(rows, [*_direct(plans[0][0].values), "updated_at"])
 
     def affects(self, changed: list[tuple[Mapped, Current | None]]) -> Affects:
         return Affects(user_pks={cur.pk for _, cur in changed if cur is not None})
@@ -289,16 +289,15 @@ class AccessGroupTarget(Target):
         return kept
 
     def create(self, plans: list[Mapped]) -> None:
-        AccessGroup.objects.bulk_create(
-            [AccessGroup(access_group_id=p.target_id, updated_by=ACTOR_LABEL, **p.values) for p in plans],
-            batch_size=500,
-        )
+        insert_rows(AccessGroup, [
+            {"access_group_id": p.target_id, "updated_by": ACTOR_LABEL, **p.values} for p in plans
+        ])
 
     def update(self, plans: list[tuple[Mapped, Current]]) -> None:
         now = timezone.now()
         rows = [AccessGroup(access_group_id=p.target_id, updated_by=ACTOR_LABEL, updated_at=now, **p.values)
                 for p, _ in plans]
-        self._bulk_update(rows, [*plans[0][0].values, "updated_by", "updated_at"])
+        self._bulk_update(rows, [*_direct(plans[0][0].values), "updated_by", "updated_at"])
 
     def affects(self, changed: list[tuple[Mapped, Current | None]]) -> Affects:
         return Affects(access_group_ids={p.target_id for p, _ in changed})
@@ -317,7 +316,7 @@ class AssignedTarget(Target):
         """Make each row's assignment rows equal to `wanted[row id]`, and the groups' counts follow."""
         have: dict[str, set[str]] = defaultdict(set)
         if not fresh:
-            for row_id, group_id in self.relation.objects.filter(**{f"{self.relation_fk}__in": list(wanted)}).values_list(
+            for row_id, group_id in self.relation.objects.filter(among(self.relation_fk, wanted)).values_list(
                 self.relation_fk, "access_group_id"
             ):
                 have[str(row_id)].add(str(group_id))
@@ -330,14 +329,14 @@ class AssignedTarget(Target):
         if to_delete:
             self.relation.objects.filter(to_delete).delete()
         new_rows = [
-            self.relation(**{self.relation_fk: row_id, "access_group_id": group_id})
+            {self.relation_fk: row_id, "access_group_id": group_id}
             for row_id, groups in wanted.items()
             for group_id in groups
             if group_id not in have[row_id]
         ]
         for row in new_rows:
-            deltas[row.access_group_id] += 1
-        self.relation.objects.bulk_create(new_rows, batch_size=1000)
+            deltas[row["access_group_id"]] += 1
+        insert_rows(self.relation, new_rows)
         count_assignments(self.relation, dict(deltas))
 
 
@@ -346,16 +345,15 @@ class TeamTarget(AssignedTarget):
     relation, relation_fk = TeamAccessGroup, "team_id"
 
     def create(self, plans: list[Mapped]) -> None:
-        Team.objects.bulk_create(
-            [Team(team_id=p.target_id, created_by=ACTOR_LABEL, updated_by=ACTOR_LABEL, **p.values) for p in plans],
-            batch_size=500,
-        )
+        insert_rows(Team, [
+            {"team_id": p.target_id, "created_by": ACTOR_LABEL, "updated_by": ACTOR_LABEL, **p.values} for p in plans
+        ])
         self.write_assignments({p.target_id: p.values["access_group_ids"] for p in plans}, fresh=True)
 
     def update(self, plans: list[tuple[Mapped, Current]]) -> None:
         now = timezone.now()
         rows = [Team(team_id=p.target_id, updated_by=ACTOR_LABEL, updated_at=now, **p.values) for p, _ in plans]
-        self._bulk_update(rows, [*plans[0][0].values, "updated_by", "updated_at"])
+        self._bulk_update(rows, [*_direct(plans[0][0].values), "updated_by", "updated_at"])
         self.write_assignments({p.target_id: p.values["access_group_ids"] for p, _ in plans}, fresh=False)
 
     def affects(self, changed: list[tuple[Mapped, Current | None]]) -> Affects:
@@ -378,9 +376,10 @@ class KeyTarget(AssignedTarget):
 
     def clashes(self, plans: list[Mapped]) -> set[str]:
         tokens = [p.source_id for p in plans]
-        rows = VirtualKey.objects.filter(Q(token__in=tokens) | Q(previous_token__in=tokens)).values_list(
-            "id", "token", "previous_token"
-        )
+        rows = [
+            *VirtualKey.objects.filter(among("token", tokens)).values_list("id", "token", "previous_token"),
+            *VirtualKey.objects.filter(among("previous_token", tokens)).values_list("id", "token", "previous_token"),
+        ]
         by_token: dict[str, str] = {}
         for pk, token, previous in rows:
             by_token[token] = str(pk)
@@ -403,7 +402,7 @@ class KeyTarget(AssignedTarget):
         aliases = {p.values["key_alias"] for p in plans if p.values["key_alias"]}
         holders: dict[tuple[Any, ...], str] = {}
         if aliases:
-            for pk, alias, org_id, user_id in VirtualKey.objects.filter(key_alias__in=aliases).values_list(
+            for pk, alias, org_id, user_id in VirtualKey.objects.filter(among("key_alias", aliases)).values_list(
                 "id", "key_alias", "organization_id", "user__user_id"
             ):
                 holders[(*self._tenant(org_id, user_id), alias)] = str(pk)
@@ -416,22 +415,25 @@ class KeyTarget(AssignedTarget):
             if holder != plan.source_id or holders.get(where, plan.target_id) != plan.target_id:
                 report.notes["key_alias already used by another key of its tenant: imported without alias"] += 1
                 plan.values["key_alias"] = None
+                plan._digest = None
         return plans
 
-    def _rows(self, plans: Iterable[Mapped], **extra: Any) -> list[VirtualKey]:
+    def _rows(self, plans: Iterable[Mapped], **extra: Any) -> list[dict[str, Any]]:
+        plans = list(plans)
         user_pks = self.importer.user_pks({p.values["user__user_id"] for p in plans} - {None})
         return [
-            VirtualKey(id=uuid.UUID(p.target_id), user_id=user_pks.get(p.values["user__user_id"]), **extra,
-                       **_direct(p.values))
+            {"id": uuid.UUID(p.target_id), "user_id": user_pks.get(p.values["user__user_id"]), **extra,
+             **_direct(p.values)}
             for p in plans
         ]
 
     def create(self, plans: list[Mapped]) -> None:
-        VirtualKey.objects.bulk_create(self._rows(plans, updated_by=ACTOR_LABEL), batch_size=1000)
+        insert_rows(VirtualKey, self._rows(plans, updated_by=ACTOR_LABEL))
         self.write_assignments({p.target_id: p.values["access_group_ids"] for p in plans}, fresh=True)
 
     def update(self, plans: list[tuple[Mapped, Current]]) -> None:
-        rows = self._rows([p for p, _ in plans], updated_by=ACTOR_LABEL, updated_at=timezone.now())
+        rows = [VirtualKey(**row) for row in self._rows([p for p, _ in plans], updated_by=ACTOR_LABEL,
+                                                         updated_at=timezone.now())]
         self._bulk_update(rows, [*_direct(plans[0][0].values), "user_id", "updated_by", "updated_at"])
         self.write_assignments({p.target_id: p.values["access_group_ids"] for p, _ in plans}, fresh=False)
 
@@ -449,7 +451,7 @@ class MembershipTarget(Target):
         paths = sorted({k for p in plans for k in p.values})
         rows = _locked(
             self.model.objects.filter(
-                **{f"{self.parent_field}__in": {a for a, _ in pairs}, "user__user_id__in": {b for _, b in pairs}}
+                among(self.parent_field, {a for a, _ in pairs}), among("user__user_id", {b for _, b in pairs})
             ),
             lock,
         )
@@ -460,22 +462,22 @@ class MembershipTarget(Target):
                 out[json.dumps(list(pair))] = Current(row["pk"], {k: row[k] for k in paths})
         return out
 
-    def _rows(self, plans: Iterable[Mapped], **extra: Any) -> list[Model]:
+    def _rows(self, plans: Iterable[Mapped], **extra: Any) -> list[dict[str, Any]]:
         plans = list(plans)
         pairs = [json.loads(p.target_id) for p in plans]
         user_pks = self.importer.user_pks({user_id for _, user_id in pairs})
         return [
-            self.model(**{self.parent_field: parent, "user_id": user_pks[user_id]}, **extra, **_direct(p.values))
+            {self.parent_field: parent, "user_id": user_pks[user_id], **extra, **_direct(p.values)}
             for p, (parent, user_id) in zip(plans, pairs, strict=True)
         ]
 
     def create(self, plans: list[Mapped]) -> None:
         self.importer.write_budgets(_budget_rows(plans))
-        self.model.objects.bulk_create(self._rows(plans), batch_size=500)
+        insert_rows(self.model, self._rows(plans))
 
     def update(self, plans: list[tuple[Mapped, Current]]) -> None:
         self.importer.write_budgets(_budget_rows(p for p, _ in plans))
-        rows = self._rows([p for p, _ in plans], updated_at=timezone.now())
+        rows = [self.model(**row) for row in self._rows([p for p, _ in plans], updated_at=timezone.now())]
         for row, (_, cur) in zip(rows, plans, strict=True):
             row.pk = cur.pk
         self._bulk_update(rows, [*_direct(plans[0][0].values), "updated_at"])
@@ -500,7 +502,7 @@ class CatalogTarget(Target):
     not_imported_reason = ALREADY_IN_CATALOG
 
     def create(self, plans: list[Mapped]) -> None:
-        CatalogModel.objects.bulk_create([CatalogModel(model_name=p.target_id, **p.values) for p in plans])
+        insert_rows(CatalogModel, [{"model_name": p.target_id, **p.values} for p in plans])
         self._catalog_changed()
 
     def update(self, plans: list[tuple[Mapped, Current]]) -> None:
@@ -531,18 +533,17 @@ class Importer:
         user_ids = list(user_ids)
         if not user_ids:
             return {}
-        return dict(User.objects.filter(user_id__in=user_ids).values_list("user_id", "pk"))
+        return dict(User.objects.filter(among("user_id", user_ids)).values_list("user_id", "pk"))
 
     def write_budgets(self, rows: dict[uuid.UUID, dict[str, Any]]) -> None:
         """Create or update the budget rows an organization or membership points to."""
         if not rows:
             return
-        existing = set(Budget.objects.filter(budget_id__in=list(rows)).values_list("budget_id", flat=True))
-        Budget.objects.bulk_create(
-            [Budget(budget_id=b, created_by=ACTOR_LABEL, updated_by=ACTOR_LABEL, **v) for b, v in rows.items()
-             if b not in existing],
-            batch_size=500,
-        )
+        existing = set(Budget.objects.filter(among("budget_id", rows)).values_list("budget_id", flat=True))
+        insert_rows(Budget, [
+            {"budget_id": b, "created_by": ACTOR_LABEL, "updated_by": ACTOR_LABEL, **v} for b, v in rows.items()
+            if b not in existing
+        ])
         now = timezone.now()
         Budget.objects.bulk_update(
             [Budget(budget_id=b, updated_by=ACTOR_LABEL, updated_at=now, **rows[b]) for b in existing],
@@ -551,31 +552,35 @@ class Importer:
         )
 
     def _decide(self, target: Target, plans: list[Mapped], report: TableReport) -> Decisions:
-        current = target.current(plans, lock=not self.dry_run)
         provenance = {
             row.source_id: row
             for row in ImportedRow.objects.filter(
-                source=SOURCE, source_table=target.source_table, source_id__in=[p.source_id for p in plans]
+                among("source_id", [p.source_id for p in plans]), source=SOURCE, source_table=target.source_table
             )
         }
-        clashes = target.clashes(plans)
+        # Rows the last run wrote with these very values need no name or alias checks again.
+        settled = [p for p in plans if p.source_id in provenance and provenance[p.source_id].fingerprint == p.digest()]
+        settled_ids = {p.source_id for p in settled}
+        plans = settled + target.prepare([p for p in plans if p.source_id not in settled_ids], report)
+        current = target.current(plans, lock=False) if plans else {}
         fresh = [p for p in plans if p.source_id not in provenance and p.target_id not in current]
+        clashes = target.clashes(fresh) if fresh else set()
         retired: set[str] = set()
         if target.object_type and fresh:
             retired = set(
                 AuditEntry.objects.filter(
-                    object_type=target.object_type, object_id__in=[target.retired_id(p) for p in fresh]
+                    among("object_id", [target.retired_id(p) for p in fresh]), object_type=target.object_type
                 ).values_list("object_id", flat=True)
             )
         decisions = Decisions()
         for plan in plans:
             prov, cur = provenance.get(plan.source_id), current.get(plan.target_id)
-            new = fingerprint(plan.values)
+            new = plan.digest()
             if prov is not None:
                 if cur is None:
                     report.skip(DELETED_HERE, plan.label)
                     continue
-                now_there = fingerprint(cur.values)
+                now_there = fingerprint(cur.values, plan.values)
                 if now_there == new:
                     report.unchanged += 1
                     decisions.present.append((plan, cur))
@@ -599,7 +604,6 @@ class Importer:
 
     def apply(self, target: Target, plans: list[Mapped], report: TableReport) -> None:
         """Decide and write one batch of a table: one transaction, one audit entry with its counts."""
-        plans = target.prepare(plans, report)
         if not plans:
             return
         report.batches += 1
@@ -608,7 +612,7 @@ class Importer:
             return
         with transaction.atomic():
             decisions = self._decide(target, plans, report)
-            updates = decisions.update
+            updates = self._still_as_imported(target, decisions, report)
             if decisions.create:
                 target.create(decisions.create)
             if updates:
@@ -632,6 +636,26 @@ class Importer:
                 )
             self._settle(target, decisions, report)
 
+    def _still_as_imported(self, target: Target, decisions: Decisions, report: TableReport) -> list[tuple[Mapped, Current]]:
+        """The rows to update, locked, each checked again under its lock: one an accessctl write changed
+        since it was read is kept as accessctl has it. (Reads take no lock, so a run with nothing to write
+        writes nothing, not even row locks.)"""
+        if not decisions.update:
+            return []
+        locked = target.current([p for p, _ in decisions.update], lock=True)
+        updates = []
+        for plan, cur in decisions.update:
+            now = locked.get(plan.target_id)
+            if now is None:
+                report.skip(DELETED_HERE, plan.label)
+            elif fingerprint(now.values, plan.values) == fingerprint(cur.values, plan.values):
+                updates.append((plan, now))
+            else:
+                report.keep(CHANGED_HERE, plan.label)
+                decisions.present.append((plan, now))
+        decisions.update = updates
+        return updates
+
     def _settle(self, target: Target, decisions: Decisions, report: TableReport) -> None:
         report.created += len(decisions.create)
         report.updated += len(decisions.update)
@@ -645,25 +669,22 @@ class Importer:
 
     def _remember(self, target: Target, decisions: Decisions) -> None:
         now = timezone.now()
-        ImportedRow.objects.bulk_create(
-            [
-                ImportedRow(source=SOURCE, source_table=target.source_table, source_id=p.source_id,
-                            target_id=p.target_id, fingerprint=fingerprint(p.values), imported_at=now, updated_at=now)
-                for p in decisions.create
-            ],
-            batch_size=1000,
-        )
+        insert_rows(ImportedRow, [
+            {"source": SOURCE, "source_table": target.source_table, "source_id": p.source_id,
+             "target_id": p.target_id, "fingerprint": p.digest(), "imported_at": now, "updated_at": now}
+            for p in decisions.create
+        ])
         by_source = {
             row.source_id: row
             for row in ImportedRow.objects.filter(
-                source=SOURCE, source_table=target.source_table,
-                source_id__in=[p.source_id for p, _ in decisions.update],
+                among("source_id", [p.source_id for p, _ in decisions.update]), source=SOURCE,
+                source_table=target.source_table,
             )
         } if decisions.update else {}
         refreshed = []
         for plan, _ in decisions.update:
             row = by_source[plan.source_id]
-            row.fingerprint, row.updated_at = fingerprint(plan.values), now
+            row.fingerprint, row.updated_at = plan.digest(), now
             refreshed.append(row)
         for row, new in decisions.refresh:
             row.fingerprint, row.updated_at = new, now

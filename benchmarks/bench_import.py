@@ -143,6 +143,8 @@ def bench_target(label: str, target_url: str, source_url: str, keys: int) -> dic
           f"({first_wall / keys * 1e6:.0f} µs wall per key)")
     print(f"  second run: {second_wall:6.1f} s wall, {second_cpu:6.1f} s CPU (nothing written)")
     print(f"  dry run   : {dry_wall:6.1f} s wall, {dry_cpu:6.1f} s CPU")
+    print(f"  machine load average while it ran: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
+          "(wall time grows with it; the CPU seconds do not)")
     verdict = "OK" if first_wall < TARGET_SECONDS else "OVER TARGET"
     print(f"  target: first run < {TARGET_SECONDS:.0f} s for {keys:,} keys → {verdict} "
           f"({first_wall / TARGET_SECONDS:.0%} of the target)")

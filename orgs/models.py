@@ -398,8 +398,9 @@ class ImportedRow(db.Model):
 
     source = db.CharField(max_length=32, help_text="The system imported from, e.g. litellm.")
     source_table = db.CharField(max_length=64, help_text="The source's table, e.g. LiteLLM_VerificationToken.")
-    source_id = db.CharField(max_length=512, help_text="The row's id in the source (team_id/user_id for a membership).")
-    target_id = db.CharField(max_length=255, help_text="The id of the accessctl row it became.")
+    # A membership's ids are a JSON pair of two ids of up to 128 characters each, escaped: at most 520.
+    source_id = db.CharField(max_length=600, help_text="The row's id in the source (a JSON [parent, user] pair for a membership).")
+    target_id = db.CharField(max_length=600, help_text="The id of the accessctl row it became.")
     fingerprint = db.CharField(max_length=64, help_text="SHA-256 of the values the import last wrote to the row.")
     imported_at = db.DateTimeField(default=timezone.now, help_text="When the row was first imported.")
     updated_at = db.DateTimeField(default=timezone.now, help_text="When an import last wrote the row.")

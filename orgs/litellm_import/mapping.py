@@ -480,7 +480,7 @@ def team_members(row: dict[str, Any]) -> list[dict[str, Any]]:
 def membership_id(parent_id: str, user_id: str) -> str:
     """The id of a membership in provenance: `["team_or_org_id", "user_id"]` (ids may hold any printable
     character, so a separator could be ambiguous; a JSON pair is not)."""
-    return json.dumps([parent_id, user_id])
+    return json.dumps([parent_id, user_id], ensure_ascii=False)
 
 
 def map_team_member(

@@ -148,7 +148,8 @@ class _Run:
                     m.ORGANIZATION_MEMBERSHIP_COLUMNS, ("organization_id", "user_id"), m.map_organization_member,
                     lambda r: f"{r.get('organization_id')} / {r.get('user_id')}")
         self._team_members(members)
-        self._table(m.KEY_TABLE, KeyTarget(self.importer), m.KEY_COLUMNS, ("created_at", "token"), m.map_key,
+        # In token order: the primary key's index, no sort of the whole table on LiteLLM's server.
+        self._table(m.KEY_TABLE, KeyTarget(self.importer), m.KEY_COLUMNS, ("token",), m.map_key,
                     lambda r: f"{str(r.get('token'))[:12]}… ({r.get('key_alias') or r.get('key_name')})",
                     flags=m.KEY_UNSUPPORTED)
         self._catalog()

@@ -37,7 +37,7 @@ from orgs.models import (
 )
 
 from .insert import insert_rows
-from .mapping import BUDGET_VALUE_FIELDS, Mapped, fingerprint
+from .mapping import BUDGET_VALUE_FIELDS, Mapped, fingerprint, membership_id
 
 SOURCE = "litellm"
 ACTOR_LABEL = "import_litellm"  # created_by / updated_by of rows the import writes
@@ -459,7 +459,7 @@ class MembershipTarget(Target):
         for row in rows.values("pk", self.parent_field, "user__user_id", *paths):
             pair = (str(row[self.parent_field]), row["user__user_id"])
             if pair in pairs:
-                out[json.dumps(list(pair))] = Current(row["pk"], {k: row[k] for k in paths})
+                out[membership_id(*pair)] = Current(row["pk"], {k: row[k] for k in paths})
         return out
 
     def _rows(self, plans: Iterable[Mapped], **extra: Any) -> list[dict[str, Any]]:

@@ -164,11 +164,12 @@ class LiteLLMRows:
             spend: float = 0.0, max_budget: float | None = None, **extra: Any) -> str:
         """`/key/generate`: the token is `hash_token(secret)`; the secret itself is never stored."""
         token = sha256_token(secret)
+        defaults = {"metadata": {}, "aliases": {}, "config": {}, "permissions": {}, "model_spend": {},
+                    "model_max_budget": {}, "created_by": "default_user_id", "updated_by": "default_user_id",
+                    "created_at": NOW, "updated_at": NOW}
         self.insert("LiteLLM_VerificationToken", token=token, key_name=abbreviated(secret), key_alias=key_alias,
                     user_id=user_id, team_id=team_id, organization_id=organization_id, models=models or [],
-                    spend=spend, max_budget=max_budget, metadata={}, aliases={}, config={}, permissions={},
-                    model_spend={}, model_max_budget={}, created_by="default_user_id", updated_by="default_user_id",
-                    created_at=NOW, updated_at=NOW, **extra)
+                    spend=spend, max_budget=max_budget, **(defaults | extra))
         return token
 
     def access_group(self, access_group_id: str, name: str, *, models: list[str] | None = None,

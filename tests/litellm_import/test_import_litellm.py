@@ -466,3 +466,69 @@ def test_import_reads_a_prisma_url_with_its_schema_parameter(seeded, import_json
     report = import_json(seeded.url + "?schema=public&connection_limit=5")
 
     assert report["by_table"]["LiteLLM_VerificationToken"]["created"] == 5
+
+
+# --- ids and settings as LiteLLM's users write them --------------------------------------------------
+
+def test_import_free_form_ids_with_any_characters_survive_a_re_run(litellm_db, import_json):
+    litellm_db.user("zoë@acme.test")
+    litellm_db.team("équipe/ü.1", "Équipe", members_with_roles=[{"role": "admin", "user_id": "zoë@acme.test"}])
+    litellm_db.team_membership("équipe/ü.1", "zoë@acme.test", spend=1.0)
+    import_json(litellm_db.url)
+
+    report = import_json(litellm_db.url)
+
+    assert TeamMembership.objects.get(team_id="équipe/ü.1", user__user_id="zoë@acme.test").role == "admin"
+    assert report["by_table"]["LiteLLM_TeamMembership"]["unchanged"] == 1
+
+
+def test_import_settings_accessctl_does_not_have_are_noted(litellm_db, import_json):
+    seed(litellm_db)
+    litellm_db.key("sk-key-with-model-aliases-00000000000010", user_id=ALICE, aliases={"gpt-4": GPT}, tpd_limit=5)
+
+    report = import_json(litellm_db.url)
+
+    notes = {n["note"] for n in report["by_table"]["LiteLLM_VerificationToken"]["notes"]}
+    assert {"aliases not kept (accessctl has no such setting)", "tpd_limit not kept (accessctl has no such setting)"} <= notes
+    assert VirtualKey.objects.filter(token=sha256_token("sk-key-with-model-aliases-00000000000010")).exists()
+
+
+def test_import_key_alias_taken_in_its_organization_is_dropped_not_the_key(litellm_db, import_json, client):
+    seed(litellm_db)
+    secret = "sk-second-key-named-alice-ml-000000000011"
+    litellm_db.key(secret, user_id=BOB, team_id=ML_TEAM, organization_id=ORG, key_alias="alice-ml")
+
+    report = import_json(litellm_db.url)
+
+    assert VirtualKey.objects.filter(key_alias="alice-ml").count() == 1
+    assert check(client, secret, GPT).status_code == 200
+    notes = {n["note"] for n in report["by_table"]["LiteLLM_VerificationToken"]["notes"]}
+    assert "key_alias already used by another key of its tenant: imported without alias" in notes
+    assert import_json(litellm_db.url)["by_table"]["LiteLLM_VerificationToken"]["unchanged"] == 6
+
+
+def test_import_access_group_whose_name_differs_only_in_case_is_refused(litellm_db, import_json):
+    seed(litellm_db)
+    litellm_db.access_group("ag-claude-0002", "Claude-Models", models=[GPT])
+
+    report = import_json(litellm_db.url)
+
+    assert not AccessGroup.objects.filter(pk="ag-claude-0002").exists()
+    assert report["by_table"]["LiteLLM_AccessGroupTable"]["skipped"] == 1
+
+
+def test_import_model_already_in_the_catalog_is_left_as_it_is(seeded, import_json):
+    CatalogModel.objects.create(model_name=GPT, provider="azure", description="ours")
+
+    report = import_json(seeded.url)
+
+    assert CatalogModel.objects.get(model_name=GPT).provider == "azure"
+    assert report["by_table"]["LiteLLM_ProxyModelTable"]["kept"] == 1
+
+
+def test_import_command_prints_a_progress_bar_on_a_terminal(seeded, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True)
+
+    call_command("import_litellm", "--source", seeded.url, stdout=io.StringIO())
+
+    assert "LiteLLM_VerificationToken" in capsys.readouterr().err

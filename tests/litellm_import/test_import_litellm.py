@@ -46,7 +46,9 @@ from .conftest import (
 )
 from .litellm_db import sha256_token
 
-pytestmark = pytest.mark.django_db
+# Not postgres_only: the accessctl side is the pass's database (SQLite, then PostgreSQL); only the LiteLLM
+# source needs PostgreSQL, which `make test` starts for both passes.
+pytestmark = [pytest.mark.django_db, pytest.mark.litellm_source]
 
 
 def check(client, secret: str, model: str):

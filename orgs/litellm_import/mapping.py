@@ -535,6 +535,7 @@ def key_row_id(token: str) -> str:
 
 
 _TOKEN = re.compile(r"[0-9a-f]{64}")
+_CONTROL = re.compile(r"[\x00-\x1f]")  # what keys.services.validate_key_alias refuses in an alias
 
 
 def is_token(value: Any) -> bool:
@@ -599,7 +600,7 @@ def map_key(row: dict[str, Any], refs: Refs, note: Note) -> Mapped:
                     caps[name] = value
     rotation_interval = duration(row.get("rotation_interval"), "rotation_interval", note)
     alias = row.get("key_alias") or None
-    if alias is not None and (len(alias) > 255 or any(ord(c) < 32 for c in alias) or ".." in alias):
+    if alias is not None and (len(alias) > 255 or _CONTROL.search(alias) or ".." in alias):
         note("key_alias has control characters, '..' or more than 255 characters: imported without alias")
         alias = None
     values = {

@@ -1,6 +1,7 @@
 """One import run: LiteLLM's tables read in dependency order, each mapped and written batch by batch."""
 from __future__ import annotations
 
+import gc
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -265,6 +266,14 @@ def run_import(
     change). Raises `SourceError` when the source cannot be read; rows that cannot be mapped are reported."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    with LiteLLMSource(source_url, schema=schema) as source:
-        return _Run(source, dry_run=dry_run, batch_size=batch_size,
-                    progress=progress or (lambda _table, _total: _NoProgress())).run()
+    # The run allocates millions of short-lived, acyclic objects (rows, values, plans), freed by reference
+    # counting batch by batch; the cyclic collector only rescans them: ~17% of the CPU (bench-import).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        with LiteLLMSource(source_url, schema=schema) as source:
+            return _Run(source, dry_run=dry_run, batch_size=batch_size,
+                        progress=progress or (lambda _table, _total: _NoProgress())).run()
+    finally:
+        if collecting:
+            gc.enable()

@@ -583,6 +583,7 @@ class Importer:
                 now_there = fingerprint(cur.values, plan.values)
                 if now_there == new:
                     report.unchanged += 1
+                    self.budget_report.unchanged += 1 if plan.values.get("budget_id") else 0
                     decisions.present.append((plan, cur))
                     if prov.fingerprint != new:
                         decisions.refresh.append((prov, new))

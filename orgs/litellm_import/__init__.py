@@ -1,10 +1,11 @@
 """`manage.py import_litellm`: a LiteLLM deployment's PostgreSQL database brought into accessctl.
 
-`source` reads LiteLLM's tables, `mapping` turns each row into accessctl's values (or refuses it, saying
-why), `writer` compares and writes them batch by batch (audited, caches invalidated), `run` orders it all.
+`source` reads LiteLLM's tables; `mapping` (with `values`) turns each row into accessctl's values, or refuses
+it saying why; `writer` compares them with accessctl's rows and writes each batch (audited, caches
+invalidated) through `targets` (one per table) and `insert`; `run` orders it all; `report` says what happened.
 """
+from .report import TableReport
 from .run import DEFAULT_BATCH_SIZE, ImportReport, run_import
 from .source import SourceError, masked_url
-from .writer import TableReport
 
 __all__ = ["DEFAULT_BATCH_SIZE", "ImportReport", "SourceError", "TableReport", "masked_url", "run_import"]

@@ -10,20 +10,21 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import mapping as m
+from .report import TableReport
 from .source import LiteLLMSource, masked_url
-from .writer import (
+from .targets import (
     AccessGroupTarget,
     CatalogTarget,
-    Importer,
     KeyTarget,
     OrganizationMemberTarget,
     OrganizationTarget,
-    TableReport,
     Target,
     TeamMemberTarget,
     TeamTarget,
     UserTarget,
 )
+from .values import OBJECT_PERMISSION_COLUMNS
+from .writer import Importer
 
 DEFAULT_BATCH_SIZE = 5000
 REQUIRED_TABLES = (m.BUDGET_TABLE, m.ORGANIZATION_TABLE, m.USER_TABLE, m.TEAM_TABLE, m.KEY_TABLE)
@@ -177,7 +178,7 @@ class _Run:
         return used
 
     def _object_permissions(self) -> None:
-        columns = ("object_permission_id", *m.OBJECT_PERMISSION_COLUMNS)
+        columns = ("object_permission_id", *OBJECT_PERMISSION_COLUMNS)
         for rows in self._rows(m.OBJECT_PERMISSION_TABLE, columns, ("object_permission_id",)):
             self.refs.object_permissions.update((r["object_permission_id"], r) for r in rows)
 

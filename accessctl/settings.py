@@ -336,6 +336,10 @@ USAGE_APPLY_SLICE_SECONDS = env.float("USAGE_APPLY_SLICE_SECONDS", default=30.0)
 USAGE_APPLY_FLAG_SECONDS = env.int("USAGE_APPLY_FLAG_SECONDS", default=30)  # a lost run is forgotten after
 USAGE_APPLY_INTERVAL_SECONDS = env.float("USAGE_APPLY_INTERVAL_SECONDS", default=5.0)
 USAGE_IDEMPOTENCY_RETENTION_SECONDS = env.int("USAGE_IDEMPOTENCY_RETENTION_SECONDS", default=24 * 3600)
+# How long a serving process reuses a reported key's path (its id, team, organization, user and caps)
+# without a query. A key deleted, moved or given a budget meanwhile: its reports are dropped, attributed
+# or checked by the applier from the current rows instead (keys/usage.py `_resolve`).
+USAGE_KEY_CACHE_SECONDS = env.float("USAGE_KEY_CACHE_SECONDS", default=10.0)
 
 CELERY_BEAT_SCHEDULE = {
     "reset-budgets": {"task": "orgs.reset_budgets", "schedule": 60.0},

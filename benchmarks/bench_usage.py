@@ -119,6 +119,31 @@ def _drop_postgres() -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{PG_BENCH_DB}" WITH (FORCE)')
 
 
+def _pg_backends() -> dict[int, int]:
+    """pid → CPU ticks of the PostgreSQL backends serving the benchmark's database (the server is shared
+    with other work: only these count)."""
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        pids = [pid for (pid,) in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> "
+                                               "pg_backend_pid()", [PG_BENCH_DB])]
+    ticks = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile, or not on this host
+        ticks[pid] = int(fields[11]) + int(fields[12])
+    return ticks
+
+
+def _pg_cpu_since(before: dict[int, int]) -> float:
+    """CPU seconds the benchmark database's backends spent since `before` (backends that ended meanwhile
+    are missed: the web server and the applier keep theirs open)."""
+    after = _pg_backends()
+    return sum(ticks - before.get(pid, 0) for pid, ticks in after.items()) / os.sysconf("SC_CLK_TCK")
+
+
 def _lua(state: Path, name: str, raws: list[str], list_size: int) -> Path:
     """A wrk script posting reports for keys drawn in turn from `raws` (`list_size` per request; 0: one
     report as an object)."""
@@ -181,6 +206,8 @@ class Worker:
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
+    cpu_seconds = Server.cpu_seconds  # CPU of every process in its group (its session)
+
     def stop(self) -> None:
         import signal
 
@@ -212,19 +239,34 @@ def run(label: str, env: dict[str, str], args: argparse.Namespace, state: Path, 
                      ("1,000 keys", raws, 0), ("1,000 keys", raws, args.list_size)]
         if not with_worker:
             scenarios = [("hot key", raws[:1], 0), ("hot key", raws[:1], args.list_size)]
+        scenarios = [s for s in scenarios if args.only is None or (s[2] == 0) == (args.only == "single")]
         for spread, keys, list_size in scenarios:
             since = datetime.datetime.now(datetime.UTC).isoformat()
             script = _lua(state, f"{label}-{len(keys)}-{list_size}", keys, list_size)
+            web_before, pg_before = server.cpu_seconds(), _pg_backends()
+            worker_before = worker.cpu_seconds() if worker is not None else 0.0
             output = _wrk_post(url, script, gateway, args)
+            web_cpu = server.cpu_seconds() - web_before
             parsed = _parse(output)
             drained, drain_s = _wait_drained(env, since)
+            worker_cpu = worker.cpu_seconds() - worker_before if worker is not None else 0.0
+            pg_cpu = _pg_cpu_since(pg_before)
             per_request = max(list_size, 1)
             accepted = (parsed["requests"] - parsed["errors"]) * per_request
+            counted = max(drained["applied_reports"], accepted, 1)
+            cpu_ms = {"web": web_cpu / counted * 1e3, "applier": worker_cpu / counted * 1e3,
+                      "postgres": pg_cpu / counted * 1e3}
+            total_ms = sum(cpu_ms.values())
             row = {
                 "deployment": label, "spread": spread, "reports_per_request": per_request,
                 "requests_per_s": round(parsed["requests"] / parsed["seconds"]),
                 "reports_per_s": round(accepted / parsed["seconds"]),
                 "p50_ms": parsed["p50"], "p99_ms": parsed["p99"], "errors": parsed["errors"],
+                # CPU per report of the web server, the applier (Celery worker) and PostgreSQL's backends of
+                # this database: what the machine's other load does not skew; and the rate those CPU costs
+                # allow on this machine's cores (wrk's own CPU left out).
+                "cpu_ms_per_report": {name: round(value, 3) for name, value in cpu_ms.items()},
+                "cpu_bound_reports_per_s": round((os.cpu_count() or 1) / total_ms * 1e3) if total_ms else None,
                 "lag_mean_ms": round(drained["mean_lag_ms"], 1), "lag_max_ms": round(drained["max_lag_ms"], 1),
                 "batches": drained["batches"], "drained_after_load_s": round(drain_s, 1),
                 # Every applied report counted once on the keys and once on their team (wrk stops counting
@@ -262,10 +304,14 @@ def _parse(output: str) -> dict:
 def _print_row(row: dict) -> None:
     target = TARGETS[row["spread"]]
     verdict = "ok" if row["reports_per_s"] >= target else f"BELOW {target}/s"
+    cpu = row["cpu_ms_per_report"]
+    bound = row["cpu_bound_reports_per_s"]
     print(
         f"{row['deployment']:<22} {row['spread']:<10} {row['reports_per_request']:>4} report(s)/request | "
         f"{row['reports_per_s']:6,} reports/s ({row['requests_per_s']:5,} req/s, p50 {row['p50_ms']:6.2f} ms, "
-        f"p99 {row['p99_ms']:7.2f} ms) {verdict} | lag mean {row['lag_mean_ms']:7.1f} ms max {row['lag_max_ms']:7.1f} ms "
+        f"p99 {row['p99_ms']:7.2f} ms) {verdict} | CPU/report web {cpu['web']:.3f} + applier {cpu['applier']:.3f} "
+        f"+ PostgreSQL {cpu['postgres']:.3f} ms → {bound:,}/s on {os.cpu_count()} CPUs "
+        f"({'ok' if bound and bound >= target else 'BELOW'}) | lag mean {row['lag_mean_ms']:7.1f} ms max {row['lag_max_ms']:7.1f} ms "
         f"({row['batches']} batches, drained {row['drained_after_load_s']} s after the load) | "
         f"sums {'exact' if row['sums_exact'] else 'WRONG'}"
         + (f" | errors {row['errors']}" if row["errors"] else ""),
@@ -281,6 +327,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "2")))
     parser.add_argument("--keys", type=int, default=1000)
     parser.add_argument("--list-size", type=int, default=100, help="reports per request in the list scenarios")
+    parser.add_argument("--only", choices=("single", "list"), help="only the one-report or the list scenarios")
+    parser.add_argument("--no-eager", action="store_true", help="skip the deployment with no broker")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install -y wrk (make bench-usage does it)", file=sys.stderr)
@@ -293,7 +341,8 @@ def main() -> int:
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-usage-") as tmp:
-        for label, with_worker in (("pg+redis, celery", True), ("pg+redis, no broker", False)):
+        deployments = (("pg+redis, celery", True), ("pg+redis, no broker", False))
+        for label, with_worker in deployments[:1] if args.no_eager else deployments:
             state = Path(tmp, label.replace(" ", "").replace(",", "-").replace("+", ""))
             state.mkdir()
             prefix = f"bench-usage-{uuid.uuid4().hex[:8]}"

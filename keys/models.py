@@ -195,7 +195,6 @@ class UsageReport(db.Model):
     idempotency_key = db.CharField(
         max_length=128, null=True, blank=True, help_text="The caller's id for this report; a retry with it counts once."
     )
-    request_id = db.UUIDField(help_text="The request that stored the report (tells a retry from the original).")
     # No foreign-key constraint: a key deleted before its spend is applied must not block the delete, and
     # no index on the insert path beyond the pending ones below.
     key = db.ForeignKey(

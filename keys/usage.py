@@ -25,9 +25,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import json
 import logging
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -195,50 +195,164 @@ def _capped(cap: Any, model_caps: Mapping[str, Any] | None, model: str) -> bool:
     return cap is not None or (model_caps or {}).get(model) is not None
 
 
-def _exhausted_counting_pending(path: Mapping[str, Any], model: str) -> tuple[list[str], list[str]]:
-    """(scopes whose budget applied + pending spend has used up, those of them the applied spend has not).
+def _path_capped(path: Mapping[str, Any], model: str) -> bool:
+    """Whether any budget on the key's path limits spend on `model` (else ingestion reads no spend)."""
+    any_cap, model_capped = path["_caps"]
+    return any_cap or model in model_capped
+
+
+def _with_caps(row: dict[str, Any]) -> dict[str, Any]:
+    """The path row, with what `_path_capped` reads worked out once."""
+    caps = _caps(row).values()
+    row["_caps"] = (
+        any(cap is not None for cap, _ in caps),
+        frozenset(model for _, model_caps in caps for model, cap in (model_caps or {}).items() if cap is not None),
+    )
+    return row
+
+
+# token → (path row, monotonic time until which it may be used). Which key a token names never changes (a
+# rotation gives the key a new token; the old one names the same key until its grace period ends), so
+# the only staleness is a key deleted, moved or given a budget within USAGE_KEY_CACHE_SECONDS: a report
+# for a deleted key is dropped by the applier, and a budget crossed without ingestion counting pending
+# spend is still caught by the applier's batch (audited, snapshots dropped), as SPEC §6 allows.
+_paths: dict[str, tuple[dict[str, Any], float]] = {}
+_PATHS_MAX_ENTRIES = 50_000
+
+
+def _resolve(tokens: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """token → the key's path row (ids and caps), from this process's memo or one query for the rest."""
+    now = time.monotonic()
+    found: dict[str, dict[str, Any]] = {}
+    missing = []
+    for token in tokens:
+        entry = _paths.get(token)
+        if entry is not None and entry[1] > now:
+            found[token] = entry[0]
+        else:
+            missing.append(token)
+    if not missing:
+        return found
+    ttl = settings.USAGE_KEY_CACHE_SECONDS
+    wall = timezone.now()
+    # A gateway may report for the old secret of a rotation until its grace period ends.
+    rows = VirtualKey.objects.filter(
+        Q(token__in=missing) | Q(previous_token__in=missing, previous_token_expires__gt=wall)
+    ).values("previous_token", "previous_token_expires", *_KEY_PATH_FIELDS)
+    wanted = set(missing)
+    if len(_paths) + len(wanted) > _PATHS_MAX_ENTRIES:
+        _paths.clear()
+    for row in rows:
+        row = _with_caps(row)
+        if row["token"] in wanted:
+            found[row["token"]] = row
+            _paths[row["token"]] = (row, now + ttl)
+        if row["previous_token"] in wanted:
+            found[row["previous_token"]] = row
+            grace_left = (row["previous_token_expires"] - wall).total_seconds()
+            _paths[row["previous_token"]] = (row, now + min(ttl, grace_left))
+    return found
+
+
+def forget_resolved_keys() -> None:
+    """Drop this process's memo of resolved keys (tests, and a process that must see a change at once)."""
+    _paths.clear()
+
+
+_COLUMNS = ("caller", "idempotency_key", "key_id", "model", "spend", "prompt_tokens", "completion_tokens",
+            "received_at")
+
+
+def _insert(rows: Sequence[tuple], *, idempotent: bool) -> set[str]:
+    """Append the reports in one statement (autocommit: committed when it returns, and no transaction or
+    savepoint round trips around it). With idempotency keys, a key this caller already used is skipped by
+    the unique index (ON CONFLICT DO NOTHING, also against a concurrent insert of the same key), and the
+    keys actually stored are returned."""
+    ops = connection.ops
+    table = ops.quote_name(UsageReport._meta.db_table)
+    columns = ", ".join(ops.quote_name(column) for column in _COLUMNS)
+    one = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
+    # SQLite takes at most 999 parameters per statement: there, a long list is several statements in one
+    # transaction (still all or nothing).
+    per_statement = (connection.features.max_query_params or 10**9) // len(_COLUMNS)
+    stored: set[str] = set()
+    with contextlib.ExitStack() as stack:
+        if len(rows) > per_statement:
+            stack.enter_context(transaction.atomic())
+        with connection.cursor() as cursor:
+            for start in range(0, len(rows), per_statement):
+                chunk = rows[start:start + per_statement]
+                sql = f"INSERT INTO {table} ({columns}) VALUES " + ", ".join([one] * len(chunk))
+                if idempotent:
+                    sql += " ON CONFLICT DO NOTHING RETURNING idempotency_key"
+                cursor.execute(sql, [value for row in chunk for value in row])
+                if idempotent:
+                    stored.update(key for (key,) in cursor.fetchall())
+    return stored
+
+
+def _exhausted_counting_pending(
+    wanted: Sequence[tuple[dict[str, Any], str]],
+) -> dict[tuple[Any, str], tuple[list[str], list[str]]]:
+    """For each (path, model): (scopes whose budget applied + pending spend has used up, those of them
+    the applied spend alone has not), in two queries whatever the number of paths.
 
     The pending sums are read before the applied spend, so a batch committing in between is counted
     twice rather than not at all: the error is an early apply, never a missed budget.
     """
-    capped = {
-        scope: caps for scope, caps in _caps(path).items() if _capped(caps[0], caps[1], model)
-    }
-    if not capped:
-        return [], []
-    pks = {scope: _scope_pk(path, scope) for scope in capped}
-    aggregates: dict[str, Any] = {}
-    for scope in capped:
-        where = _pending_filter(scope, pks[scope])
-        aggregates[scope] = Sum("spend", filter=where)
-        aggregates[f"{scope}_model"] = Sum("spend", filter=where & Q(model=model))
     either = Q()
-    for scope in capped:
-        either |= _pending_filter(scope, pks[scope])
-    pending = UsageReport.objects.filter(either, applied_at__isnull=True).aggregate(**aggregates)
-    exhausted, crossing = [], []
-    for scope, (cap, model_caps) in capped.items():
-        model_class = {s: m for s, m, _, _ in _SCOPES}[scope]
-        applied = model_class.objects.filter(pk=pks[scope]).values_list("spend", "model_spend").first()
-        if applied is None:
-            continue
-        spend, model_spend = float(applied[0] or 0.0), (applied[1] or {})
-        applied_model = float(model_spend.get(model) or 0.0)
-        with_pending = spend + float(pending[scope] or 0.0)
-        model_with_pending = applied_model + float(pending[f"{scope}_model"] or 0.0)
-        model_cap = (model_caps or {}).get(model)
-        over = (cap is not None and with_pending >= float(cap)) or (
-            model_cap is not None and model_with_pending >= float(model_cap)
+    for path, model in wanted:
+        for scope, (cap, model_caps) in _caps(path).items():
+            if _capped(cap, model_caps, model):
+                either |= _pending_filter(scope, _scope_pk(path, scope))
+    # (key, its team, organization, user, model) → pending spend: summed per scope below.
+    pending_rows = (
+        UsageReport.objects.filter(either, applied_at__isnull=True)
+        .values_list("key_id", "key__team_id", "key__organization_id", "key__team__organization_id",
+                     "key__user_id", "model")
+        .annotate(total=Sum("spend"))
+        .order_by()
+    )
+    pending: dict[tuple[str, Any], list[float]] = defaultdict(lambda: [0.0, defaultdict(float)])
+    for key_id, team_id, org_id, team_org_id, user_id, model, total in pending_rows:
+        for scope, pk in (("key", key_id), ("team", team_id), ("organization", org_id or team_org_id),
+                          ("user", user_id)):
+            if pk is not None:
+                entry = pending[(scope, pk)]
+                entry[0] += total
+                entry[1][model] += total
+    applied = {
+        row["id"]: row
+        for row in VirtualKey.objects.filter(pk__in={path["id"] for path, _ in wanted}).values(
+            "id", "spend", "model_spend", "team__spend", "team__model_spend", "organization_id", "organization__spend",
+            "organization__model_spend", "team__organization__spend", "team__organization__model_spend",
+            "user__spend", "user__model_spend",
         )
-        if not over:
-            continue
-        exhausted.append(scope)
-        over_applied = (cap is not None and spend >= float(cap)) or (
-            model_cap is not None and applied_model >= float(model_cap)
-        )
-        if not over_applied:
-            crossing.append(scope)
-    return exhausted, crossing
+    }
+    outcome: dict[tuple[Any, str], tuple[list[str], list[str]]] = {}
+    for path, model in wanted:
+        row = applied.get(path["id"])
+        exhausted, crossing = [], []
+        for scope, (cap, model_caps) in _caps(path).items() if row is not None else ():
+            model_cap = (model_caps or {}).get(model)
+            if cap is None and model_cap is None:
+                continue
+            prefix = {"key": "", "team": "team__", "user": "user__",
+                      "organization": "organization__" if row["organization_id"] is not None
+                      else "team__organization__"}[scope]
+            spend = float(row[f"{prefix}spend"] or 0.0)
+            applied_model = float((row[f"{prefix}model_spend"] or {}).get(model) or 0.0)
+            waiting = pending.get((scope, _scope_pk(path, scope)), (0.0, {}))
+            over = (cap is not None and spend + waiting[0] >= float(cap)) or (
+                model_cap is not None and applied_model + waiting[1].get(model, 0.0) >= float(model_cap)
+            )
+            if not over:
+                continue
+            exhausted.append(scope)
+            if not ((cap is not None and spend >= float(cap)) or (model_cap is not None and applied_model >= float(model_cap))):
+                crossing.append(scope)
+        outcome[(path["id"], model)] = (exhausted, crossing)
+    return outcome
 
 
 def usage_ingest(
@@ -250,6 +364,9 @@ def usage_ingest(
     and stores nothing. A report whose idempotency key this caller has already used is not stored again
     (`duplicate`), also when the two arrive at once: the unique index decides. Stored reports are
     committed when this returns; their spend lands when the applier runs (at once in eager mode).
+
+    The common case — keys this process resolved in the last USAGE_KEY_CACHE_SECONDS, on paths with no
+    budget — is one INSERT and no other query.
     """
     if not items:
         raise InvalidInput("The list of reports is empty.", param="body")
@@ -263,21 +380,12 @@ def usage_ingest(
         if reports[0].idempotency_key not in (None, header_key):
             raise InvalidInput("The Idempotency-Key header and idempotency_key differ.", param="idempotency_key")
         reports[0] = dataclasses.replace(reports[0], idempotency_key=header_key)
-    tokens = {r.key for r in reports}
-    paths: dict[str, dict[str, Any]] = {}
-    # A gateway may report for the old secret of a rotation until its grace period ends.
-    rows = VirtualKey.objects.filter(
-        Q(token__in=tokens) | Q(previous_token__in=tokens, previous_token_expires__gt=timezone.now())
-    ).values("previous_token", *_KEY_PATH_FIELDS)
-    for row in rows:
-        for token in (row["token"], row["previous_token"]):
-            if token in tokens:
-                paths[token] = row
+    paths = _resolve(dict.fromkeys(r.key for r in reports))
     for i, report in enumerate(reports):
         if report.key not in paths:
             raise NotFound("Key not found.", param=f"[{i}].key" if as_list else "key")
-    request_id = uuid.uuid4()
-    now = timezone.now()
+    received_at = connection.ops.adapt_datetimefield_value(timezone.now())
+    key_field = UsageReport._meta.get_field("key")
     seen: set[str] = set()
     rows, repeated = [], set()
     for i, report in enumerate(reports):
@@ -286,47 +394,41 @@ def usage_ingest(
                 repeated.add(i)  # the same key twice in one request: the first one counts
                 continue
             seen.add(report.idempotency_key)
-        rows.append(
-            UsageReport(
-                caller=caller, idempotency_key=report.idempotency_key, request_id=request_id,
-                key_id=paths[report.key]["id"], model=report.model, spend=report.spend,
-                prompt_tokens=report.prompt_tokens, completion_tokens=report.completion_tokens, received_at=now,
-            )
-        )
-    if len(rows) == 1 and not seen:
-        rows[0].save(force_insert=True)  # one statement, no transaction around it: one round trip
-    else:
-        UsageReport.objects.bulk_create(rows, ignore_conflicts=bool(seen))  # one transaction
-    earlier: set[str] = set()
-    if seen:
-        stored = UsageReport.objects.filter(caller=caller, idempotency_key__in=seen).values_list(
-            "idempotency_key", "request_id"
-        )
-        mine = {idem for idem, rid in stored if rid == request_id}
-        earlier = seen - mine
-    duplicate = [i in repeated or (r.idempotency_key in earlier) for i, r in enumerate(reports)]
+        rows.append((
+            caller, report.idempotency_key, key_field.get_db_prep_save(paths[report.key]["id"], connection),
+            report.model, report.spend, report.prompt_tokens, report.completion_tokens, received_at,
+        ))
+    stored = _insert(rows, idempotent=bool(seen))
+    duplicate = [
+        i in repeated or (r.idempotency_key is not None and r.idempotency_key not in stored)
+        for i, r in enumerate(reports)
+    ]
     exceeded = _enforce_budgets(reports, duplicate, paths)
     if not all(duplicate):
         usage_apply_soon()
     return [
-        ReportOutcome(report, duplicate[i], tuple(exceeded.get((report.key, report.model), ())))
+        ReportOutcome(report, duplicate[i], tuple(exceeded.get((paths[report.key]["id"], report.model), ())))
         for i, report in enumerate(reports)
     ]
 
 
 def _enforce_budgets(
-    reports: Sequence[Report], duplicate: Sequence[bool], paths: Mapping[str, Mapping[str, Any]]
-) -> dict[tuple[str, str], list[str]]:
+    reports: Sequence[Report], duplicate: Sequence[bool], paths: Mapping[str, dict[str, Any]]
+) -> dict[tuple[Any, str], list[str]]:
     """For the reports on paths with a budget: which budgets applied + pending spend has used up. Where
-    only the pending part does, apply that path's pending reports now, so the next check refuses."""
-    exceeded: dict[tuple[str, str], list[str]] = {}
+    only the pending part does, apply that path's pending reports now, so the next check refuses.
+    Reports on paths with no budget cost no query here."""
+    wanted: dict[tuple[Any, str], tuple[dict[str, Any], str]] = {}
+    for report, dup in zip(reports, duplicate, strict=True):
+        path = paths[report.key]
+        if not dup and _path_capped(path, report.model):
+            wanted.setdefault((path["id"], report.model), (path, report.model))
+    if not wanted:
+        return {}
+    outcome = _exhausted_counting_pending(list(wanted.values()))
     crossing_filters = Q()
-    for (token, model) in dict.fromkeys((r.key, r.model) for r, dup in zip(reports, duplicate, strict=True) if not dup):
-        path = paths[token]
-        if not any(_capped(cap, model_caps, model) for cap, model_caps in _caps(path).values()):
-            continue
-        scopes, crossing = _exhausted_counting_pending(path, model)
-        exceeded[(token, model)] = scopes
+    for (key_id, model), (_scopes, crossing) in outcome.items():
+        path = wanted[(key_id, model)][0]
         for scope in crossing:
             crossing_filters |= _pending_filter(scope, _scope_pk(path, scope))
     if crossing_filters:
@@ -336,7 +438,7 @@ def _enforce_budgets(
             # The reports are stored; the applier will apply them. The answer still says which budgets
             # are used up.
             logger.exception("could not apply the pending usage of a path that reached its budget")
-    return exceeded
+    return {pair: scopes for pair, (scopes, _crossing) in outcome.items()}
 
 
 # --- the applier ------------------------------------------------------------------------------
@@ -359,6 +461,74 @@ def _chunks(ids: Sequence[Any]) -> Iterable[Sequence[Any]]:
         yield ids[start:start + size]
 
 
+@dataclass
+class _Claimed:
+    """A batch's claimed reports, summed per key and model: (key id, model) → (decimal total, reports)."""
+
+    groups: dict[tuple[Any, str], tuple[Decimal, int]]
+    reports: int
+    oldest: datetime.datetime | None  # the earliest `received_at`
+    mean_received: float  # the mean `received_at`, in seconds since the epoch
+
+
+def _claim_postgresql(claim: Any, now: datetime.datetime) -> _Claimed:
+    """Claim, retire and sum the batch in one statement: the claimed reports (FOR UPDATE SKIP LOCKED)
+    without an idempotency key are deleted, the others marked applied, and both are summed per key and
+    model by PostgreSQL — as decimals of their shortest text form, which is Python's `repr`, so the sums
+    are the ones `_exact` gives — whatever the number of reports: no row travels to Python."""
+    table = connection.ops.quote_name(UsageReport._meta.db_table)
+    claim_sql, claim_params = claim.query.get_compiler(using=claim.db).as_sql()
+    sql = f"""
+        WITH claimed AS ({claim_sql}),
+        retired AS (
+            DELETE FROM {table} AS r USING claimed WHERE r.id = claimed.id AND r.idempotency_key IS NULL
+            RETURNING r.key_id, r.model, r.spend, r.received_at
+        ),
+        kept AS (
+            UPDATE {table} AS r SET applied_at = %s FROM claimed
+            WHERE r.id = claimed.id AND r.idempotency_key IS NOT NULL
+            RETURNING r.key_id, r.model, r.spend, r.received_at
+        )
+        SELECT key_id, model, SUM(spend::text::numeric), COUNT(*), MIN(received_at),
+               AVG(EXTRACT(EPOCH FROM received_at))
+        FROM (SELECT * FROM retired UNION ALL SELECT * FROM kept) AS applied
+        GROUP BY key_id, model
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL extra_float_digits = 1")  # shortest exact text, whatever the role's setting
+        cursor.execute(sql, [*claim_params, now])
+        rows = cursor.fetchall()
+    groups = {(key_id, model): (total, count) for key_id, model, total, count, _oldest, _mean in rows}
+    reports = sum(count for _k, _m, _t, count, _o, _a in rows)
+    return _Claimed(
+        groups=groups,
+        reports=reports,
+        oldest=min((oldest for *_, oldest, _mean in rows), default=None),
+        mean_received=sum(float(mean) * count for *_, count, _oldest, mean in rows) / reports if reports else 0.0,
+    )
+
+
+def _claim_portable(claim: Any, now: datetime.datetime) -> _Claimed:
+    """The same on SQLite (its one writer lock is the claim): read the batch, sum it here, retire it."""
+    claimed = list(claim.values_list("id", "key_id", "model", "spend", "idempotency_key", "received_at"))
+    totals: dict[tuple[Any, str], list[Any]] = {}
+    for _id, key_id, model, spend, _idem, _received in claimed:
+        entry = totals.setdefault((key_id, model), [Decimal(0), 0])
+        entry[0] += _exact(spend)
+        entry[1] += 1
+    for ids in _chunks([row[0] for row in claimed if row[4] is None]):
+        UsageReport.objects.filter(id__in=ids).delete()
+    for ids in _chunks([row[0] for row in claimed if row[4] is not None]):
+        UsageReport.objects.filter(id__in=ids).update(applied_at=now)  # kept to recognise retries
+    received = [row[5] for row in claimed]
+    return _Claimed(
+        groups={pair: (total, count) for pair, (total, count) in totals.items()},
+        reports=len(claimed),
+        oldest=min(received, default=None),
+        mean_received=sum(r.timestamp() for r in received) / len(received) if received else 0.0,
+    )
+
+
 def usage_apply_batch(*, limit: int | None = None, only: Q | None = None) -> int:
     """Apply up to `limit` pending reports in one transaction; returns how many it applied.
 
@@ -372,43 +542,34 @@ def usage_apply_batch(*, limit: int | None = None, only: Q | None = None) -> int
         pending = UsageReport.objects.filter(applied_at__isnull=True)
         if only is not None:
             pending = pending.filter(only)
-        claimed = list(
-            pending.order_by("id")
-            .select_for_update(skip_locked=True, of=("self",))
-            .values_list("id", "key_id", "model", "spend", "idempotency_key", "received_at")[:limit]
-        )
-        if not claimed:
+        claim = pending.order_by("id").select_for_update(skip_locked=True, of=("self",)).values("id")[:limit]
+        now = timezone.now()
+        claimed = (_claim_postgresql if connection.vendor == "postgresql" else _claim_portable)(claim, now)
+        if not claimed.reports:
             transaction.set_rollback(True)
             return 0
-        rows_updated = _apply(claimed)
-        now = timezone.now()
-        lags = [(now - received).total_seconds() * 1000 for *_, received in claimed]
-        kept = [row[0] for row in claimed if row[4] is not None]
-        dropped = [row[0] for row in claimed if row[4] is None]
-        for ids in _chunks(dropped):
-            UsageReport.objects.filter(id__in=ids).delete()
-        for ids in _chunks(kept):
-            UsageReport.objects.filter(id__in=ids).update(applied_at=now)  # kept to recognise retries
+        rows_updated = _apply(claimed.groups)
         UsageBatch.objects.filter(pk=batch.pk).update(
-            applied_at=now, reports=len(claimed), spend=float(sum(_exact(row[3]) for row in claimed)),
-            max_lag_ms=max(lags), mean_lag_ms=sum(lags) / len(lags), rows_updated=rows_updated,
+            applied_at=now, reports=claimed.reports,
+            spend=float(sum((total for total, _count in claimed.groups.values()), Decimal(0))),
+            max_lag_ms=(now - claimed.oldest).total_seconds() * 1000,
+            mean_lag_ms=(now.timestamp() - claimed.mean_received) * 1000, rows_updated=rows_updated,
         )
-    return len(claimed)
+    return claimed.reports
 
 
-def _apply(claimed: Sequence[tuple]) -> int:
-    """Add the claimed reports to their paths' rows (inside the batch's transaction); returns the rows
-    written."""
-    key_ids = sorted({row[1] for row in claimed})
+def _apply(groups: Mapping[tuple[Any, str], tuple[Decimal, int]]) -> int:
+    """Add the claimed reports' sums to their paths' rows (inside the batch's transaction); returns the
+    rows written."""
+    key_ids = sorted({key_id for key_id, _model in groups})
     keys = {k["id"]: k for k in VirtualKey.objects.filter(id__in=key_ids).values(*_KEY_PATH_FIELDS)}
-    # (scope, pk) → [total, {model: total}]
+    # (scope, pk) → [total, {model: total}, path]
     totals: dict[tuple[str, Any], list[Any]] = {}
-    for _id, key_id, model, spend, _idem, _received in claimed:
+    for (key_id, model), (amount, count) in groups.items():
         path = keys.get(key_id)
         if path is None:
-            logger.warning("usage for a deleted key is dropped (%s USD on %s)", spend, model)
+            logger.warning("usage for a deleted key is dropped (%s USD on %s, %d reports)", amount, model, count)
             continue
-        amount = _exact(spend)
         for scope, *_ in _SCOPES:
             pk = _scope_pk(path, scope)
             if pk is None:
@@ -440,12 +601,36 @@ def _apply(claimed: Sequence[tuple]) -> int:
                 model_cap = (model_caps or {}).get(model)
                 if _crossed(new_models[model], float(amount), model_cap):
                     crossed_models.append(model)
-            changed.append(model_class(pk=pk, spend=new_spend, model_spend=new_models))
+            changed.append((pk, new_spend, new_models))
             if _crossed(new_spend, float(added), cap) or crossed_models:
                 _audit_exceeded(scope, pk, path, new_spend, cap, crossed_models, new_models)
-        model_class.objects.bulk_update(changed, ["spend", "model_spend"], batch_size=500)
+        _write_spend(model_class, changed)
         rows_updated += len(changed)
     return rows_updated
+
+
+def _write_spend(model_class: type, changed: Sequence[tuple[Any, float, dict[str, float]]]) -> None:
+    """Set `spend` and `model_spend` of these rows: one UPDATE … FROM (VALUES …) per 1,000 rows on
+    PostgreSQL, `bulk_update` elsewhere."""
+    if not changed:
+        return
+    if connection.vendor != "postgresql":
+        rows = [model_class(pk=pk, spend=spend, model_spend=models) for pk, spend, models in changed]
+        model_class.objects.bulk_update(rows, ["spend", "model_spend"], batch_size=500)
+        return
+    ops, meta = connection.ops, model_class._meta
+    pk_type = meta.pk.rel_db_type(connection)  # the column type without serial/identity
+    one = f"(%s::{pk_type}, %s::double precision, %s::jsonb)"
+    with connection.cursor() as cursor:
+        for start in range(0, len(changed), 1000):
+            chunk = changed[start:start + 1000]
+            cursor.execute(
+                f"UPDATE {ops.quote_name(meta.db_table)} AS t SET {ops.quote_name(meta.get_field('spend').column)} = "
+                f"v.spend, {ops.quote_name(meta.get_field('model_spend').column)} = v.model_spend "
+                f"FROM (VALUES {', '.join([one] * len(chunk))}) AS v(pk, spend, model_spend) "
+                f"WHERE t.{ops.quote_name(meta.pk.column)} = v.pk",
+                [value for pk, spend, models in chunk for value in (pk, spend, json.dumps(models))],
+            )
 
 
 def _audit_exceeded(
@@ -487,17 +672,32 @@ def usage_drain(*, only: Q | None = None, max_seconds: float | None = None) -> t
             return total, True
 
 
+# Until when (monotonic) this process leaves the trigger alone: set after each trigger with a broker.
+_quiet_until = 0.0
+
+
 def usage_apply_soon() -> None:
     """Make sure an applier runs soon: queue one `keys.apply_usage` unless one is already queued.
 
-    Never raises: the reports are stored, and the beat schedule runs the applier anyway.
+    With a broker, a process triggers at most once per half USAGE_APPLY_DELAY_SECONDS (no shared-cache
+    round trip for the reports in between): the run it queued starts after the delay, so it sees them;
+    a report that only the run queued by another process could have covered, and that run started
+    first, waits for the next trigger or for beat — later, never lost. Never raises: the reports are
+    stored, and the beat schedule runs the applier anyway.
     """
+    global _quiet_until
     from .tasks import apply_usage  # the tasks module imports this one
 
+    eager = settings.CELERY_TASK_ALWAYS_EAGER
+    if not eager:
+        now = time.monotonic()
+        if now < _quiet_until:
+            return
+        _quiet_until = now + settings.USAGE_APPLY_DELAY_SECONDS / 2
     try:
         queue = cache.add(APPLY_QUEUED_FLAG, 1, settings.USAGE_APPLY_FLAG_SECONDS)
     except Exception:  # noqa: BLE001 - the shared cache is down: the flag cannot be read or set
-        queue = settings.CELERY_TASK_ALWAYS_EAGER  # inline (cheap to repeat); else leave it to beat
+        queue = eager  # inline (cheap to repeat); else leave it to beat
     if not queue:
         return
     try:

@@ -253,7 +253,7 @@ def run(label: str, env: dict[str, str], args: argparse.Namespace, state: Path, 
             pg_cpu = _pg_cpu_since(pg_before)
             per_request = max(list_size, 1)
             accepted = (parsed["requests"] - parsed["errors"]) * per_request
-            counted = max(drained["applied_reports"], accepted, 1)
+            counted = max(drained["batch_reports"], accepted, 1)  # this scenario's reports
             cpu_ms = {"web": web_cpu / counted * 1e3, "applier": worker_cpu / counted * 1e3,
                       "postgres": pg_cpu / counted * 1e3}
             total_ms = sum(cpu_ms.values())

@@ -27,6 +27,7 @@ import dataclasses
 import datetime
 import json
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -674,38 +675,73 @@ def usage_drain(*, only: Q | None = None, max_seconds: float | None = None) -> t
 
 # Until when (monotonic) this process leaves the trigger alone: set after each trigger with a broker.
 _quiet_until = 0.0
+# With no broker: drains run in the requests, one at a time per process (`_apply_inline`).
+_inline_lock = threading.Lock()
+_inline_started = 0  # inline drains begun in this process
+_inline_finished = 0  # the latest of them that completed
 
 
 def usage_apply_soon() -> None:
-    """Make sure an applier runs soon: queue one `keys.apply_usage` unless one is already queued.
+    """Make sure an applier runs soon after reports were stored.
 
-    With a broker, a process triggers at most once per half USAGE_APPLY_DELAY_SECONDS (no shared-cache
-    round trip for the reports in between): the run it queued starts after the delay, so it sees them;
-    a report that only the run queued by another process could have covered, and that run started
-    first, waits for the next trigger or for beat — later, never lost. Never raises: the reports are
-    stored, and the beat schedule runs the applier anyway.
+    With a broker: queue one `keys.apply_usage` unless one is already queued (a flag in the shared
+    cache), at most once per half USAGE_APPLY_DELAY_SECONDS per process — no shared-cache round trip
+    for the reports in between: the run it queued starts after the delay, so it sees them. A report
+    that only a run queued by another process could have covered, and that run started first, waits
+    for the next trigger or for beat: later, never lost.
+
+    With no broker (eager: `make run`, the tests): apply now, in this request (`_apply_inline`).
+
+    Never raises: the reports are stored, and the beat schedule (or the next request) applies them.
     """
     global _quiet_until
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        _apply_inline()
+        return
     from .tasks import apply_usage  # the tasks module imports this one
 
-    eager = settings.CELERY_TASK_ALWAYS_EAGER
-    if not eager:
-        now = time.monotonic()
-        if now < _quiet_until:
-            return
-        _quiet_until = now + settings.USAGE_APPLY_DELAY_SECONDS / 2
+    now = time.monotonic()
+    if now < _quiet_until:
+        return
+    _quiet_until = now + settings.USAGE_APPLY_DELAY_SECONDS / 2
     try:
         queue = cache.add(APPLY_QUEUED_FLAG, 1, settings.USAGE_APPLY_FLAG_SECONDS)
     except Exception:  # noqa: BLE001 - the shared cache is down: the flag cannot be read or set
-        queue = eager  # inline (cheap to repeat); else leave it to beat
+        return  # beat applies them
     if not queue:
         return
     try:
         apply_usage.apply_async(countdown=settings.USAGE_APPLY_DELAY_SECONDS)
-    except Exception:  # noqa: BLE001 - broker down, or an eager run failed: beat applies them later
-        logger.exception("could not run or queue the usage applier; beat will apply the reports")
+    except Exception:  # noqa: BLE001 - broker down: beat applies them later
+        logger.exception("could not queue the usage applier; beat will apply the reports")
         with contextlib.suppress(Exception):
             cache.delete(APPLY_QUEUED_FLAG)
+
+
+def _apply_inline() -> None:
+    """Apply the pending reports in this request, so that its spend has landed when it answers.
+
+    Concurrent requests of a process share drains, as a database shares a commit: each waits for the
+    drain in progress, then returns at once if a drain that began after its reports were committed has
+    completed (that drain claimed them), and drains itself otherwise. So a process runs one drain at a
+    time, covering every request that arrived meanwhile, instead of one per request queueing on the
+    key's, team's, organization's and user's row locks.
+    """
+    global _inline_started, _inline_finished
+    ticket = _inline_started  # read after this request's reports committed
+    with _inline_lock:
+        if _inline_finished > ticket:
+            return
+        _inline_started += 1
+        generation = _inline_started
+        try:
+            applied, more = usage_drain(max_seconds=settings.USAGE_APPLY_SLICE_SECONDS)
+        except DatabaseError:
+            # Stored all the same: the next request's drain applies them.
+            logger.exception("could not apply the pending usage reports")
+            return
+        if not more:
+            _inline_finished = generation
 
 
 def usage_apply_queued() -> int:

@@ -14,7 +14,14 @@ Configured by environment:
     ACCESSCTL_USAGE_KEY    a system user's key (or accessctl's master key) for POST /api/v1/usage;
                            unset: no spend is reported (a warning says so once)
     ACCESSCTL_TIMEOUT      seconds one check may take before the call is refused (default 2.0)
-    ACCESSCTL_USAGE_RETRIES  attempts per usage report before it is dropped with an error (default 6)
+    ACCESSCTL_USAGE_RETRIES  attempts per list of usage reports before it is dropped with an error (default 10)
+    ACCESSCTL_USAGE_BACKOFF / ACCESSCTL_USAGE_BACKOFF_MAX  first delay between attempts, doubling, and its
+                           cap (default 0.5 s / 30 s)
+    ACCESSCTL_USAGE_FLUSH_SECONDS / ACCESSCTL_USAGE_BATCH  a list is sent when this many reports wait, or
+                           this long after the first of them (default 0.1 s / 100)
+    ACCESSCTL_USAGE_MAX_IN_FLIGHT  lists sent at the same time (default 4)
+    ACCESSCTL_USAGE_MAX_QUEUE  reports held while accessctl does not take them; beyond, the oldest are
+                           dropped with an error (default 100,000)
 
 Decisions: every request asks accessctl once (`POST /api/v1/authz/check`; the model listing routes ask
 `GET /v1/models`), on one pooled connection pool per event loop, so a key blocked in accessctl is refused on
@@ -22,17 +29,28 @@ its very next call. A refusal becomes LiteLLM's error with accessctl's status an
 (401 unknown key, 403 denied model, blocked, expired, over budget; 400 malformed). accessctl unreachable,
 slow or failing is a 503 `accessctl_unavailable`: the call is refused (fail closed), and the next call asks
 again, so the proxy recovers as soon as accessctl does.
+
+Spend: the callback queues each call's report in memory and a background task sends them as lists (one
+`POST /api/v1/usage` per list, each report with the LiteLLM call id as its idempotency key), so reporting
+costs accessctl one request per list rather than one per call, and never holds up LiteLLM (`UsageReporter`).
 """
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import hmac
+import itertools
 import json
 import logging
 import os
 import random
 import re
 import sys
+import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
@@ -49,8 +67,14 @@ logger = logging.getLogger("accessctl.litellm")
 ACCESSCTL_URL = os.environ.get("ACCESSCTL_URL", "http://127.0.0.1:8000").rstrip("/")
 USAGE_KEY = os.environ.get("ACCESSCTL_USAGE_KEY", "")
 TIMEOUT_SECONDS = float(os.environ.get("ACCESSCTL_TIMEOUT", "2.0"))
-USAGE_RETRIES = int(os.environ.get("ACCESSCTL_USAGE_RETRIES", "6"))
+USAGE_RETRIES = int(os.environ.get("ACCESSCTL_USAGE_RETRIES", "10"))  # attempts per list of reports
 USAGE_BACKOFF_SECONDS = float(os.environ.get("ACCESSCTL_USAGE_BACKOFF", "0.5"))  # doubles per attempt
+USAGE_BACKOFF_MAX_SECONDS = float(os.environ.get("ACCESSCTL_USAGE_BACKOFF_MAX", "30"))
+USAGE_FLUSH_SECONDS = float(os.environ.get("ACCESSCTL_USAGE_FLUSH_SECONDS", "0.1"))  # a list waits at most this
+USAGE_BATCH = int(os.environ.get("ACCESSCTL_USAGE_BATCH", "100"))  # reports that are sent at once
+USAGE_MAX_IN_FLIGHT = int(os.environ.get("ACCESSCTL_USAGE_MAX_IN_FLIGHT", "4"))  # lists sent at the same time
+USAGE_MAX_QUEUE = int(os.environ.get("ACCESSCTL_USAGE_MAX_QUEUE", "100000"))  # then the oldest are dropped
+MAX_REPORTS_PER_LIST = 1000  # accessctl's limit per request
 POOL_SIZE = int(os.environ.get("ACCESSCTL_POOL_SIZE", "100"))
 
 CHECK_URL = f"{ACCESSCTL_URL}/api/v1/authz/check"
@@ -76,6 +100,7 @@ _MCP_PATH = re.compile(r"^/mcp/([^/]+)|^/([^/]+)/mcp(?:/|$)")
 _MCP_RESERVED = frozenset({"sse", "tools", "proxy", "mcp", "mcp-rest", "v1", "server"})
 _PATH_MODEL_PARAMS = ("model", "model_name", "deployment_id", "model_id")
 _PUBLIC_ROUTES = LiteLLMRoutes.public_routes.value
+_ITEM_PARAM = re.compile(r"^\[(\d+)\]")
 
 
 # --- the HTTP client: one pool per event loop ------------------------------------------------------------
@@ -292,13 +317,29 @@ async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
 
 class UsageReporter(CustomLogger):
     """Reports each successful call's cost (LiteLLM's `response_cost`), model and tokens to accessctl's
-    `POST /api/v1/usage`, with the LiteLLM call id as `Idempotency-Key`, retrying with exponential
-    backoff and jitter on connection errors, timeouts, 429 and 5xx; other answers are final."""
+    `POST /api/v1/usage`, in lists.
+
+    The callback only queues the report (in memory, O(1): LiteLLM's request path never waits on
+    accessctl). A background task per event loop sends what is queued as one list when USAGE_BATCH
+    reports are waiting or USAGE_FLUSH_SECONDS after the first of them, at most USAGE_MAX_IN_FLIGHT lists
+    at once. Each report carries the LiteLLM call id as its `idempotency_key`, so a list retried after a
+    timeout, a connection error, a 429 or a 5xx (exponential backoff with jitter, the same keys each time)
+    is counted once. A 400/404 naming one item (`[i].…`, e.g. a key deleted meanwhile) drops that report
+    with an error and sends the rest again at once; any other 4xx is final for the list. What is still
+    unacknowledged when the process exits (a clean stop) is sent synchronously by an `atexit` hook; a
+    process killed outright loses it (at most USAGE_FLUSH_SECONDS of calls, plus lists being retried).
+    """
 
     def __init__(self) -> None:
         super().__init__()
-        self._pending: set[asyncio.Task] = set()
+        self._lock = threading.Lock()  # LiteLLM may log from more than one thread
+        self._waiting: dict[str, dict[str, Any]] = {}  # idempotency key → report, not sent yet
+        self._unacked: dict[str, dict[str, Any]] = {}  # every report not acknowledged yet (waiting or sent)
+        self._loops: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Event, asyncio.Task]] = {}
+        self._in_flight: set[asyncio.Task] = set()
         self._warned = False
+        self._exit_hook = False
+        self.dropped = 0  # reports given up (refused, retries exhausted, queue full)
 
     async def async_log_success_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
         report = usage_report(kwargs)
@@ -309,35 +350,171 @@ class UsageReporter(CustomLogger):
                 logger.warning("ACCESSCTL_USAGE_KEY is not set: spend is not reported to accessctl")
                 self._warned = True
             return
-        idempotency_key, body = report
-        # Reported in the background: LiteLLM's logging worker is not held up by retries.
-        task = asyncio.get_running_loop().create_task(self.send(idempotency_key, body))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self.enqueue(*report)
 
-    async def send(self, idempotency_key: str, body: dict[str, Any]) -> bool:
-        """POST one report until accessctl takes it (True), refuses it for good, or retries run out."""
-        headers = {"Authorization": f"Bearer {USAGE_KEY}", "Idempotency-Key": idempotency_key}
+    # --- the queue ---------------------------------------------------------------------------------------
+
+    def enqueue(self, idempotency_key: str, body: Mapping[str, Any]) -> None:
+        """Queue one report for the next list (inside a running event loop); never waits."""
+        item = {**body, "idempotency_key": idempotency_key}
+        with self._lock:
+            if idempotency_key in self._unacked:
+                return  # the same call logged twice: one report
+            if len(self._unacked) >= USAGE_MAX_QUEUE:
+                oldest = next(iter(self._waiting), None)
+                if oldest is None:
+                    self._drop([item], "the queue is full of reports being sent")
+                    return
+                self._drop([self._waiting.pop(oldest)], f"the queue is full ({USAGE_MAX_QUEUE} reports)")
+                self._unacked.pop(oldest, None)
+            self._waiting[idempotency_key] = item
+            self._unacked[idempotency_key] = item
+            waiting = len(self._waiting)
+        if not self._exit_hook:
+            self._exit_hook = True
+            atexit.register(self.flush_at_exit)
+        wakeup = self._flusher()
+        if waiting == 1 or waiting >= USAGE_BATCH:
+            wakeup.set()
+
+    def _flusher(self) -> asyncio.Event:
+        """The running loop's wake-up event, starting its flushing task on first use."""
+        loop = asyncio.get_running_loop()
+        entry = self._loops.get(id(loop))
+        if entry is None or entry[0] is not loop or entry[2].done():
+            wakeup = asyncio.Event()
+            task = loop.create_task(self._flush_forever(wakeup), name="accessctl-usage-flusher")
+            entry = self._loops[id(loop)] = (loop, wakeup, task)
+        return entry[1]
+
+    def _take(self) -> list[dict[str, Any]]:
+        with self._lock:
+            keys = list(itertools.islice(self._waiting, MAX_REPORTS_PER_LIST))
+            return [self._waiting.pop(key) for key in keys]
+
+    async def _flush_forever(self, wakeup: asyncio.Event) -> None:
+        slots = asyncio.Semaphore(USAGE_MAX_IN_FLIGHT)
+        while True:
+            if not self._waiting:
+                wakeup.clear()
+                await wakeup.wait()
+            if len(self._waiting) < USAGE_BATCH:  # gather a list for up to USAGE_FLUSH_SECONDS
+                wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wakeup.wait(), USAGE_FLUSH_SECONDS)
+            await slots.acquire()
+            items = self._take()
+            if not items:
+                slots.release()
+                continue
+            task = asyncio.get_running_loop().create_task(self.deliver(items))
+            self._in_flight.add(task)
+            task.add_done_callback(lambda done: (self._in_flight.discard(done), slots.release()))
+
+    async def flush(self) -> None:
+        """Send everything queued now and wait until every list in flight is settled (tests, shutdown)."""
+        while True:
+            items = self._take()
+            sending = [asyncio.get_running_loop().create_task(self.deliver(items))] if items else []
+            pending = [task for task in self._in_flight if task.get_loop() is asyncio.get_running_loop()]
+            if not sending and not pending:
+                return
+            await asyncio.gather(*sending, *pending, return_exceptions=True)
+
+    # --- sending ---------------------------------------------------------------------------------------------
+
+    def _acknowledge(self, items: list[dict[str, Any]]) -> None:
+        with self._lock:
+            for item in items:
+                self._unacked.pop(item["idempotency_key"], None)
+
+    def _drop(self, items: list[dict[str, Any]], reason: str) -> None:
+        self.dropped += len(items)
+        logger.error("accessctl usage: %d report(s) dropped (%s): %s", len(items), reason,
+                     [(i["idempotency_key"], i["model"], i["spend"]) for i in items[:20]])
+
+    async def deliver(self, items: list[dict[str, Any]]) -> bool:
+        """POST the list until accessctl takes it (True), refuses it for good, or the retries run out."""
+        headers = {"Authorization": f"Bearer {USAGE_KEY}"}
         delay = USAGE_BACKOFF_SECONDS
-        for attempt in range(1, USAGE_RETRIES + 1):
+        attempt = 0
+        while items:
+            attempt += 1
             try:
-                async with _session().post(USAGE_URL, json=body, headers=headers) as response:
-                    if response.status < 300:
-                        return True
-                    detail = (await response.text())[:300]
-                    if response.status != 429 and response.status < 500:
-                        logger.error("accessctl refused a usage report (%s): %s", response.status, detail)
-                        return False
-                    reason = f"HTTP {response.status}"
+                async with _session().post(USAGE_URL, json=items, headers=headers) as response:
+                    status = response.status
+                    detail = (await response.text())[:500]
             except (TimeoutError, aiohttp.ClientError) as exc:
-                reason = type(exc).__name__
-            if attempt == USAGE_RETRIES:
-                break
-            logger.warning("usage report %s failed (%s); retry %d in %.1f s", idempotency_key, reason, attempt, delay)
+                status, detail = None, type(exc).__name__
+            if status is not None and status < 300:
+                self._acknowledge(items)
+                return True
+            if status is not None and status != 429 and status < 500:
+                index = _refused_item(status, detail, len(items))
+                if index is None:
+                    logger.error("accessctl refused a list of %d usage reports (%s): %s", len(items), status, detail)
+                    self._acknowledge(items)
+                    self._drop(items, f"HTTP {status}")
+                    return False
+                # One report is refused (its key was deleted, …): drop it, send the rest at once.
+                refused = items.pop(index)
+                self._acknowledge([refused])
+                self._drop([refused], f"HTTP {status}: {detail}")
+                attempt -= 1
+                continue
+            if attempt >= USAGE_RETRIES:
+                self._acknowledge(items)
+                self._drop(items, f"{USAGE_RETRIES} attempts, the last {status or detail}")
+                return False
+            logger.warning("accessctl usage: a list of %d reports failed (%s); retry %d in %.1f s", len(items),
+                           status or detail, attempt, delay)
             await asyncio.sleep(delay * (0.5 + random.random()))
-            delay *= 2
-        logger.error("usage report %s dropped after %d attempts: %s", idempotency_key, USAGE_RETRIES, body)
+            delay = min(delay * 2, USAGE_BACKOFF_MAX_SECONDS)
         return False
+
+    def flush_at_exit(self) -> None:
+        """Send what is still unacknowledged, synchronously (the event loop is gone at exit)."""
+        with self._lock:
+            items = list(self._unacked.values())
+            self._unacked.clear()
+            self._waiting.clear()
+        for start in range(0, len(items), MAX_REPORTS_PER_LIST):
+            chunk = items[start:start + MAX_REPORTS_PER_LIST]
+            if not _post_now(chunk):
+                self._drop(chunk, "accessctl unreachable at exit")
+
+
+def _refused_item(status: int, detail: str, count: int) -> int | None:
+    """The index of the one report a 400/404 names (`param` `[i].…`), or None when it names none."""
+    if status not in (400, 404):
+        return None
+    try:
+        param = json.loads(detail)["error"]["param"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    match = _ITEM_PARAM.match(param) if isinstance(param, str) else None
+    index = int(match.group(1)) if match else None
+    return index if index is not None and index < count else None
+
+
+def _post_now(items: list[dict[str, Any]], attempts: int = 3) -> bool:
+    """One list by plain blocking HTTP (no event loop): True once accessctl took it."""
+    data = json.dumps(items, separators=(",", ":")).encode()
+    for attempt in range(attempts):
+        request = urllib.request.Request(USAGE_URL, data=data, method="POST", headers={
+            "Authorization": f"Bearer {USAGE_KEY}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
+                if response.status < 300:
+                    return True
+        except urllib.error.HTTPError as exc:
+            if exc.code != 429 and exc.code < 500:
+                logger.error("accessctl refused the usage reports at exit (%s)", exc.code)
+                return False
+        except (OSError, TimeoutError):
+            pass
+        time.sleep(0.2 * (attempt + 1))
+    return False
 
 
 def usage_report(kwargs: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:

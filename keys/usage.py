@@ -38,7 +38,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Q, Sum
+from django.db.models import Q
 from django.utils import timezone
 
 from accessctl.errors import InvalidInput, NotFound
@@ -71,6 +71,10 @@ _KEY_PATH_FIELDS = (
     "team__organization__budget__max_budget", "team__organization__budget__model_max_budget",
     "user__max_budget", "user__model_max_budget",
 )
+
+# What the applier needs of a key's path: whose rows to add to, and how to name them in an audit entry.
+_APPLY_PATH_FIELDS = ("id", "token", "team_id", "organization_id", "team__organization_id", "user_id",
+                      "user__user_id")
 
 
 @dataclass(frozen=True)
@@ -292,6 +296,115 @@ def _insert(rows: Sequence[tuple], *, idempotent: bool) -> set[str]:
     return stored
 
 
+# --- hand-written statements of the hot path (names from the models; both backends) ------------
+
+
+def _table(model: Any) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _column(model: Any, field: str) -> str:
+    meta = model._meta
+    return connection.ops.quote_name(meta.pk.column if field == "pk" else meta.get_field(field).column)
+
+
+def _in(values: Sequence[Any]) -> str:
+    return "(" + ", ".join(["%s"] * len(values)) + ")"
+
+
+def _key_ids(ids: Iterable[Any]) -> list[Any]:
+    """Key ids as the database takes them (a UUID is 32 hex digits on SQLite)."""
+    return [VirtualKey._meta.pk.get_db_prep_value(key_id, connection) for key_id in ids]
+
+
+def _decoded(value: Any) -> dict[str, Any]:
+    """A JSON column as a raw cursor returns it (text on both backends, as Django reads it)."""
+    if isinstance(value, str):
+        value = json.loads(value)
+    return value if isinstance(value, dict) else {}
+
+
+def _pending_spend(scoped: Mapping[str, set[Any]]) -> list[tuple[Any, Any, Any, Any, str, float]]:
+    """(key, its team, its organization, its user, model, pending spend) of the pending reports on the
+    given keys, teams, organizations and users: one grouped statement."""
+    report, key, team = UsageReport, VirtualKey, Team
+    organization = f"COALESCE(k.{_column(key, 'organization')}, t.{_column(team, 'organization')})"
+    columns = {"key": f"r.{_column(report, 'key')}", "team": f"k.{_column(key, 'team')}",
+               "organization": organization, "user": f"k.{_column(key, 'user')}"}
+    conditions, params = [], []
+    for scope, pks in scoped.items():
+        values = _key_ids(pks) if scope == "key" else list(pks)
+        conditions.append(f"{columns[scope]} IN {_in(values)}")
+        params += values
+    if not conditions:
+        return []
+    sql = (
+        f"SELECT r.{_column(report, 'key')}, k.{_column(key, 'team')}, {organization}, k.{_column(key, 'user')}, "
+        f"r.{_column(report, 'model')}, SUM(r.{_column(report, 'spend')}) "
+        f"FROM {_table(report)} r JOIN {_table(key)} k ON k.{_column(key, 'pk')} = r.{_column(report, 'key')} "
+        f"LEFT JOIN {_table(team)} t ON t.{_column(team, 'pk')} = k.{_column(key, 'team')} "
+        f"WHERE r.{_column(report, 'applied_at')} IS NULL AND ({' OR '.join(conditions)}) "
+        "GROUP BY 1, 2, 3, 4, 5"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        to_key = VirtualKey._meta.pk.to_python
+        return [(to_key(row[0]), *row[1:]) for row in cursor.fetchall()]
+
+
+def _applied_spend(key_ids: Iterable[Any]) -> dict[Any, dict[str, tuple[Any, dict[str, Any]]]]:
+    """key id → scope → (spend, model spend) as applied on its path's rows: one statement."""
+    key, team, org, user = VirtualKey, Team, Organization, User
+    ids = _key_ids(key_ids)
+    spends = ", ".join(
+        f"{alias}.{_column(model, 'spend')}, {alias}.{_column(model, 'model_spend')}"
+        for alias, model in (("k", key), ("t", team), ("o", org), ("u", user))
+    )
+    sql = (
+        f"SELECT k.{_column(key, 'pk')}, {spends} FROM {_table(key)} k "
+        f"LEFT JOIN {_table(team)} t ON t.{_column(team, 'pk')} = k.{_column(key, 'team')} "
+        f"LEFT JOIN {_table(org)} o ON o.{_column(org, 'pk')} = "
+        f"COALESCE(k.{_column(key, 'organization')}, t.{_column(team, 'organization')}) "
+        f"LEFT JOIN {_table(user)} u ON u.{_column(user, 'pk')} = k.{_column(key, 'user')} "
+        f"WHERE k.{_column(key, 'pk')} IN {_in(ids)}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, ids)
+        rows = cursor.fetchall()
+    to_key = VirtualKey._meta.pk.to_python
+    return {
+        to_key(row[0]): {
+            scope: (row[1 + 2 * i], _decoded(row[2 + 2 * i]))
+            for i, scope in enumerate(("key", "team", "organization", "user"))
+        }
+        for row in rows
+    }
+
+
+def _locked_rows(scope: str, model: Any, pks: Sequence[Any]) -> list[tuple[Any, Any, dict, Any, dict]]:
+    """(pk, spend, model spend, cap, model caps) of these rows, locked in primary-key order (PostgreSQL:
+    FOR UPDATE), so that appliers never deadlock."""
+    if scope == "organization":  # an organization's caps are on its budget row
+        budget = model._meta.get_field("budget").related_model
+        caps = f"b.{_column(budget, 'max_budget')}, b.{_column(budget, 'model_max_budget')}"
+        join = (f"LEFT JOIN {_table(budget)} b ON b.{_column(budget, 'pk')} = t.{_column(model, 'budget')}")
+    else:
+        caps, join = f"t.{_column(model, 'max_budget')}, t.{_column(model, 'model_max_budget')}", ""
+    pk = f"t.{_column(model, 'pk')}"
+    lock = " FOR UPDATE OF t" if connection.features.has_select_for_update_of else ""
+    to_python, rows = model._meta.pk.to_python, []
+    with connection.cursor() as cursor:
+        for chunk in _chunks([model._meta.pk.get_db_prep_value(value, connection) for value in pks]):
+            cursor.execute(
+                f"SELECT {pk}, t.{_column(model, 'spend')}, t.{_column(model, 'model_spend')}, {caps} "
+                f"FROM {_table(model)} t {join} WHERE {pk} IN {_in(chunk)} ORDER BY {pk}{lock}",
+                list(chunk),
+            )
+            rows += [(to_python(row[0]), row[1], _decoded(row[2]), row[3], _decoded(row[4]))
+                     for row in cursor.fetchall()]
+    return rows
+
+
 def _exhausted_counting_pending(
     wanted: Sequence[tuple[dict[str, Any], str]],
 ) -> dict[tuple[Any, str], tuple[list[str], list[str]]]:
@@ -301,35 +414,19 @@ def _exhausted_counting_pending(
     The pending sums are read before the applied spend, so a batch committing in between is counted
     twice rather than not at all: the error is an early apply, never a missed budget.
     """
-    either = Q()
+    scoped: dict[str, set[Any]] = defaultdict(set)  # scope → the pks whose pending spend counts
     for path, model in wanted:
         for scope, (cap, model_caps) in _caps(path).items():
             if _capped(cap, model_caps, model):
-                either |= _pending_filter(scope, _scope_pk(path, scope))
-    # (key, its team, organization, user, model) → pending spend: summed per scope below.
-    pending_rows = (
-        UsageReport.objects.filter(either, applied_at__isnull=True)
-        .values_list("key_id", "key__team_id", "key__organization_id", "key__team__organization_id",
-                     "key__user_id", "model")
-        .annotate(total=Sum("spend"))
-        .order_by()
-    )
-    pending: dict[tuple[str, Any], list[float]] = defaultdict(lambda: [0.0, defaultdict(float)])
-    for key_id, team_id, org_id, team_org_id, user_id, model, total in pending_rows:
-        for scope, pk in (("key", key_id), ("team", team_id), ("organization", org_id or team_org_id),
-                          ("user", user_id)):
+                scoped[scope].add(_scope_pk(path, scope))
+    pending: dict[tuple[str, Any], list[Any]] = defaultdict(lambda: [0.0, defaultdict(float)])
+    for key_id, team_id, org_id, user_id, model, total in _pending_spend(scoped):
+        for scope, pk in (("key", key_id), ("team", team_id), ("organization", org_id), ("user", user_id)):
             if pk is not None:
                 entry = pending[(scope, pk)]
                 entry[0] += total
                 entry[1][model] += total
-    applied = {
-        row["id"]: row
-        for row in VirtualKey.objects.filter(pk__in={path["id"] for path, _ in wanted}).values(
-            "id", "spend", "model_spend", "team__spend", "team__model_spend", "organization_id", "organization__spend",
-            "organization__model_spend", "team__organization__spend", "team__organization__model_spend",
-            "user__spend", "user__model_spend",
-        )
-    }
+    applied = _applied_spend({path["id"] for path, _ in wanted})
     outcome: dict[tuple[Any, str], tuple[list[str], list[str]]] = {}
     for path, model in wanted:
         row = applied.get(path["id"])
@@ -338,11 +435,9 @@ def _exhausted_counting_pending(
             model_cap = (model_caps or {}).get(model)
             if cap is None and model_cap is None:
                 continue
-            prefix = {"key": "", "team": "team__", "user": "user__",
-                      "organization": "organization__" if row["organization_id"] is not None
-                      else "team__organization__"}[scope]
-            spend = float(row[f"{prefix}spend"] or 0.0)
-            applied_model = float((row[f"{prefix}model_spend"] or {}).get(model) or 0.0)
+            spend, model_spend = row[scope]
+            spend = float(spend or 0.0)
+            applied_model = float(model_spend.get(model) or 0.0)
             waiting = pending.get((scope, _scope_pk(path, scope)), (0.0, {}))
             over = (cap is not None and spend + waiting[0] >= float(cap)) or (
                 model_cap is not None and applied_model + waiting[1].get(model, 0.0) >= float(model_cap)
@@ -537,25 +632,30 @@ def usage_apply_batch(*, limit: int | None = None, only: Q | None = None) -> int
     the batch's sum; a budget the batch uses up is audited and its snapshots dropped after commit.
     """
     limit = limit or settings.USAGE_BATCH_SIZE
+    postgresql = connection.vendor == "postgresql"
     with transaction.atomic():
-        # A write first: on SQLite the transaction takes the writer lock before it reads the queue.
-        batch = UsageBatch.objects.create()
+        # A write first on SQLite: the transaction takes the writer lock before it reads the queue.
+        batch = None if postgresql else UsageBatch.objects.create()
         pending = UsageReport.objects.filter(applied_at__isnull=True)
         if only is not None:
             pending = pending.filter(only)
         claim = pending.order_by("id").select_for_update(skip_locked=True, of=("self",)).values("id")[:limit]
         now = timezone.now()
-        claimed = (_claim_postgresql if connection.vendor == "postgresql" else _claim_portable)(claim, now)
+        claimed = (_claim_postgresql if postgresql else _claim_portable)(claim, now)
         if not claimed.reports:
             transaction.set_rollback(True)
             return 0
         rows_updated = _apply(claimed.groups)
-        UsageBatch.objects.filter(pk=batch.pk).update(
-            applied_at=now, reports=claimed.reports,
-            spend=float(sum((total for total, _count in claimed.groups.values()), Decimal(0))),
-            max_lag_ms=(now - claimed.oldest).total_seconds() * 1000,
-            mean_lag_ms=(now.timestamp() - claimed.mean_received) * 1000, rows_updated=rows_updated,
-        )
+        outcome = {
+            "applied_at": now, "reports": claimed.reports, "rows_updated": rows_updated,
+            "spend": float(sum((total for total, _count in claimed.groups.values()), Decimal(0))),
+            "max_lag_ms": (now - claimed.oldest).total_seconds() * 1000,
+            "mean_lag_ms": (now.timestamp() - claimed.mean_received) * 1000,
+        }
+        if batch is None:
+            UsageBatch.objects.create(**outcome)
+        else:
+            UsageBatch.objects.filter(pk=batch.pk).update(**outcome)
     return claimed.reports
 
 
@@ -563,7 +663,7 @@ def _apply(groups: Mapping[tuple[Any, str], tuple[Decimal, int]]) -> int:
     """Add the claimed reports' sums to their paths' rows (inside the batch's transaction); returns the
     rows written."""
     key_ids = sorted({key_id for key_id, _model in groups})
-    keys = {k["id"]: k for k in VirtualKey.objects.filter(id__in=key_ids).values(*_KEY_PATH_FIELDS)}
+    keys = {k["id"]: k for k in VirtualKey.objects.filter(id__in=key_ids).values(*_APPLY_PATH_FIELDS)}
     # (scope, pk) → [total, {model: total}, path]
     totals: dict[tuple[str, Any], list[Any]] = {}
     for (key_id, model), (amount, count) in groups.items():
@@ -580,16 +680,11 @@ def _apply(groups: Mapping[tuple[Any, str], tuple[Decimal, int]]) -> int:
             entry[1][model] += amount
     rows_updated = 0
     # One table after the other in a fixed order, each in primary-key order: appliers never deadlock.
-    for scope, model_class, cap_field, model_cap_field in _SCOPES:
+    for scope, model_class, *_caps_fields in _SCOPES:
         pks = sorted(pk for (s, pk) in totals if s == scope)
         if not pks:
             continue
-        locked = (
-            model_class.objects.filter(pk__in=pks)
-            .order_by("pk")
-            .select_for_update(of=("self",))
-            .values_list("pk", "spend", "model_spend", cap_field, model_cap_field)
-        )
+        locked = _locked_rows(scope, model_class, pks)
         changed = []
         for pk, spend, model_spend, cap, model_caps in locked:
             added, per_model, path = totals[(scope, pk)]

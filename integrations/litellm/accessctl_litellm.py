@@ -18,7 +18,8 @@ Configured by environment:
     ACCESSCTL_USAGE_BACKOFF / ACCESSCTL_USAGE_BACKOFF_MAX  first delay between attempts, doubling, and its
                            cap (default 0.5 s / 30 s)
     ACCESSCTL_USAGE_FLUSH_SECONDS / ACCESSCTL_USAGE_BATCH  a list is sent when this many reports wait, or
-                           this long after the first of them (default 0.1 s / 100)
+                           this long after the first of them (default 1 s / 100): sooner costs accessctl
+                           one request (and, with no broker, one apply) per interval
     ACCESSCTL_USAGE_MAX_IN_FLIGHT  lists sent at the same time (default 4)
     ACCESSCTL_USAGE_MAX_QUEUE  reports held while accessctl does not take them; beyond, the oldest are
                            dropped with an error (default 100,000)
@@ -70,7 +71,7 @@ TIMEOUT_SECONDS = float(os.environ.get("ACCESSCTL_TIMEOUT", "2.0"))
 USAGE_RETRIES = int(os.environ.get("ACCESSCTL_USAGE_RETRIES", "10"))  # attempts per list of reports
 USAGE_BACKOFF_SECONDS = float(os.environ.get("ACCESSCTL_USAGE_BACKOFF", "0.5"))  # doubles per attempt
 USAGE_BACKOFF_MAX_SECONDS = float(os.environ.get("ACCESSCTL_USAGE_BACKOFF_MAX", "30"))
-USAGE_FLUSH_SECONDS = float(os.environ.get("ACCESSCTL_USAGE_FLUSH_SECONDS", "0.1"))  # a list waits at most this
+USAGE_FLUSH_SECONDS = float(os.environ.get("ACCESSCTL_USAGE_FLUSH_SECONDS", "1.0"))  # a list waits at most this
 USAGE_BATCH = int(os.environ.get("ACCESSCTL_USAGE_BATCH", "100"))  # reports that are sent at once
 USAGE_MAX_IN_FLIGHT = int(os.environ.get("ACCESSCTL_USAGE_MAX_IN_FLIGHT", "4"))  # lists sent at the same time
 USAGE_MAX_QUEUE = int(os.environ.get("ACCESSCTL_USAGE_MAX_QUEUE", "100000"))  # then the oldest are dropped

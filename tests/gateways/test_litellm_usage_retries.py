@@ -108,7 +108,7 @@ def reported() -> Iterator[dict]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         port = server.server_address[1]
-        result = run_plugin(port, "scenarios")
+        result = run_plugin(port, "scenarios", ACCESSCTL_USAGE_FLUSH_SECONDS="0.1")
         run_plugin(port, "exit", ACCESSCTL_USAGE_FLUSH_SECONDS="30")
         yield result
     finally:

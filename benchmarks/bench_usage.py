@@ -7,7 +7,13 @@ per request, and lists of `--list-size` reports per request — first for one ho
 1,000 keys, and prints reports/s, p50/p99 per request, the applier's lag (report received → its
 batch committed: mean, and max over the batches) and whether the sums are exact (every accepted
 report counted once: spend on the keys = accepted × spend). It then does the same for one hot key
-with no broker (eager mode: each request applies what is pending, as `make run` does).
+with no broker (eager mode: requests apply what is pending, as `make run` does). Each scenario runs
+`--warmup` seconds unmeasured first (steady state: resolved keys, warm snapshots and connections).
+
+Since the machine is shared, each row also gives the CPU time per report of the web server, the
+applier (the Celery worker) and PostgreSQL's backends of the benchmark database, and the rate those
+costs allow on this machine's cores ("→ N/s"), which other load does not skew; and the server's floor,
+the web CPU of a `GET /healthz`, which any request costs whatever it does.
 
 Targets: ≥ 1,000 reports/s for one hot key, ≥ 2,000/s over 1,000 keys. Loopback only, bounded in
 time; it stops exactly the processes it started.
@@ -173,11 +179,16 @@ end
     return script
 
 
-def _wrk_post(url: str, script: Path, gateway: str, args: argparse.Namespace) -> tuple:
-    command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s", "--latency",
+def _wrk_post(url: str, script: Path, gateway: str, args: argparse.Namespace, duration: int | None = None) -> str:
+    duration = duration or args.duration
+    command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{duration}s", "--latency",
                "--timeout", "5s", "-s", str(script), "-H", f"Authorization: Bearer {gateway}", url]
-    output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=args.duration + 60).stdout
-    return output
+    return subprocess.run(command, capture_output=True, text=True, check=True, timeout=duration + 60).stdout
+
+
+def _wrk_get(url: str, args: argparse.Namespace) -> str:
+    command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s", "--latency", url]
+    return subprocess.run(command, capture_output=True, text=True, check=True, timeout=args.duration + 60).stdout
 
 
 def _status(env: dict[str, str], since: str) -> dict:
@@ -240,9 +251,18 @@ def run(label: str, env: dict[str, str], args: argparse.Namespace, state: Path, 
         if not with_worker:
             scenarios = [("hot key", raws[:1], 0), ("hot key", raws[:1], args.list_size)]
         scenarios = [s for s in scenarios if args.only is None or (s[2] == 0) == (args.only == "single")]
+        # The server's floor: what any request costs it (gunicorn, the middleware), whatever the route.
+        web_before = server.cpu_seconds()
+        floor = _parse(_wrk_get(f"http://127.0.0.1:{port}/healthz", args))
+        floor_ms = (server.cpu_seconds() - web_before) / max(floor["requests"], 1) * 1e3
+        print(f"{label:<22} floor: GET /healthz {floor['requests'] / floor['seconds']:,.0f} req/s, web CPU "
+              f"{floor_ms:.3f} ms/request", flush=True)
         for spread, keys, list_size in scenarios:
-            since = datetime.datetime.now(datetime.UTC).isoformat()
             script = _lua(state, f"{label}-{len(keys)}-{list_size}", keys, list_size)
+            if args.warmup:  # steady state: the caller's snapshot, the resolved keys, the connections
+                _wrk_post(url, script, gateway, args, duration=args.warmup)
+                _wait_drained(env, datetime.datetime.now(datetime.UTC).isoformat())
+            since = datetime.datetime.now(datetime.UTC).isoformat()
             web_before, pg_before = server.cpu_seconds(), _pg_backends()
             worker_before = worker.cpu_seconds() if worker is not None else 0.0
             output = _wrk_post(url, script, gateway, args)
@@ -271,6 +291,7 @@ def run(label: str, env: dict[str, str], args: argparse.Namespace, state: Path, 
                 "batches": drained["batches"], "drained_after_load_s": round(drain_s, 1),
                 # Every applied report counted once on the keys and once on their team (wrk stops counting
                 # while its last requests are in flight, so its count is a lower bound).
+                "floor_web_cpu_ms_per_request": round(floor_ms, 3),
                 "sums_exact": drained["pending"] == 0
                 and abs(drained["key_spend"] - drained["applied_reports"] * SPEND) < 1e-6
                 and abs(drained["team_spend"] - drained["applied_reports"] * SPEND) < 1e-6
@@ -327,6 +348,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "2")))
     parser.add_argument("--keys", type=int, default=1000)
     parser.add_argument("--list-size", type=int, default=100, help="reports per request in the list scenarios")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of unmeasured load before each scenario")
     parser.add_argument("--only", choices=("single", "list"), help="only the one-report or the list scenarios")
     parser.add_argument("--no-eager", action="store_true", help="skip the deployment with no broker")
     args = parser.parse_args()

@@ -240,10 +240,7 @@ def _resolve(tokens: Iterable[str]) -> dict[str, dict[str, Any]]:
         return found
     ttl = settings.USAGE_KEY_CACHE_SECONDS
     wall = timezone.now()
-    # A gateway may report for the old secret of a rotation until its grace period ends.
-    rows = VirtualKey.objects.filter(
-        Q(token__in=missing) | Q(previous_token__in=missing, previous_token_expires__gt=wall)
-    ).values("previous_token", "previous_token_expires", *_KEY_PATH_FIELDS)
+    rows = _key_paths(missing, wall)
     wanted = set(missing)
     if len(_paths) + len(wanted) > _PATHS_MAX_ENTRIES:
         _paths.clear()
@@ -322,6 +319,55 @@ def _decoded(value: Any) -> dict[str, Any]:
     if isinstance(value, str):
         value = json.loads(value)
     return value if isinstance(value, dict) else {}
+
+
+def _key_paths(tokens: Sequence[str], now: datetime.datetime) -> list[dict[str, Any]]:
+    """The path rows (`_KEY_PATH_FIELDS`, and the previous token with its end) of the keys these tokens
+    name — a gateway may report for the old secret of a rotation until its grace period ends."""
+    key, team, org, user = VirtualKey, Team, Organization, User
+    budget = org._meta.get_field("budget").related_model
+    caps = ", ".join(f"{alias}.{_column(model, 'max_budget')}, {alias}.{_column(model, 'model_max_budget')}"
+                     for alias, model in (("k", key), ("t", team), ("b", budget), ("u", user)))
+    select = (
+        f"SELECT k.{_column(key, 'pk')}, k.{_column(key, 'token')}, k.{_column(key, 'previous_token')}, "
+        f"k.{_column(key, 'previous_token_expires')}, k.{_column(key, 'team')}, k.{_column(key, 'organization')}, "
+        f"t.{_column(team, 'organization')}, k.{_column(key, 'user')}, u.{_column(user, 'user_id')}, {caps} "
+        f"FROM {_table(key)} k "
+        f"LEFT JOIN {_table(team)} t ON t.{_column(team, 'pk')} = k.{_column(key, 'team')} "
+        f"LEFT JOIN {_table(org)} o ON o.{_column(org, 'pk')} = "
+        f"COALESCE(k.{_column(key, 'organization')}, t.{_column(team, 'organization')}) "
+        f"LEFT JOIN {_table(budget)} b ON b.{_column(budget, 'pk')} = o.{_column(org, 'budget')} "
+        f"LEFT JOIN {_table(user)} u ON u.{_column(user, 'pk')} = k.{_column(key, 'user')} "
+    )
+    to_key = key._meta.pk.to_python
+    to_datetime = getattr(connection.ops, "convert_datetimefield_value", None)  # SQLite answers text
+    rows = []
+    with connection.cursor() as cursor:
+        for start in range(0, len(tokens), 400):  # two lists of 400 stay under SQLite's 999 parameters
+            chunk = list(tokens[start:start + 400])
+            cursor.execute(
+                select + f"WHERE k.{_column(key, 'token')} IN {_in(chunk)} OR (k.{_column(key, 'previous_token')} "
+                f"IN {_in(chunk)} AND k.{_column(key, 'previous_token_expires')} > %s)",
+                [*chunk, *chunk, connection.ops.adapt_datetimefield_value(now)],
+            )
+            for (pk, token, previous, previous_until, team_id, org_id, team_org_id, user_pk, user_id,
+                 key_cap, key_caps, team_cap, team_caps, org_cap, org_caps, user_cap, user_caps) in cursor.fetchall():
+                if previous_until is not None and to_datetime is not None:
+                    previous_until = to_datetime(previous_until, None, connection)
+                own_org = org_id is not None
+                rows.append({
+                    "id": to_key(pk), "token": token, "previous_token": previous,
+                    "previous_token_expires": previous_until, "team_id": team_id, "organization_id": org_id,
+                    "team__organization_id": team_org_id, "user_id": user_pk, "user__user_id": user_id,
+                    "max_budget": key_cap, "model_max_budget": _decoded(key_caps),
+                    "team__max_budget": team_cap, "team__model_max_budget": _decoded(team_caps),
+                    "organization__budget__max_budget": org_cap if own_org else None,
+                    "organization__budget__model_max_budget": _decoded(org_caps) if own_org else {},
+                    "team__organization__budget__max_budget": None if own_org else org_cap,
+                    "team__organization__budget__model_max_budget": {} if own_org else _decoded(org_caps),
+                    "user__max_budget": user_cap, "user__model_max_budget": _decoded(user_caps),
+                })
+    return rows
 
 
 def _pending_spend(scoped: Mapping[str, set[Any]]) -> list[tuple[Any, Any, Any, Any, str, float]]:

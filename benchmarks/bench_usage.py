@@ -359,7 +359,7 @@ def main() -> int:
                 if k not in ("DATABASE_URL", "CACHE_URL", "REDIS_URL", "CACHE_DIR", "CELERY_BROKER_URL")}
     base_env.update({"WEB_CONCURRENCY": str(args.workers), "DEBUG": "0", "LOG_LEVEL": "ERROR"})
     print(f"wrk: {args.threads} thread(s), {args.connections} connections, {args.duration} s per scenario; "
-          f"gunicorn: {args.workers} sync workers; POST /api/v1/usage, {SPEND} USD per report; machine load average "
+          f"gunicorn: {args.workers} workers (gunicorn.conf.py); POST /api/v1/usage, {SPEND} USD per report; machine load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-usage-") as tmp:

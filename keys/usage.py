@@ -1,24 +1,31 @@
 """Usage reports at gateway rates (SPEC §6): accepted into a durable buffer, applied in batches.
 
-Ingestion (`usage_ingest`) validates the reports, resolves their keys in one query and appends them to
-`UsageReport` in one INSERT; the gateway's 2xx means the reports are committed. It takes no lock on the
-key, team, organization or user rows, so a hot key no longer queues behind its own row locks.
+Ingestion (`usage_ingest`) validates the reports, resolves their keys (a per-process memo, else one
+statement for all of them) and appends them to `UsageReport` in one INSERT, which the unique index makes
+idempotent per caller; the gateway's 2xx means the reports are committed. It takes no lock on the key,
+team, organization or user rows, so a hot key no longer queues behind its own row locks, and on a path
+with no budget the INSERT is its only statement.
 
 The applier (`usage_apply_batch`, run by the `keys.apply_usage` task) claims pending reports
 (`FOR UPDATE SKIP LOCKED`, so appliers never share a report), adds them up per key, team, organization
-and user, writes each of those rows once per batch, and marks the reports applied in the same
-transaction: a crash anywhere rolls the whole batch back, so a report is applied exactly once.
+and user, writes each of those rows once per batch, and retires the reports in the same transaction: a
+crash anywhere rolls the whole batch back, so a report is applied exactly once.
 
 Budgets count applied *and* pending spend: a report on a path with a budget adds up the path's pending
 spend; when applied + pending reaches a budget that the applied spend alone does not, the path's pending
 reports are applied at once, in the request, and that batch crossing the budget invalidates the
 snapshots as before. The warm check stays a cache read with no query, and a budget is overshot by no
-more than the reports that were in flight together.
+more than the reports that were in flight together (or one batch, for a budget set within the memo's
+lifetime: the applier catches it).
 
-Where the applier runs: with a broker, the first report after a run queues one `keys.apply_usage` task
-(a shared-cache flag keeps it to one queued run), which drains the buffer; beat runs it every
-`USAGE_APPLY_INTERVAL_SECONDS` as well, in case a trigger was lost. With no broker (eager mode, `make
-run`, the tests) that task runs in the request that queued it, so spend lands before the answer.
+Where the applier runs: with a broker, a report queues one `keys.apply_usage` task unless one is queued
+(a shared-cache flag, touched at most once per half delay per process), which drains the buffer; beat
+runs it every `USAGE_APPLY_INTERVAL_SECONDS` as well, in case a trigger was lost. With no broker (eager
+mode, `make run`, the tests) the request applies what is pending before it answers, one drain at a time
+per process, shared by the requests waiting for it.
+
+The statements of the hot path are written by hand (table and column names from the models) for both
+backends: the ORM's compilation was most of their cost.
 """
 from __future__ import annotations
 

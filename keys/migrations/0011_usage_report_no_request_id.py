@@ -6,7 +6,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('keys', '0009_key_rotation'),
+        ('keys', '0010_key_type_allowed_routes'),
     ]
 
     operations = [

@@ -10,7 +10,6 @@ import uuid
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection
 
 from accessgroups.models import AccessGroup, CatalogModel, KeyAccessGroup, TeamAccessGroup
 from accessgroups.services import sync_all
@@ -331,10 +330,6 @@ def test_import_rerun_leaves_a_key_blocked_in_accessctl_blocked(seeded, import_l
 
 
 def test_import_rerun_never_restores_the_secret_of_a_key_rotated_in_accessctl(seeded, import_litellm, client):
-    if connection.vendor == "postgresql":
-        # Not the import's: key_regenerate's `select_for_update()` over nullable joins fails on PostgreSQL on
-        # this branch (FOR UPDATE on the nullable side of an outer join); tests/rotation fails the same way.
-        pytest.skip("key_regenerate cannot run on PostgreSQL on this branch")
     import_litellm(seeded.url)
     key_services.key_regenerate(actor=None, key=VirtualKey.objects.get(token=sha256_token(SK_ALICE)))
 

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 from accessctl import policy
 from accessctl.errors import ServiceError
 from keys import services as key_services
-from keys.models import Invalidation, VirtualKey
+from keys.models import VirtualKey
 from orgs import services as org_services
-from orgs.models import AuditEntry, Budget, OrganizationMembership, TeamMembership, User
+from orgs.models import OrganizationMembership, TeamMembership, User
 from tests.factories import (
     KeyFactory,
     OrganizationFactory,
@@ -20,6 +20,7 @@ from tests.factories import (
     TeamFactory,
     TeamMembershipFactory,
     UserFactory,
+    delete_committed_rows,
 )
 
 pytestmark = pytest.mark.django_db
@@ -62,13 +63,7 @@ def world(django_db_setup, django_db_blocker):
         own_keys = {role: KeyFactory(user=user, team=team if role in ("team_admin", "member") else None,
                                      organization=org) for role, user in callers.items()}
         yield {"org": org, "team": team, "callers": callers, "targets": targets, "keys": own_keys}
-        for model in (VirtualKey, TeamMembership, OrganizationMembership, User):
-            model.objects.all().delete()
-        team.delete(), other_team.delete(), org.delete(), other.delete()
-        # The world was committed outside any test's transaction: leave nothing for the next module
-        # (its audit entries, budgets and invalidation notes included).
-        for model in (AuditEntry, Invalidation, Budget):
-            model.objects.all().delete()
+        delete_committed_rows()
 
 
 def _run(command: str, w: dict, role: str, target: User) -> None:

@@ -22,6 +22,7 @@ from tests.factories import (
     TeamFactory,
     TeamMembershipFactory,
     UserFactory,
+    delete_committed_rows,
 )
 
 pytestmark = pytest.mark.django_db
@@ -68,10 +69,7 @@ def world(django_db_setup, django_db_blocker):
         group_services.access_group_assign(actor=None, group=other_group, teams=[other_team], keys=[other_key])
         yield {"org": org, "other": other, "team": team, "other_team": other_team, "callers": callers,
                "other_group": other_group, "global_group": global_group, "other_key": other_key}
-        for model in (KeyAccessGroup, TeamAccessGroup, VirtualKey, AccessGroup, TeamMembership,
-                      OrganizationMembership, Team, User):
-            model.objects.all().delete()
-        org.delete(), other.delete()
+        delete_committed_rows()
 
 
 def _run(command: str, w: dict, role: str) -> None:

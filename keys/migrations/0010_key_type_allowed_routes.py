@@ -7,6 +7,9 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('keys', '0009_key_rotation'),
+        # After the string ids: on SQLite, unapplying them rebuilds this table from the state before them,
+        # so every keys migration applied later must be unapplied first.
+        ('orgs', '0004_string_ids'),
     ]
 
     operations = [

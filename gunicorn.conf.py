@@ -20,7 +20,7 @@ import time
 wsgi_app = "accessctl.wsgi:application"
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")  # "sync": one request per process
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("GUNICORN_THREADS", "16"))
+threads = int(os.environ.get("GUNICORN_THREADS", "32"))
 keepalive = 5
 timeout = 30
 graceful_timeout = 15

@@ -316,7 +316,7 @@ def main() -> int:
     print(
         f"wrk: {args.threads} thread(s), {args.connections} connections, {args.rounds} × {args.duration} s per "
         f"endpoint (ABBA order); "
-        f"gunicorn (gunicorn.conf.py): {args.workers} workers × {os.environ.get('GUNICORN_THREADS', '16')} threads; "
+        f"gunicorn (gunicorn.conf.py): {args.workers} workers × {os.environ.get('GUNICORN_THREADS', '32')} threads; "
         f"check = GET /api/v1/authz/check?model={MODEL} (warm)",
         flush=True,
     )

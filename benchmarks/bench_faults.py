@@ -209,7 +209,7 @@ def main() -> int:
         recover()
         print(
             f"wrk: 1 thread, {args.connections} connections, {args.duration} s per fault; gunicorn.conf.py "
-            f"({args.workers} workers × {os.environ.get('GUNICORN_THREADS', '16')} threads); "
+            f"({args.workers} workers × {os.environ.get('GUNICORN_THREADS', '32')} threads); "
             f"PostgreSQL and Redis behind TCP proxies; check = GET /api/v1/authz/check (warm)",
             flush=True,
         )

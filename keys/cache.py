@@ -39,7 +39,7 @@ from . import feed, revocations
 from .authz import KeySnapshot, build_snapshot
 from .breaker import CLOSED, CircuitBreaker
 from .models import VirtualKey
-from .selectors import key_rows, key_with_path
+from .selectors import key_rows, key_with_path, token_known
 
 if TYPE_CHECKING:
     from orgs.audit import Affects
@@ -206,7 +206,9 @@ def _local_copy(name: str, proven_within: float | None) -> tuple[bool, Any]:
     return False, None
 
 
-def _read_through(value_key: str, name: str, loader: Callable[[], T | None], ttl: int) -> T | None:
+def _read_through(
+    value_key: str, name: str, loader: Callable[[], T | None], ttl: int, known: Callable[[], bool] | None = None
+) -> T | None:
     """The cached value if its generation is current, else `loader()` (stored when it is not None).
 
     Copies are served without a shared read while the feed is live (proven within LOCAL_TRUST_SECONDS),
@@ -241,12 +243,16 @@ def _read_through(value_key: str, name: str, loader: Callable[[], T | None], ttl
                 _breaker.succeeded()
                 _remember(name, generation, entry[1], epoch, entry[2])
                 return entry[1]
-        claimed = _claim_generation(name, generation)
         _breaker.succeeded()
     except Exception:  # noqa: BLE001 - any cache failure falls back to the database
         _breaker.failed()
         logger.warning("authorization cache unreachable; answering from the database")
         return _load(name, loader, epoch, tag)
+    if generation is None and known is not None and not known():
+        # Nothing cached and nothing in the database (a random key): no claim to make and undo, no full load.
+        _remember_missing(name, epoch, tag)
+        return None
+    claimed = _claim_generation(name, generation)
     value = loader()
     try:
         if value is None:
@@ -286,7 +292,11 @@ def get_snapshot(token: str) -> KeySnapshot | None:
         loaded = True
         return load_snapshot(token)
 
-    snapshot = _read_through(cache_key(token), token, load, SNAPSHOT_TTL_SECONDS)
+    def known() -> bool:
+        with database_lane(wait=COLD_LANE_WAIT_SECONDS):
+            return token_known(token)
+
+    snapshot = _read_through(cache_key(token), token, load, SNAPSHOT_TTL_SECONDS, known)
     metrics.snapshot_lookup(loaded)
     return snapshot
 

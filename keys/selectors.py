@@ -5,6 +5,7 @@ import datetime
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from django.db import connection
 from django.db.models import Q, QuerySet
 from django.db.models.functions import Lower
 from django.utils import timezone
@@ -30,6 +31,19 @@ def group_row(group: AccessGroup) -> GroupRow:
         access_mcp_server_ids=tuple(group.access_mcp_server_ids or ()),
         access_agent_ids=tuple(group.access_agent_ids or ()),
     )
+
+
+def token_known(token: str) -> bool:
+    """Whether any key has this token (or had it before its last rotation): two index probes, written
+    out so that an unknown token (a flood of random keys) costs a fraction of `key_with_path`'s six-table
+    query, in Python and in the database's planner alike."""
+    table = connection.ops.quote_name(VirtualKey._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {table} WHERE token = %s UNION ALL SELECT 1 FROM {table} WHERE previous_token = %s",
+            [token, token],
+        )
+        return cursor.fetchone() is not None
 
 
 def key_with_path(token: str) -> VirtualKey | None:

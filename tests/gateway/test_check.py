@@ -156,10 +156,10 @@ def test_check_warm_runs_no_database_query(check, django_assert_num_queries):
     assert response.status_code == 200
 
 
-def test_check_cold_key_naming_no_models_or_groups_runs_one_query(check, django_assert_num_queries):
+def test_check_cold_key_naming_no_models_or_groups_runs_two_queries(check, django_assert_num_queries):
     key = KeyFactory(team=TeamFactory(organization=OrganizationFactory()))
 
-    with django_assert_num_queries(1):  # the key with team, organization, budget and user
+    with django_assert_num_queries(2):  # the token's index probe, the key with team, organization, budget, user
         response = check(key.raw, model=GPT)
 
     assert response.status_code == 200
@@ -175,10 +175,10 @@ def test_check_cold_key_naming_no_models_or_groups_runs_one_query(check, django_
         ),
     ],
 )
-def test_check_cold_key_with_models_or_groups_runs_two_queries(check, django_assert_num_queries, make_key):
+def test_check_cold_key_with_models_or_groups_runs_three_queries(check, django_assert_num_queries, make_key):
     key = make_key(TeamFactory(organization=OrganizationFactory()))
 
-    with django_assert_num_queries(2):  # the key's path, then the groups it has or names
+    with django_assert_num_queries(3):  # the probe, the key's path, then the groups it has or names
         response = check(key.raw, model=GPT)
 
     assert response.status_code == 200
@@ -198,8 +198,18 @@ def test_check_without_a_known_key_answers_401(client, headers, message):
 
     assert response.status_code == 401
     assert response.json()["error"]["type"] == "auth_error"
+
     assert response.json()["error"]["code"] == "401"
     assert message in response.json()["error"]["message"]
+
+
+def test_check_of_an_unknown_key_runs_only_the_token_probe(check, django_assert_num_queries):
+    """A random key (a flood) costs one two-index probe, never the key's six-table path."""
+    with django_assert_num_queries(1) as captured:
+        response = check("sk-unknown-secret-0000000001", model=GPT)
+
+    assert response.status_code == 401
+    assert "JOIN" not in captured.captured_queries[0]["sql"].upper()
 
 
 @pytest.mark.parametrize(

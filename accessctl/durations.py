@@ -4,6 +4,8 @@ from __future__ import annotations
 import datetime
 import re
 
+from dateutil.relativedelta import relativedelta
+
 _DURATION = re.compile(r"^\s*(\d{1,12})\s*(s|m|h|d|w|mo)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # A century: anything longer is a typo, and every date computed from a duration stays far inside
@@ -27,23 +29,12 @@ def parse_duration(text: str) -> tuple[int, str]:
     return count, unit
 
 
-def add_months(moment: datetime.datetime, months: int) -> datetime.datetime:
-    month_index = moment.month - 1 + months
-    year = moment.year + month_index // 12
-    month = month_index % 12 + 1
-    return moment.replace(year=year, month=month, day=1)
-
-
 def duration_delta(text: str, start: datetime.datetime) -> datetime.datetime:
-    """`start` plus the duration, exactly (used for key expiry)."""
+    """`start` plus the duration, exactly (used for key expiry); months end on the target month's last day
+    when it is shorter (Jan 31 + 1mo = Feb 28 or 29)."""
     count, unit = parse_duration(text)
     if unit == "mo":
-        day = start.day
-        shifted = add_months(start, count)
-        # Clamp to the last day of the target month.
-        next_month = add_months(shifted, 1)
-        last_day = (next_month - datetime.timedelta(days=1)).day
-        return shifted.replace(day=min(day, last_day))
+        return start + relativedelta(months=count)
     return start + datetime.timedelta(seconds=count * _UNIT_SECONDS[unit])
 
 
@@ -55,7 +46,8 @@ def next_reset_at(text: str, now: datetime.datetime) -> datetime.datetime:
     """
     count, unit = parse_duration(text)
     if unit == "mo" or (unit == "d" and count == 30):
-        return add_months(now.replace(hour=0, minute=0, second=0, microsecond=0), 1 if unit == "d" else count)
+        first_of_month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        return first_of_month + relativedelta(months=1 if unit == "d" else count)
     if unit == "d" and count == 7 or unit == "w" and count == 1:
         midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
         return midnight + datetime.timedelta(days=7 - midnight.weekday())

@@ -52,10 +52,6 @@ class StrictIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
-class StrictBooleanField(serializers.BooleanField):
-    """`true`/`false` in a JSON body; query strings may also say `true`, `false`, `1`, `0`."""
-
-
 # Column bounds: a bigger number is bad input (400), not a database overflow (500).
 BIGINT_MAX = 2**63 - 1
 INT_MAX = 2**31 - 1

@@ -2,7 +2,7 @@
 
 `build_snapshot(rows)` turns a key and its team, organization, user and access groups into a
 `KeySnapshot`: plain, picklable data that the hot path caches. `authorize(snapshot, ...)` and
-`list_models(snapshot, catalog)` decide from it alone, so the check and the listing never disagree.
+`allowed_names(snapshot, resource, catalog)` decide from it alone, so the check and the listing never disagree.
 """
 from __future__ import annotations
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 
 KEY_PREFIX = "sk-"
@@ -35,11 +34,6 @@ def token_for(value: str) -> str:
     if value.startswith(KEY_PREFIX):
         return hash_secret(value)
     return value.lower()
-
-
-def secrets_match(raw: str, token: str) -> bool:
-    """Constant-time check that `raw` hashes to `token`."""
-    return hmac.compare_digest(hash_secret(raw), token)
 
 
 def is_valid_custom_key(raw: str) -> bool:

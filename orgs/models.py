@@ -209,10 +209,6 @@ class Organization(SpendFields):
         suffix = " (deleted)" if self.deleted_at else ""
         return f"{self.organization_alias}{suffix}"
 
-    @property
-    def is_deleted(self) -> bool:
-        return self.deleted_at is not None
-
 
 class OrganizationMembership(db.Model):
     """User ↔ organization with an org role. Removing it ends the user's rights at once; the audit log keeps history."""

@@ -84,7 +84,7 @@ def _validate_member_permissions(value: Any) -> list[str]:
     return list(dict.fromkeys(value))
 
 
-def models_within(models: list[str], ceiling: list[str]) -> list[str]:
+def models_outside(models: list[str], ceiling: list[str]) -> list[str]:
     """The entries of `models` that `ceiling` (an empty ceiling allows all) does not let through."""
     if not ceiling:
         return []
@@ -549,7 +549,7 @@ def _clean_team_data(data: dict[str, Any], organization: Organization | None) ->
     if "models" in clean:
         clean["models"] = validate_models(clean["models"])
         ceiling = organization.models if organization is not None else []
-        outside = models_within(clean["models"], ceiling)
+        outside = models_outside(clean["models"], ceiling)
         if outside:
             raise InvalidInput(
                 f"Models outside the organization's allowed models: {', '.join(outside)}.", param="models"

@@ -9,7 +9,6 @@ from rest_framework import serializers
 from accessctl.litellm import (
     PAGE_MAX,
     BudgetInput,
-    StrictBooleanField,
     StrictCharField,
     StrictFloatField,
     StrictIntegerField,
@@ -40,7 +39,7 @@ class KeyFieldsInput(BudgetInput):
     team_id = StrictCharField(required=False, allow_null=True, allow_blank=True)
     organization_id = StrictCharField(required=False, allow_null=True, allow_blank=True)
     metadata = json_object(required=False, allow_null=True)
-    blocked = StrictBooleanField(required=False, allow_null=True)
+    blocked = serializers.BooleanField(required=False, allow_null=True)
     spend = StrictFloatField(required=False, allow_null=True, min_value=0)
     access_group_ids = string_list(required=False, allow_null=True)
     key_type = serializers.ChoiceField(
@@ -53,7 +52,7 @@ class KeyFieldsInput(BudgetInput):
         help_text="Narrows further: route paths (`/key/info`, `/team/*`) or llm_api_routes, management_routes, "
         "info_routes.",
     )
-    auto_rotate = StrictBooleanField(required=False, allow_null=True)
+    auto_rotate = serializers.BooleanField(required=False, allow_null=True)
     rotation_interval = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=16)
 
 
@@ -111,8 +110,8 @@ class KeyListQuery(serializers.Serializer):
     key_hash = StrictCharField(required=False)
     key_alias = StrictCharField(required=False)
     status = serializers.ChoiceField(choices=KEY_STATUSES, required=False)
-    return_full_object = StrictBooleanField(required=False, default=False)
-    include_team_keys = StrictBooleanField(required=False, default=False)
+    return_full_object = serializers.BooleanField(required=False, default=False)
+    include_team_keys = serializers.BooleanField(required=False, default=False)
     sort_by = serializers.ChoiceField(choices=KEY_SORT_FIELDS, required=False, default="created_at")
     sort_order = serializers.ChoiceField(choices=("asc", "desc"), required=False, default="desc")
 

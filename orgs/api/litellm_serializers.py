@@ -9,7 +9,6 @@ from rest_framework import serializers
 from accessctl.litellm import (
     PAGE_MAX,
     BudgetInput,
-    StrictBooleanField,
     StrictCharField,
     StrictFloatField,
     StrictIntegerField,
@@ -101,7 +100,7 @@ class TeamFieldsInput(BudgetInput):
     organization_id = StrictCharField(required=False, allow_null=True, allow_blank=True)
     models = string_list(required=False, allow_null=True)
     metadata = json_object(required=False, allow_null=True)
-    blocked = StrictBooleanField(required=False)
+    blocked = serializers.BooleanField(required=False)
     team_member_permissions = serializers.ListField(
         child=serializers.ChoiceField(choices=TEAM_MEMBER_PERMISSIONS), required=False, allow_null=True
     )
@@ -316,7 +315,7 @@ class UserNewInput(UserFieldsInput, KeyFieldsInput):
     teams = TeamRefField(required=False, allow_null=True)
     organization_id = StrictCharField(required=False, allow_null=True, allow_blank=True)
     organizations = string_list(required=False, allow_null=True)
-    auto_create_key = StrictBooleanField(required=False, default=True)
+    auto_create_key = serializers.BooleanField(required=False, default=True)
     password = serializers.JSONField(required=False)
 
     def validate_password(self, value: Any) -> None:

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from accessctl.errors import error_body
@@ -69,3 +69,11 @@ class DatabaseLaneMiddleware:
                 return self.get_response(request)
         except LaneFull as exc:
             return JsonResponse(error_body(str(exc), "no_db_connection", None, 503), status=503)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        """A database that cannot be reached where no handler of ours stands — opening a write's
+        transaction, committing it, the admin — is a 503 `no_db_connection`, never a 500: the client
+        retries, and nothing was written (the transaction never began, or was rolled back)."""
+        if isinstance(exception, (OperationalError, InterfaceError)):
+            return JsonResponse(error_body("The database is unavailable.", "no_db_connection", None, 503), status=503)
+        return None

@@ -238,7 +238,7 @@ def main() -> int:
 
         if "database-paused" in args.only:
             stop = threading.Event()
-            writes = {"200": 0, "503": 0, "other": 0}
+            writes: dict[str, int] = {"200": 0, "503": 0}
 
             def writer(n: int) -> None:
                 i = 0
@@ -249,9 +249,9 @@ def main() -> int:
                             f"{base}/key/generate", MASTER, {"user_id": f"w{n}-{i}-{uuid.uuid4().hex[:6]}@example.test"},
                             timeout=30,
                         )
-                        writes[str(status) if status in (200, 503) else "other"] += 1
-                    except OSError:
-                        writes["other"] += 1
+                        writes[str(status)] = writes.get(str(status), 0) + 1
+                    except OSError as exc:
+                        writes[type(exc).__name__] = writes.get(type(exc).__name__, 0) + 1
 
             pg_proxy.pause()
             threads = [threading.Thread(target=writer, args=(n,), daemon=True) for n in range(8)]

@@ -20,20 +20,24 @@ from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
 from django.http import HttpResponse
 from django.utils import timezone
-from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.plumbing import ResolvedComponent
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
-from rest_framework import serializers
+from drf_spectacular.utils import extend_schema
 from rest_framework.views import APIView
 
-from accessctl import jsonbody, metrics, policy
-from accessctl.authentication import MASTER_USER_ID, BearerKeyAuthentication, bearer_value
+from accessctl import jsonbody, metrics
+from accessctl.authentication import MASTER_USER_ID, bearer_value
 from accessctl.errors import BODY_TOO_LARGE, ServiceError, error_body
 from keys import cache, crypto
 from keys.authz import KeySnapshot, allowed_names, authorize, status_decision
-from keys.usage import ReportOutcome, caller_label, usage_ingest, validate_idempotency_key
 
-RESOURCE_PARAMS = ("model", "mcp_server_id", "agent_id")
+from .gateway_schema import (
+    _CHECK_REQUEST,
+    _CHECK_RESPONSES,
+    _MODEL_LIST_RESPONSES,
+    _QUERY,
+    RESOURCE_PARAMS,
+    GatewaySchema,
+)
+
 QUERY_PARAMS = (*RESOURCE_PARAMS, "include")
 MODEL_CREATED = 1677610602  # the constant LiteLLM reports as `created`; clients only check presence
 _JSON = "application/json"
@@ -333,126 +337,6 @@ def model_list(request: Any) -> HttpResponse:
     return _json({"object": "list", "data": data})
 
 
-# --- OpenAPI description (drf-spectacular) ----------------------------------------------------
-
-
-class GatewaySchema(AutoSchema):
-    """These views authenticate by hand (no DRF authenticators, for speed); document the bearer key."""
-
-    def get_auth(self) -> list[dict[str, list]]:
-        self.registry.register_on_missing(
-            ResolvedComponent(
-                name="bearerKey",
-                type=ResolvedComponent.SECURITY_SCHEMA,
-                object=BearerKeyAuthentication,  # the same component as accessctl.schema.BearerKeyScheme
-                schema={
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": "The master key or a virtual key (`sk-…`), as `Authorization: Bearer <key>`.",
-                },
-            )
-        )
-        return [{"bearerKey": []}]
-
-
-_ERROR = inline_serializer(
-    "GatewayError",
-    {
-        "error": inline_serializer(
-            "GatewayErrorDetail",
-            {
-                "message": serializers.CharField(),
-                "type": serializers.CharField(),
-                "param": serializers.CharField(allow_null=True),
-                "code": serializers.CharField(),
-            },
-        )
-    },
-)
-_CHECK_REQUEST = inline_serializer(
-    "AuthzCheckRequest",
-    {
-        "model": serializers.CharField(required=False),
-        "mcp_server_id": serializers.CharField(required=False),
-        "agent_id": serializers.CharField(required=False),
-        "include": serializers.ListField(
-            child=serializers.ChoiceField(choices=["models"]), required=False,
-            help_text='["models"]: also answer the key\'s effective models.',
-        ),
-    },
-)
-_LEVEL_LIMITS = {
-    "tpm_limit": serializers.IntegerField(allow_null=True),
-    "rpm_limit": serializers.IntegerField(allow_null=True),
-    "max_parallel_requests": serializers.IntegerField(allow_null=True),
-    "max_budget": serializers.FloatField(allow_null=True),
-    "soft_budget": serializers.FloatField(allow_null=True),
-    "spend": serializers.FloatField(allow_null=True),
-    "budget_duration": serializers.CharField(allow_null=True),
-    "budget_reset_at": serializers.DateTimeField(allow_null=True),
-}
-_CHECK_RESPONSE = inline_serializer(
-    "AuthzCheckResponse",
-    {
-        "allowed": serializers.BooleanField(),
-        "key": inline_serializer(
-            "AuthzCheckKey",
-            {
-                "token": serializers.CharField(allow_null=True),
-                "key_alias": serializers.CharField(allow_null=True),
-                "user_id": serializers.CharField(allow_null=True),
-                "team_id": serializers.CharField(allow_null=True),
-                "organization_id": serializers.CharField(allow_null=True),
-            },
-        ),
-        "limits": inline_serializer(
-            "AuthzCheckLimits",
-            {
-                **_LEVEL_LIMITS,
-                "model_max_budget": serializers.DictField(child=serializers.FloatField()),
-                "model_spend": serializers.DictField(child=serializers.FloatField()),
-                "team": inline_serializer(
-                    "AuthzCheckTeamLimits",
-                    {"team_alias": serializers.CharField(allow_null=True), **_LEVEL_LIMITS},
-                    allow_null=True,
-                ),
-                "organization": inline_serializer(
-                    "AuthzCheckOrganizationLimits",
-                    {"organization_alias": serializers.CharField(allow_null=True), **_LEVEL_LIMITS},
-                    allow_null=True,
-                ),
-                "user": inline_serializer(
-                    "AuthzCheckUserLimits",
-                    {"user_email": serializers.CharField(allow_null=True), **_LEVEL_LIMITS},
-                    allow_null=True,
-                ),
-            },
-        ),
-        "models": serializers.ListField(
-            child=serializers.CharField(),
-            required=False,
-            help_text="With `include=models`: the models the key may call (catalog models and explicit names).",
-        ),
-    },
-)
-_CHECK_RESPONSES = {
-    200: _CHECK_RESPONSE,
-    400: OpenApiResponse(_ERROR, description="No resource named, or a malformed one (`param` names it)."),
-    401: OpenApiResponse(_ERROR, description="No key, a malformed key or an unknown key."),
-    403: OpenApiResponse(
-        _ERROR,
-        description="Denied; `type` says why: key_blocked, expired_key, user_blocked, team_blocked, "
-        "organization_deleted, budget_exceeded, key_model_access_denied, team_model_access_denied, "
-        "key_route_access_denied (the key's key_type or allowed_routes keeps it off model routes), …",
-    ),
-    503: OpenApiResponse(_ERROR, description="The database is unavailable (`no_db_connection`)."),
-}
-_QUERY = [OpenApiParameter(name, str, OpenApiParameter.QUERY, required=False) for name in RESOURCE_PARAMS] + [
-    OpenApiParameter("include", str, OpenApiParameter.QUERY, required=False, enum=["models"],
-                     description="`models`: also answer the key's effective models.")
-]
-
-
 class _FastView(APIView):
     """A DRF class for the OpenAPI description only: requests skip DRF's per-request machinery (request
     wrapping, content negotiation, authenticators, permissions, throttles), which would cost more than
@@ -496,29 +380,6 @@ class AuthzCheckView(_FastView):
         return check(request, _json_body)
 
 
-_MODEL_LIST_RESPONSES = {
-    200: inline_serializer(
-        "ModelList",
-        {
-            "object": serializers.CharField(),
-            "data": inline_serializer(
-                "ModelListEntry",
-                {
-                    "id": serializers.CharField(),
-                    "object": serializers.CharField(),
-                    "created": serializers.IntegerField(),
-                    "owned_by": serializers.CharField(),
-                },
-                many=True,
-            ),
-        },
-    ),
-    401: OpenApiResponse(_ERROR),
-    403: OpenApiResponse(_ERROR, description="The key itself is refused (blocked, expired, …)."),
-    503: OpenApiResponse(_ERROR),
-}
-
-
 class ModelListView(_FastView):
     """`/v1/models`: what the key may call, in the OpenAI list shape."""
 
@@ -540,140 +401,3 @@ class ModelListAliasView(ModelListView):
     )
     def get(self, request, *args, **kwargs):
         return model_list(request)
-
-
-_USAGE_REPORT_FIELDS = {
-    "key": serializers.CharField(help_text="The virtual key (sk-…) or its token."),
-    "model": serializers.CharField(),
-    "spend": serializers.FloatField(min_value=0),
-    "prompt_tokens": serializers.IntegerField(min_value=0, required=False),
-    "completion_tokens": serializers.IntegerField(min_value=0, required=False),
-    "idempotency_key": serializers.CharField(
-        max_length=128, required=False,
-        help_text="The caller's id for this report: a retry with the same one counts once.",
-    ),
-}
-_USAGE_OUTCOME = inline_serializer(
-    "UsageReported",
-    {
-        "key": serializers.CharField(help_text="The key's token."),
-        "model": serializers.CharField(),
-        "spend": serializers.FloatField(),
-        "prompt_tokens": serializers.IntegerField(),
-        "completion_tokens": serializers.IntegerField(),
-        "total_tokens": serializers.IntegerField(),
-        "idempotency_key": serializers.CharField(allow_null=True),
-        "duplicate": serializers.BooleanField(help_text="A retry of a report already counted; not counted again."),
-        "budget_exceeded": serializers.ListField(
-            child=serializers.CharField(),
-            help_text="Scopes whose budget is used up, counting the spend not yet applied.",
-        ),
-    },
-)
-
-
-def _outcome(outcome: ReportOutcome) -> dict[str, Any]:
-    report = outcome.report
-    return {
-        "key": report.key,
-        "model": report.model,
-        "spend": report.spend,
-        "prompt_tokens": report.prompt_tokens,
-        "completion_tokens": report.completion_tokens,
-        "total_tokens": report.prompt_tokens + report.completion_tokens,
-        "idempotency_key": report.idempotency_key,
-        "duplicate": outcome.duplicate,
-        "budget_exceeded": list(outcome.budget_exceeded),
-    }
-
-
-def _reporter(request: Any) -> str:
-    """Who reports usage (`caller_label`): the master key, or a usable key of a system user, from the
-    key's cached snapshot (no query when warm). 401 for no, a bad or an unusable key; 403 for others."""
-    snapshot = _caller(request)
-    if snapshot is MASTER:
-        return caller_label(None, is_master=True)
-    status = status_decision(snapshot, timezone.now())
-    if not status.allowed:
-        raise _Refusal(f"Authentication Error, {status.message}",
-                       "expired_key" if status.type == "expired_key" else "auth_error", 401)
-    actor = policy.Actor(user_id=snapshot.user_id, platform_role=None, is_system=snapshot.user_is_system,
-                         is_master=False)
-    verdict = policy.can(actor, "usage:report")
-    if not verdict:
-        raise _Refusal(verdict.message, verdict.type, verdict.status)
-    return caller_label(snapshot.user_id, is_master=False)
-
-
-def usage(request: Any) -> HttpResponse:
-    """Store one report (an object) or a list of them; 202 once they are committed."""
-    try:
-        caller = _reporter(request)
-        data = _parsed_body(request, None)
-        as_list = isinstance(data, list)
-        if not as_list and not isinstance(data, dict):
-            raise _Refusal("The request body must be a JSON object or a list of them.", "bad_request_error", 400,
-                           "body")
-        header_key = request.META.get("HTTP_IDEMPOTENCY_KEY")
-        try:
-            if header_key is not None:
-                header_key = validate_idempotency_key(header_key, "Idempotency-Key")
-            outcomes = usage_ingest(caller=caller, items=data if as_list else [data], as_list=as_list,
-                                    header_key=header_key)
-        except ServiceError as exc:
-            raise _Refusal(exc.message, exc.type, exc.status, exc.param) from None
-        except DatabaseError:
-            raise _Refusal("The database is unavailable.", "no_db_connection", 503) from None
-    except _Refusal as refusal:
-        metrics.usage_reported(refusal.body["error"]["type"])
-        return _json(refusal.body, refusal.status)
-    for outcome in outcomes:
-        metrics.usage_reported(
-            "duplicate" if outcome.duplicate else "budget_exceeded" if outcome.budget_exceeded else "recorded"
-        )
-    if not as_list:
-        return _json(_outcome(outcomes[0]), 202)
-    duplicates = sum(1 for outcome in outcomes if outcome.duplicate)
-    return _json(
-        {
-            "reports": len(outcomes),
-            "accepted": len(outcomes) - duplicates,
-            "duplicates": duplicates,
-            "results": [_outcome(outcome) for outcome in outcomes],
-        },
-        202,
-    )
-
-
-class UsageView(_FastView):
-    """`/api/v1/usage`: a gateway reports requests' spend (system users and the master key only).
-
-    One report (a JSON object) or a list of up to 1,000. They are stored before the answer (202) and
-    applied in batches (keys/usage.py). Like the check, it skips DRF's per-request machinery and knows the
-    caller from its key's cached snapshot.
-    """
-
-    @extend_schema(
-        operation_id="usage_report",
-        summary="Report spend for a key and model (one report, or a list)",
-        description="Stored before the answer and applied in batches; budgets count the spend not yet applied. "
-        "A single report may carry an `Idempotency-Key` header, every report an `idempotency_key`: a "
-        "retry with the same key (per caller) is answered `duplicate: true` and counted once.",
-        request=inline_serializer("UsageReport", _USAGE_REPORT_FIELDS),
-        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
-        responses={
-            202: OpenApiResponse(
-                _USAGE_OUTCOME,
-                description="Stored (or recognised as a retry). A list answers "
-                "`{\"reports\", \"accepted\", \"duplicates\", \"results\": [...]}`.",
-            ),
-            400: OpenApiResponse(_ERROR, description="Bad input; `param` names the field (`[i].field` in a list)."),
-            401: OpenApiResponse(_ERROR),
-            403: OpenApiResponse(_ERROR, description="The caller is not a system user or the master key."),
-            404: OpenApiResponse(_ERROR, description="Unknown key (`key`, or `[i].key` in a list)."),
-            503: OpenApiResponse(_ERROR, description="The database is unavailable: nothing was stored."),
-        },
-        tags=["gateway"],
-    )
-    def post(self, request, *args, **kwargs):
-        return usage(request)

@@ -1,8 +1,9 @@
 """The gateway's hot-path routes: authz check, /v1/models, usage."""
 from django.urls import path, re_path
 
-from .gateway import AuthzCheckView, ModelListAliasView, ModelListView, UsageView
+from .gateway import AuthzCheckView, ModelListAliasView, ModelListView
 from .litellm_models import ModelGroupInfoView, ModelInfoView, UnsupportedRouteView
+from .usage_reports import UsageView
 
 urlpatterns = [
     path("api/v1/authz/check", AuthzCheckView.as_view(), name="authz-check"),

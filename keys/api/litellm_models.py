@@ -12,7 +12,8 @@ from rest_framework import serializers
 
 from accessctl.errors import error_body
 
-from .gateway import _ERROR, _FastView, _json, _Refusal, reachable_models
+from .gateway import _FastView, _json, _Refusal, reachable_models
+from .gateway_schema import _ERROR
 
 TAGS = ["LiteLLM: models"]
 

@@ -17,7 +17,6 @@ from django.utils.html import format_html
 
 from accessctl import policy
 from accessctl.admin import (
-    NameListField,
     ReadOnlyAdmin,
     ServiceAdmin,
     ServiceInline,
@@ -25,6 +24,7 @@ from accessctl.admin import (
     request_actor,
     wanted_related_ids,
 )
+from accessctl.admin_forms import NameListField
 from accessctl.errors import ServiceError
 from accessgroups import services
 from accessgroups.bulk import (

@@ -16,7 +16,8 @@ from django.utils import timezone
 from django.utils.html import format_html_join
 
 from accessctl import policy
-from accessctl.admin import NameListField, ServiceAdmin, UserIdField, request_actor
+from accessctl.admin import ServiceAdmin, request_actor
+from accessctl.admin_forms import NameListField, UserIdField
 from accessctl.common import csv_cell
 from accessctl.errors import ServiceError
 from accessgroups.admin import KeyAccessGroupFilter, KeyAccessGroupInline, bulk_assign_actions, group_names

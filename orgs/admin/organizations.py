@@ -9,12 +9,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from accessctl import policy
-from accessctl.admin import (
-    BoundedJSONFormField,
-    NameListField,
-    ServiceAdmin,
-    request_actor,
-)
+from accessctl.admin import ServiceAdmin, request_actor
+from accessctl.admin_forms import BoundedJSONFormField, NameListField
 from orgs import services
 from orgs.models import (
     Organization,

@@ -9,13 +9,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from accessctl import policy
-from accessctl.admin import (
-    NameListField,
-    ServiceAdmin,
-    ServiceInline,
-    UserIdField,
-    request_actor,
-)
+from accessctl.admin import ServiceAdmin, ServiceInline, request_actor
+from accessctl.admin_forms import NameListField, UserIdField
 from accessgroups.admin import TeamAccessGroupInline, bulk_assign_actions
 from keys.models import VirtualKey
 from orgs import services

@@ -13,12 +13,8 @@ from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
 
 from accessctl import policy
-from accessctl.admin import (
-    NameListField,
-    ServiceAdmin,
-    admin_tenant,
-    request_actor,
-)
+from accessctl.admin import ServiceAdmin, admin_tenant, request_actor
+from accessctl.admin_forms import NameListField
 from orgs import services
 from orgs.models import (
     Organization,

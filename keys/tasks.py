@@ -14,7 +14,7 @@ from orgs.tasks import BudgetScope, reset_due_budgets
 
 from .models import VirtualKey
 from .services import end_grace_periods, mark_rotation_due
-from .usage import usage_apply_queued, usage_purge
+from .usage_apply import usage_apply_queued, usage_purge
 
 KEY_SCOPE = BudgetScope("key", VirtualKey, "", "token", lambda rows: Affects(key_ids={r["pk"] for r in rows}))
 EXPIRY_ACTION = "key_expired"

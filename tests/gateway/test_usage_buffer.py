@@ -16,7 +16,7 @@ import pytest
 from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 
-from keys import usage
+from keys import usage, usage_apply
 from keys.models import UsageBatch, UsageReport, VirtualKey
 from keys.services import usage_report
 from orgs.models import Organization, Team, User
@@ -312,7 +312,7 @@ def test_usage_warm_check_after_reports_runs_no_query(client, gateway, check, co
 
 def _apply_counting_queries() -> tuple[int, list[str]]:
     with CaptureQueriesContext(connection) as queries:
-        applied = usage.usage_apply_batch()
+        applied = usage_apply.usage_apply_batch()
     return applied, [q["sql"] for q in queries.captured_queries]
 
 
@@ -354,7 +354,7 @@ def test_usage_purge_forgets_idempotency_keys_past_the_retention(client, gateway
     post(client, gateway, {"key": key.raw, "model": GPT, "spend": 0.5, "idempotency_key": "call-1"})
     settings.USAGE_IDEMPOTENCY_RETENTION_SECONDS = 0
 
-    assert usage.usage_purge() == 1
+    assert usage_apply.usage_purge() == 1
     assert UsageReport.objects.count() == 0
 
 

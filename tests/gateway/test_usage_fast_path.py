@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from keys import cache as snapshot_cache
-from keys import tasks, usage
+from keys import tasks, usage, usage_apply
 from keys.models import UsageBatch, UsageReport, VirtualKey
 from keys.services import usage_report
 from orgs.models import AuditEntry, Organization, Team, User
@@ -149,16 +149,16 @@ def test_usage_trigger_queues_one_applier_run_per_half_delay_per_process(monkeyp
     settings.USAGE_APPLY_DELAY_SECONDS = 60.0
     queued = []
     monkeypatch.setattr(tasks.apply_usage, "apply_async", lambda **options: queued.append(options))
-    monkeypatch.setattr(usage, "_quiet_until", 0.0)
-    usage.cache.delete(usage.APPLY_QUEUED_FLAG)
+    monkeypatch.setattr(usage_apply, "_quiet_until", 0.0)
+    usage_apply.cache.delete(usage_apply.APPLY_QUEUED_FLAG)
 
     for _ in range(5):
-        usage.usage_apply_soon()
+        usage_apply.usage_apply_soon()
 
     assert queued == [{"countdown": 60.0}]
-    monkeypatch.setattr(usage, "_quiet_until", 0.0)  # half the delay later
-    usage.cache.delete(usage.APPLY_QUEUED_FLAG)  # the run started
-    usage.usage_apply_soon()
+    monkeypatch.setattr(usage_apply, "_quiet_until", 0.0)  # half the delay later
+    usage_apply.cache.delete(usage_apply.APPLY_QUEUED_FLAG)  # the run started
+    usage_apply.usage_apply_soon()
     assert len(queued) == 2
 
 
@@ -183,7 +183,7 @@ def test_usage_batch_over_many_keys_writes_each_table_once(client, gateway, appl
     post(client, gateway, [{"key": k.raw, "model": GPT, "spend": 0.01 * (i + 1)} for i, k in enumerate(keys)])
 
     with CaptureQueriesContext(connection) as queries:
-        assert usage.usage_apply_batch() == 30
+        assert usage_apply.usage_apply_batch() == 30
 
     writes = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("UPDATE")
               and "keys_usagebatch" not in q["sql"]]

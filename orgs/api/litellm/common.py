@@ -12,9 +12,13 @@ from keys.models import VirtualKey
 from orgs import selectors, services
 from orgs.models import Organization, Team, User
 
-from ..litellm_serializers import (
+from ..litellm_organization_serializers import (
     OrganizationOut,
+)
+from ..litellm_serializers import (
     TeamOut,
+)
+from ..litellm_user_serializers import (
     UserOut,
 )
 

@@ -14,7 +14,7 @@ from accessctl.litellm import errors
 from orgs import selectors, services
 from orgs.models import OrganizationMembership, User
 
-from ..litellm_serializers import (
+from ..litellm_organization_serializers import (
     OrganizationIdsInput,
     OrganizationInfoQuery,
     OrganizationListQuery,
@@ -26,6 +26,8 @@ from ..litellm_serializers import (
     OrganizationNewInput,
     OrganizationOut,
     OrganizationUpdateInput,
+)
+from ..litellm_user_serializers import (
     UserOut,
 )
 from .common import (

@@ -25,7 +25,6 @@ from ..litellm_serializers import (
     TeamIdsInput,
     TeamInfoOut,
     TeamListQuery,
-    TeamListV2Out,
     TeamListV2Query,
     TeamMemberAddInput,
     TeamMemberAddOut,
@@ -40,6 +39,9 @@ from ..litellm_serializers import (
     TeamUpdateInput,
     TeamUpdateOut,
     TeamWithKeysOut,
+)
+from ..litellm_user_serializers import (
+    TeamListV2Out,
     UserOut,
 )
 from .common import (

@@ -20,6 +20,8 @@ from orgs.models import User
 
 from ..litellm_serializers import (
     TeamWithKeysOut,
+)
+from ..litellm_user_serializers import (
     UserDeleteOut,
     UserIdsInput,
     UserInfoOut,

@@ -20,7 +20,8 @@ from accessctl.admin import ServiceAdmin, request_actor
 from accessctl.admin_forms import NameListField, UserIdField
 from accessctl.common import csv_cell
 from accessctl.errors import ServiceError
-from accessgroups.admin import KeyAccessGroupFilter, KeyAccessGroupInline, bulk_assign_actions, group_names
+from accessgroups.admin.assignment import KeyAccessGroupInline, bulk_assign_actions, group_names
+from accessgroups.admin.groups import KeyAccessGroupFilter
 from keys import services
 from keys.models import VirtualKey
 from orgs.models import TeamMembership

@@ -11,7 +11,7 @@ from django.http import HttpRequest
 from accessctl import policy
 from accessctl.admin import ServiceAdmin, ServiceInline, request_actor
 from accessctl.admin_forms import NameListField, UserIdField
-from accessgroups.admin import TeamAccessGroupInline, bulk_assign_actions
+from accessgroups.admin.assignment import TeamAccessGroupInline, bulk_assign_actions
 from keys.models import VirtualKey
 from orgs import services
 from orgs.models import (

@@ -9,7 +9,7 @@ import re
 import pytest
 from django.contrib.admin import helpers
 
-from accessgroups import admin as access_admin
+from accessgroups.admin import assignment as access_admin
 from accessgroups.models import BulkJob
 from keys import crypto
 from keys.models import VirtualKey

@@ -3,7 +3,7 @@ an org admin confined to their organization who bulk-assigns an access group; a 
 controls. Each scenario saves screenshots to test-artifacts/."""
 from __future__ import annotations
 
-from accessgroups import admin as access_admin
+from accessgroups.admin import assignment as access_admin
 from keys.models import VirtualKey
 from orgs.roles import OrgRole, PlatformRole
 from tests.browser.conftest import log_in, screenshot

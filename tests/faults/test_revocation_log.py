@@ -201,6 +201,7 @@ def test_a_failed_cold_load_raises_a_database_error_for_the_503(monkeypatch):
     def fail(token):
         raise DatabaseError("down")
 
+    monkeypatch.setattr(snapshot_cache, "token_known", fail)  # the cold load's first query
     monkeypatch.setattr(snapshot_cache, "key_with_path", fail)
     with pytest.raises(DatabaseError):
         snapshot_cache.get_snapshot("0" * 64)

@@ -229,13 +229,19 @@ def lists_of(kind: Kind, target_ids: Sequence[Any]) -> dict[Any, str]:
 
 def apply_batch(kind: Kind, target_ids: Sequence[Any], group_ids: Sequence[str], *, assign: bool) -> list[tuple]:
     """PostgreSQL: add (or remove) the assignment rows and apply the same change to the targets' lists, in
-    one statement; returns (target id, public id, [groups added or removed]) of every target it changed.
+    one statement; returns (public id, [groups added or removed]) of every target it changed — the groups
+    as None when there is one group (the caller knows it: no array to send back and parse per row).
 
     The list is changed by a difference, not rewritten from a read: `new = list ∪ added` (or `list −
     removed`), computed by the UPDATE on the row it locks. A row another writer changed meanwhile is
     re-read by PostgreSQL under the row lock (READ COMMITTED's recheck), so the difference lands on the
     latest list and no concurrent assignment is lost — the compare-and-set done by the database, without a
     round trip per retry. The caller holds the groups' locks (taken first, as the per-row path does).
+
+    Key assignments have no foreign keys in the database: a key deleted between the batch's read and this
+    statement (its deleter holds the key's lock, then deletes the key's rows and the key) is not updated —
+    the UPDATE skips a deleted row — and the rows added for it are removed again here, before the batch
+    commits, so no assignment outlives its key.
     """
     if not target_ids or not group_ids:
         return []
@@ -256,9 +262,10 @@ def apply_batch(kind: Kind, target_ids: Sequence[Any], group_ids: Sequence[str],
         params = []
         combine = "SELECT e FROM current EXCEPT SELECT unnest(d.groups)"
     params += [pg_array(target_ids), pg_array(group_ids)]
+    single = len(group_ids) == 1
     # One group (the usual bulk run): a target has at most one changed row, so no aggregation (a hash
     # of 10,000 targets the planner expects to be 200, which spilled to disk every batch).
-    by_target = ("by_target AS (SELECT target, ARRAY[grp] AS groups FROM changed), " if len(group_ids) == 1 else
+    by_target = ("by_target AS (SELECT target, ARRAY[grp] AS groups FROM changed), " if single else
                  "by_target AS (SELECT target, array_agg(grp) AS groups FROM changed GROUP BY target), ")
     # COLLATE "C": the byte order of Python's sorted(), which the rest of the code writes lists in.
     sql = (
@@ -271,9 +278,49 @@ def apply_batch(kind: Kind, target_ids: Sequence[Any], group_ids: Sequence[str],
         + f"ELSE (WITH current AS (SELECT jsonb_array_elements_text(CASE WHEN jsonb_typeof(t.access_group_ids) = "
         f"'array' THEN t.access_group_ids ELSE '[]'::jsonb END) AS e) "
         f"SELECT COALESCE(jsonb_agg(s.e ORDER BY s.e COLLATE \"C\"), '[]'::jsonb) FROM ({combine}) AS s(e)) END "
-        f"FROM by_target AS d WHERE t.{pk} = d.target RETURNING t.{pk}::text AS id, {public} AS public, d.groups) "
-        f"SELECT id, public, groups FROM updated"
+        f"FROM by_target AS d WHERE t.{pk} = d.target RETURNING t.{pk} AS target, {public} AS public, d.groups) "
+        f"SELECT public, {'NULL' if single else 'groups'} FROM updated"
     )
+    if assign:
+        # Rows added for a target the UPDATE did not find (deleted meanwhile): the public id is NULL.
+        sql += (" UNION ALL SELECT NULL, ARRAY[c.target::text, c.grp] FROM changed AS c "
+                "WHERE NOT EXISTS (SELECT 1 FROM updated AS u WHERE u.target = c.target)")
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return cursor.fetchall()
+        rows = cursor.fetchall()
+        orphans = [row[1] for row in rows if row[0] is None]
+        if orphans:
+            cursor.execute(
+                f"DELETE FROM {relation} AS r USING unnest({targets}, {groups}) AS o(target, grp) "
+                f"WHERE r.{fk} = o.target AND r.access_group_id = o.grp",
+                [pg_array(target for target, _ in orphans), pg_array(grp for _, grp in orphans)],
+            )
+            rows = [row for row in rows if row[0] is not None]
+    return rows
+
+
+def remove_group_from_lists(model: type[Model], group_id: str, returning: Sequence[str] = ()) -> list[tuple] | None:
+    """Take one group out of every `access_group_ids` of `model` (keys or teams) that names it, in one
+    UPDATE whatever their number (drifted lists included: the lists are searched, not the relation);
+    returns the `returning` columns of the rows it changed. None on a database without JSON array
+    functions here: the caller falls back to the per-row sync."""
+    qn = connection.ops.quote_name
+    table = qn(model._meta.db_table)
+    columns = ", ".join(qn(model._meta.get_field(name).column) for name in returning)
+    if connection.vendor == "postgresql":
+        # jsonb `-` removes every element equal to the string and keeps the others' order.
+        sql = (f"UPDATE {table} SET access_group_ids = access_group_ids - %s "
+               f"WHERE access_group_ids @> %s::jsonb")
+        params: list[Any] = [group_id, json.dumps([group_id])]
+    elif connection.vendor == "sqlite":
+        sql = (f"UPDATE {table} SET access_group_ids = (SELECT json_group_array(e.value) "
+               f"FROM json_each({table}.access_group_ids) AS e WHERE e.value <> %s) "
+               f"WHERE EXISTS (SELECT 1 FROM json_each({table}.access_group_ids) AS e WHERE e.value = %s)")
+        params = [group_id, group_id]
+    else:
+        return None
+    if columns:
+        sql += f" RETURNING {columns}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall() if columns else []

@@ -83,12 +83,25 @@ class TeamAccessGroup(db.Model):
 
 
 class KeyAccessGroup(db.Model):
-    """The truth of a key's access groups; `VirtualKey.access_group_ids` mirrors it."""
+    """The truth of a key's access groups; `VirtualKey.access_group_ids` mirrors it.
+
+    No foreign keys in the database (issue 17): checking two of them per row at commit was a third of a
+    bulk assignment's time in PostgreSQL. Their guarantee is kept by the writers, which lock the row they
+    point at: the services lock a group (or a key) before deleting it and its rows in the same transaction;
+    a writer adding a row moves the group's count under the group's lock and fails if the group is gone
+    (`services.count_assignments`), and writes the key's list under the key's lock, removing its row if the
+    key is gone (`bulk_sql.apply_batch`, the signals). `check_access_sync` reports and repairs any row
+    left pointing at nothing. Django still deletes a key's rows with the key (`on_delete`).
+    """
 
     # The unique (key, access_group) index serves lookups by key; bulk assignment writes one index less.
-    key = db.ForeignKey(VirtualKey, on_delete=db.CASCADE, db_index=False, related_name="access_group_assignments")
+    key = db.ForeignKey(
+        VirtualKey, on_delete=db.CASCADE, db_constraint=False, db_index=False, related_name="access_group_assignments"
+    )
     # Indexed with the row id below: a group's keys are read a page at a time in that order.
-    access_group = db.ForeignKey(AccessGroup, on_delete=db.CASCADE, db_index=False, related_name="key_assignments")
+    access_group = db.ForeignKey(
+        AccessGroup, on_delete=db.CASCADE, db_constraint=False, db_index=False, related_name="key_assignments"
+    )
     created_at = db.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, Exists, F, OuterRef, Q
 from django.db.models.functions import Greatest, Lower
 
 from accessctl import policy
@@ -27,6 +27,7 @@ from keys.models import VirtualKey
 from orgs.audit import Affects, record
 from orgs.models import Organization, Team, User
 
+from . import bulk_sql
 from .models import AccessGroup, Agent, CatalogModel, KeyAccessGroup, MCPServer, TeamAccessGroup
 from .selectors import ASSIGNED_IDS_LIMIT, COUNT_FIELDS
 
@@ -40,9 +41,14 @@ def _ids(values: Iterable[Any]) -> list[str]:
     return sorted({str(v) for v in values})
 
 
-def _sync_target_lists(model: Any, assignment: Any, fk: str, ids: Iterable[Any]) -> int:
+def _sync_target_lists(model: Any, assignment: Any, fk: str, ids: Iterable[Any], *, missing_ok: bool = True) -> int:
     """Recompute `access_group_ids` of these rows of `model` from the `assignment` rows, under a row
-    lock taken in a stable order. Returns the number of rows changed."""
+    lock taken in a stable order. Returns the number of rows changed.
+
+    Without `missing_ok`, a row that no longer exists is an error (404): an assignment was just added for
+    it, and the relation has no foreign key in the database to refuse it (`KeyAccessGroup`), so the
+    writer's transaction must not commit a row pointing at nothing. Its deleter held the lock first.
+    """
     ids = sorted({str(i) for i in ids})
     if not ids:
         return 0
@@ -51,6 +57,8 @@ def _sync_target_lists(model: Any, assignment: Any, fk: str, ids: Iterable[Any])
     rows = list(
         model.objects.select_for_update().filter(pk__in=ids).order_by(pk).only(pk, "access_group_ids")
     )
+    if not missing_ok and len(rows) != len(ids):
+        raise NotFound(f"The {model._meta.verbose_name} was deleted while it was being assigned.", param="key")
     for row_id, group_id in assignment.objects.filter(**{f"{fk}__in": ids}).values_list(fk, "access_group_id"):
         truth[str(row_id)].append(str(group_id))
     changed = [r for r in rows if (r.access_group_ids or []) != _ids(truth[str(r.pk)])]
@@ -65,9 +73,9 @@ def sync_teams(team_ids: Iterable[Any]) -> int:
     return _sync_target_lists(Team, TeamAccessGroup, "team_id", team_ids)
 
 
-def sync_keys(key_ids: Iterable[Any]) -> int:
+def sync_keys(key_ids: Iterable[Any], *, missing_ok: bool = True) -> int:
     """Recompute `access_group_ids` of these keys (by primary key) from the assignment rows."""
-    return _sync_target_lists(VirtualKey, KeyAccessGroup, "key_id", key_ids)
+    return _sync_target_lists(VirtualKey, KeyAccessGroup, "key_id", key_ids, missing_ok=missing_ok)
 
 
 def count_assignments(relation: type[TeamAccessGroup] | type[KeyAccessGroup], deltas: dict[Any, int]) -> None:
@@ -75,12 +83,18 @@ def count_assignments(relation: type[TeamAccessGroup] | type[KeyAccessGroup], de
 
     Called by whoever wrote the assignment rows, inside its transaction: the UPDATE takes the group's row
     lock (groups in id order, as `sync_groups` and the bulk path lock them), so concurrent writers queue.
+    A group gone by then (deleted by a transaction that locked it first) fails the writer with a 404: key
+    assignments have no foreign key in the database, and rows added to a deleted group must not commit.
     """
     column = COUNT_FIELDS[relation]
     for group_id in sorted(deltas, key=str):
         if deltas[group_id]:
             # Never below zero: a count that had drifted is reported by check_access_sync, not a crash.
-            AccessGroup.objects.filter(pk=group_id).update(**{column: Greatest(F(column) + deltas[group_id], 0)})
+            found = AccessGroup.objects.filter(pk=group_id).update(
+                **{column: Greatest(F(column) + deltas[group_id], 0)}
+            )
+            if not found and deltas[group_id] > 0:
+                raise NotFound("The access group was deleted while it was being assigned.", param="access_group")
 
 
 def _relation_counts(relation: Any, group_ids: Sequence[Any] | None = None) -> dict[str, int]:
@@ -140,24 +154,34 @@ def sync_all(*, repair: bool) -> dict[str, list[str]]:
     key_truth: dict[str, list[str]] = defaultdict(list)
     for key_id, group_id in KeyAccessGroup.objects.values_list("key_id", "access_group_id").iterator():
         key_truth[str(key_id)].append(str(group_id))
+    seen_keys: set[str] = set()
     for key_id, listed in VirtualKey.objects.values_list("id", "access_group_ids").iterator():
+        seen_keys.add(str(key_id))
         if (listed or []) != _ids(key_truth[str(key_id)]):
             drift["keys"].append(str(key_id))
+    # Key assignments have no foreign keys in the database: a row of a key that is gone is its group's drift.
+    orphaned = {gid for key_id, groups in key_truth.items() if key_id not in seen_keys for gid in groups}
     # The groups' side: counts, compared with the relation counted by the database.
     team_counts, key_counts = _relation_counts(TeamAccessGroup), _relation_counts(KeyAccessGroup)
+    existing: set[str] = set()
     for group_id, teams, keys in AccessGroup.objects.values_list(
         "access_group_id", "assigned_team_count", "assigned_key_count"
     ).iterator():
         gid = str(group_id)
-        if teams != team_counts.get(gid, 0) or keys != key_counts.get(gid, 0):
+        existing.add(gid)
+        if teams != team_counts.get(gid, 0) or keys != key_counts.get(gid, 0) or gid in orphaned:
             drift["groups"].append(gid)
+    # Rows of a group that is gone: listed under that group's id (the repair deletes them).
+    drift["groups"] += sorted(set(key_counts) - existing)
     if repair and any(drift.values()):
         with transaction.atomic():
+            relisted: set[str] = set()
             for chunk in _chunks(drift["groups"]):
+                relisted |= delete_orphan_key_assignments(chunk)
                 sync_groups(chunk)
             for chunk in _chunks(drift["teams"]):
                 sync_teams(chunk)
-            for chunk in _chunks(drift["keys"]):
+            for chunk in _chunks(sorted(set(drift["keys"]) | relisted)):
                 sync_keys(chunk)
             record(
                 actor=None,
@@ -169,6 +193,17 @@ def sync_all(*, repair: bool) -> dict[str, list[str]]:
                                 access_group_ids=set(drift["groups"])),
             )
     return drift
+
+
+def delete_orphan_key_assignments(group_ids: Sequence[str]) -> set[str]:
+    """Delete these groups' key assignments that point at a key or a group that no longer exists (nothing
+    in the database refuses them: `KeyAccessGroup`). Returns the keys whose lists must be synced again."""
+    rows = KeyAccessGroup.objects.filter(access_group_id__in=group_ids)
+    rows.filter(~Exists(VirtualKey.objects.filter(pk=OuterRef("key_id"))))._raw_delete(KeyAccessGroup.objects.db)
+    groupless = rows.filter(~Exists(AccessGroup.objects.filter(pk=OuterRef("access_group_id"))))
+    keys = {str(k) for k in groupless.values_list("key_id", flat=True)}
+    groupless._raw_delete(KeyAccessGroup.objects.db)
+    return keys
 
 
 def _chunks(items: Sequence[Any], size: int = BATCH_SIZE) -> Iterable[Sequence[Any]]:
@@ -446,36 +481,56 @@ def access_group_update(
 def _keep_restricted(group: AccessGroup) -> None:
     """A key or team whose only restriction is this group (no `models`, no other group) would fall back to
     its team's or organization's models once the group is gone: a restriction is never bypassed (SPEC §5
-    rule 2), so it keeps reaching nothing ("no-default-models") until an admin gives it models or groups."""
+    rule 2), so it keeps reaching nothing ("no-default-models") until an admin gives it models or groups.
+    One UPDATE per kind, whatever the number of keys the group holds."""
     for model, assignment, fk in ((VirtualKey, KeyAccessGroup, "key"), (Team, TeamAccessGroup, "team")):
-        assigned = assignment.objects.filter(access_group=group).values(f"{fk}_id")
-        others = assignment.objects.exclude(access_group=group).values(f"{fk}_id")
-        rows = model.objects.filter(pk__in=assigned).exclude(pk__in=others)
-        stranded = [row.pk for row in rows.only("pk", "models") if not row.models]
-        if stranded:
-            model.objects.filter(pk__in=stranded).update(models=[NO_DEFAULT_MODELS])
+        this = assignment.objects.filter(**{fk: OuterRef("pk")}, access_group=group)
+        others = assignment.objects.filter(**{fk: OuterRef("pk")}).exclude(access_group=group)
+        model.objects.filter(Exists(this), ~Exists(others), models=[]).update(models=[NO_DEFAULT_MODELS])
+
+
+# Above this many keys, a group's deletion drops every cached snapshot rather than naming its keys (to
+# name a million keys after commit would cost more than the cache refilling).
+DELETE_NAMED_KEYS_LIMIT = 10_000
 
 
 @transaction.atomic
 def access_group_delete(*, actor: User | None, group: AccessGroup, by: policy.Actor | None = None) -> None:
-    """Delete a group and detach it from every team and key (drifted rows included, via the signal); a key
-    or team it alone restricted keeps reaching nothing. With `by`: `access_group:delete` first."""
+    """Delete a group and detach it from every team and key (drifted lists included); a key or team it
+    alone restricted keeps reaching nothing. With `by`: `access_group:delete` first.
+
+    Set-based: a bounded number of statements whatever the number of keys the group holds. The group is
+    locked first — bulk batches and per-row assignments lock it too — so an assignment running now either
+    committed before (its rows are deleted here) or fails once the group is gone.
+    """
     from keys.cache import tokens_naming_groups
 
     if by is not None:
         policy.require(by, "access_group:delete", policy.access_group_target(group))
-
-    affects = Affects(
-        # After the commit the group and its name are gone: resolve keys that name it now.
-        tokens=tokens_naming_groups([group.access_group_name]),
-        access_group_ids={str(group.pk)},
-        team_ids={str(t) for t in group.team_assignments.values_list("team_id", flat=True)},
-        key_ids={str(k) for k in group.key_assignments.values_list("key_id", flat=True)},
-    )
+    group = AccessGroup.objects.select_for_update().get(pk=group.pk)
+    group_id, org_id = str(group.pk), group.organization_id
     before = field_values(group, (*GROUP_FIELDS, *COUNT_FIELDS.values()))
-    group_id, org_id = group.pk, group.organization_id
+    wide = group.assigned_key_count > DELETE_NAMED_KEYS_LIMIT
+    # After the commit the group and its name are gone: resolve what names it now.
+    tokens = tokens_naming_groups([group.access_group_name])
+    key_ids: set[str] = set()
+    if not wide:
+        key_ids = {str(k) for k in group.key_assignments.values_list("key_id", flat=True)}
+    team_ids = {str(t) for t in group.team_assignments.values_list("team_id", flat=True)}
     _keep_restricted(group)
-    group.delete()
+    listed_keys = bulk_sql.remove_group_from_lists(VirtualKey, group_id, () if wide else ("token", "previous_token"))
+    listed_teams = bulk_sql.remove_group_from_lists(Team, group_id, ("team_id",))
+    if listed_keys is None or listed_teams is None:
+        sync_after_group_removed(group_id)  # a database without the set-based statement: per row
+    else:
+        tokens |= {token for pair in listed_keys for token in pair if token}
+        team_ids |= {str(team_id) for (team_id,) in listed_teams}
+    # Raw deletes: no per-row signal (the lists and the group's counts are settled above and below).
+    group.key_assignments.all()._raw_delete(KeyAccessGroup.objects.db)
+    group.team_assignments.all()._raw_delete(TeamAccessGroup.objects.db)
+    AccessGroup.objects.filter(pk=group_id)._raw_delete(AccessGroup.objects.db)
+    affects = Affects(tokens=tokens, access_group_ids={group_id}, team_ids=team_ids, key_ids=key_ids,
+                      everything=wide)
     record(
         actor=actor,
         action="access_group_delete",

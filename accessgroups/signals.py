@@ -20,7 +20,8 @@ def team_assignment_changed(sender, instance: TeamAccessGroup, created: bool = F
 def key_assignment_changed(sender, instance: KeyAccessGroup, created: bool = False, **kwargs) -> None:
     if created or kwargs["signal"] is post_delete:
         services.count_assignments(KeyAccessGroup, {instance.access_group_id: 1 if created else -1})
-    services.sync_keys([instance.key_id])
+    # A new row's key must still exist: nothing in the database refuses a row for a deleted key.
+    services.sync_keys([instance.key_id], missing_ok=not created)
 
 
 @receiver(post_delete, sender=AccessGroup)

@@ -705,6 +705,9 @@ def key_delete(*, actor: User | None, key: VirtualKey, by: policy.Actor | None =
     """Delete the key and its assignments; the audit entry keeps what it was."""
     if by is not None:
         policy.require(by, "key:delete", policy.key_target(key))
+    # The key's lock first: its access-group rows have no foreign key in the database, so a bulk assignment
+    # adding one now either committed before (and its row is deleted below) or waits and finds the key gone.
+    VirtualKey.objects.select_for_update().filter(pk=key.pk).values_list("pk").first()
     before = field_values(key, AUDITED_FIELDS)
     affects = _key_affects(key)
     token, org_id = key.token, key.organization_id

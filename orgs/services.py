@@ -697,6 +697,9 @@ def team_delete(*, actor: User | None, team: Team, by: policy.Actor | None = Non
     affects = Affects(tokens={t for pair in team.keys.values_list("token", "previous_token") for t in pair if t},
                       team_ids={team.pk})
     team_id, org_id = team.pk, team.organization_id
+    # The keys' locks first (their access-group rows have no foreign key in the database): an assignment
+    # adding a row for one of them committed before, and is deleted below, or waits and finds the key gone.
+    list(team.keys.select_for_update().values_list("pk", flat=True))
     # Set-based: detach the team's keys from their groups in one statement, then take them off the groups'
     # counts (a difference, not a recount: a group may hold a million keys of other teams).
     assigned = KeyAccessGroup.objects.filter(key__team=team)

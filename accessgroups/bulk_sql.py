@@ -299,28 +299,49 @@ def apply_batch(kind: Kind, target_ids: Sequence[Any], group_ids: Sequence[str],
     return rows
 
 
-def remove_group_from_lists(model: type[Model], group_id: str, returning: Sequence[str] = ()) -> list[tuple] | None:
-    """Take one group out of every `access_group_ids` of `model` (keys or teams) that names it, in one
-    UPDATE whatever their number (drifted lists included: the lists are searched, not the relation);
-    returns the `returning` columns of the rows it changed. None on a database without JSON array
-    functions here: the caller falls back to the per-row sync."""
+def detach_group(kind: Kind, group_id: str, returning: Sequence[str] = (), *, stranded: str) -> list[tuple] | None:
+    """Take one group out of the `access_group_ids` of every key or team (`kind`) and mark those it alone
+    restricted, in two UPDATEs whatever their number; returns the `returning` columns of the rows changed.
+
+    1. The targets assigned to the group, reached through the relation (its group index): the group leaves
+       their list and, when the group was their only one and they have no `models` of their own, `models`
+       becomes `[stranded]` — one write per row for both.
+    2. Lists that still name it without an assignment (drift): the lists are searched, one scan.
+
+    None on a database without these statements here: the caller falls back to the per-row sync.
+    """
+    if connection.vendor not in ("postgresql", "sqlite"):
+        return None
     qn = connection.ops.quote_name
-    table = qn(model._meta.db_table)
-    columns = ", ".join(qn(model._meta.get_field(name).column) for name in returning)
+    table, pk = qn(kind.model._meta.db_table), qn(kind.model._meta.pk.column)
+    relation, fk = qn(kind.relation._meta.db_table), qn(kind.fk)
+    columns = ", ".join(f"{table}.{qn(kind.model._meta.get_field(name).column)}" for name in returning)
+    marked = json.dumps([stranded])
     if connection.vendor == "postgresql":
         # jsonb `-` removes every element equal to the string and keeps the others' order.
-        sql = (f"UPDATE {table} SET access_group_ids = access_group_ids - %s "
-               f"WHERE access_group_ids @> %s::jsonb")
-        params: list[Any] = [group_id, json.dumps([group_id])]
-    elif connection.vendor == "sqlite":
-        sql = (f"UPDATE {table} SET access_group_ids = (SELECT json_group_array(e.value) "
-               f"FROM json_each({table}.access_group_ids) AS e WHERE e.value <> %s) "
-               f"WHERE EXISTS (SELECT 1 FROM json_each({table}.access_group_ids) AS e WHERE e.value = %s)")
-        params = [group_id, group_id]
+        without = f"{table}.access_group_ids - %s"
+        names_it = f"{table}.access_group_ids @> %s::jsonb"
+        empty, marked_sql = "'[]'::jsonb", "%s::jsonb"
+        without_params: list[Any] = [group_id]
+        names_params: list[Any] = [json.dumps([group_id])]
     else:
-        return None
-    if columns:
-        sql += f" RETURNING {columns}"
+        without = (f"(SELECT json_group_array(e.value) FROM json_each({table}.access_group_ids) AS e "
+                   f"WHERE e.value <> %s)")
+        names_it = f"EXISTS (SELECT 1 FROM json_each({table}.access_group_ids) AS e WHERE e.value = %s)"
+        empty, marked_sql = "'[]'", "%s"
+        without_params, names_params = [group_id], [group_id]
+    tail = f" RETURNING {columns}" if columns else ""
+    assigned = (
+        f"UPDATE {table} SET access_group_ids = {without}, models = CASE WHEN {table}.models = {empty} "
+        f"AND NOT EXISTS (SELECT 1 FROM {relation} AS o WHERE o.{fk} = {table}.{pk} AND o.access_group_id <> %s) "
+        f"THEN {marked_sql} ELSE {table}.models END "
+        f"FROM {relation} AS r WHERE r.access_group_id = %s AND r.{fk} = {table}.{pk}{tail}"
+    )
+    drifted = f"UPDATE {table} SET access_group_ids = {without} WHERE {names_it}{tail}"
+    rows: list[tuple] = []
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall() if columns else []
+        cursor.execute(assigned, [*without_params, group_id, marked, group_id])
+        rows += cursor.fetchall() if columns else []
+        cursor.execute(drifted, [*without_params, *names_params])
+        rows += cursor.fetchall() if columns else []
+    return rows

@@ -482,7 +482,7 @@ def _keep_restricted(group: AccessGroup) -> None:
     """A key or team whose only restriction is this group (no `models`, no other group) would fall back to
     its team's or organization's models once the group is gone: a restriction is never bypassed (SPEC §5
     rule 2), so it keeps reaching nothing ("no-default-models") until an admin gives it models or groups.
-    One UPDATE per kind, whatever the number of keys the group holds."""
+    (`bulk_sql.detach_group` does the same in the same write as the lists, where it can.)"""
     for model, assignment, fk in ((VirtualKey, KeyAccessGroup, "key"), (Team, TeamAccessGroup, "team")):
         this = assignment.objects.filter(**{fk: OuterRef("pk")}, access_group=group)
         others = assignment.objects.filter(**{fk: OuterRef("pk")}).exclude(access_group=group)
@@ -517,18 +517,22 @@ def access_group_delete(*, actor: User | None, group: AccessGroup, by: policy.Ac
     if not wide:
         key_ids = {str(k) for k in group.key_assignments.values_list("key_id", flat=True)}
     team_ids = {str(t) for t in group.team_assignments.values_list("team_id", flat=True)}
-    _keep_restricted(group)
-    listed_keys = bulk_sql.remove_group_from_lists(VirtualKey, group_id, () if wide else ("token", "previous_token"))
-    listed_teams = bulk_sql.remove_group_from_lists(Team, group_id, ("team_id",))
-    if listed_keys is None or listed_teams is None:
-        sync_after_group_removed(group_id)  # a database without the set-based statement: per row
+    detached_keys = bulk_sql.detach_group(bulk_sql.KINDS[bulk_sql.KEYS], group_id,
+                                          () if wide else ("token", "previous_token"), stranded=NO_DEFAULT_MODELS)
+    detached_teams = bulk_sql.detach_group(bulk_sql.KINDS[bulk_sql.TEAMS], group_id, ("team_id",),
+                                           stranded=NO_DEFAULT_MODELS)
+    per_row = detached_keys is None or detached_teams is None  # a database without those statements
+    if per_row:
+        _keep_restricted(group)
     else:
-        tokens |= {token for pair in listed_keys for token in pair if token}
-        team_ids |= {str(team_id) for (team_id,) in listed_teams}
-    # Raw deletes: no per-row signal (the lists and the group's counts are settled above and below).
+        tokens |= {token for pair in detached_keys for token in pair if token}
+        team_ids |= {str(team_id) for (team_id,) in detached_teams}
+    # Raw deletes: no per-row signal (the lists are settled above; the group and its counts go).
     group.key_assignments.all()._raw_delete(KeyAccessGroup.objects.db)
     group.team_assignments.all()._raw_delete(TeamAccessGroup.objects.db)
     AccessGroup.objects.filter(pk=group_id)._raw_delete(AccessGroup.objects.db)
+    if per_row:
+        sync_after_group_removed(group_id)
     affects = Affects(tokens=tokens, access_group_ids={group_id}, team_ids=team_ids, key_ids=key_ids,
                       everything=wide)
     record(

@@ -34,6 +34,7 @@ from django.db.models import Q
 
 from accessctl import metrics
 from accessctl.lanes import database_lane
+from orgs.models import Organization, Team, User
 
 from . import feed, revocations
 from .authz import KeySnapshot, build_snapshot
@@ -352,15 +353,18 @@ def invalidate_catalog() -> None:
 
 
 def _named_group_query(names: Iterable[str]) -> Q:
-    """Keys whose path (key, team, organization or owner) names one of these groups in its `models`."""
+    """Keys whose path (key, team, organization or owner) names one of these groups in its `models`.
+
+    The teams, organizations and owners naming it are found first (small tables), so the keys are read in
+    one scan with no join (four outer joins over every key took seconds at a million keys)."""
     query = Q()
     for name in names:
+        teams = Team.objects.filter(Q(models__icontains=name) | Q(organization__models__icontains=name))
         query |= (
             Q(models__icontains=name)
-            | Q(team__models__icontains=name)
-            | Q(team__organization__models__icontains=name)
-            | Q(organization__models__icontains=name)
-            | Q(user__models__icontains=name)
+            | Q(team_id__in=teams.values("pk"))
+            | Q(organization_id__in=Organization.objects.filter(models__icontains=name).values("pk"))
+            | Q(user_id__in=User.objects.filter(models__icontains=name).values("pk"))
         )
     return query
 

@@ -159,3 +159,14 @@ def test_bulk_batch_removes_the_rows_it_added_for_a_key_deleted_meanwhile(monkey
     assert result.changed == 2 and result.rows == 2 and group.assigned_key_count == 2
     assert set(KeyAccessGroup.objects.values_list("key_id", flat=True)) == {keys[1].pk, keys[2].pk}
     assert sync_all(repair=False) == IN_SYNC
+
+
+def test_group_delete_without_the_set_based_statements_syncs_row_by_row(monkeypatch):
+    group = AccessGroupFactory()
+    alone = KeyFactory()
+    services.access_group_assign(actor=None, group=group, keys=[alone])
+    monkeypatch.setattr(services.bulk_sql, "detach_group", lambda *args, **kwargs: None)
+    access_group_delete(actor=None, group=group)
+    alone.refresh_from_db()
+    assert alone.access_group_ids == [] and alone.models == [NO_DEFAULT_MODELS]
+    assert sync_all(repair=False) == IN_SYNC

@@ -13,6 +13,7 @@ On a fresh database it measures:
    page — with 100,000 keys, then with 1,000,000: p50 and response size (targets: ≤ 100 ms, ≤ 1 MB).
 5. `bulk_assign` of a second group to all 1,000,000 keys (target: ≤ 30 s), its audit entries (one per
    batch, a count and a sample), and `check_access_sync` (counts included) over the whole table.
+6. Deleting the first group (100,000 keys): seconds and statements, which must not grow with its keys.
 
 Only its own database (`accessctl_bench_bulk`, or `$BENCH_BULK_DB`; dropped and recreated) is touched.
 """
@@ -39,7 +40,8 @@ BENCH_DB = os.environ.get("BENCH_BULK_DB", "accessctl_bench_bulk")  # two runs a
 MASTER_KEY = "sk-bench-bulk-master-key-0001"
 BENCH_CACHE_URL = os.environ.get("BENCH_CACHE_URL", "redis://127.0.0.1:6379/13")
 TARGETS = {"bulk_seconds": 3.0, "million_seconds": 30.0, "ratio": 20.0, "list_p50_ms": 50.0,
-           "group_read_ms": 100.0, "group_read_bytes": 1_000_000, "audit_entry_bytes": 4_096}
+           "group_read_ms": 100.0, "group_read_bytes": 1_000_000, "audit_entry_bytes": 4_096,
+           "delete_queries": 20}
 
 
 def fresh_database() -> str:
@@ -142,16 +144,18 @@ def copy_keys(count: int, *, start: int, team_id, organization_id) -> None:
                           ("created_by", "bench"), ("updated_by", "bench")):
         template[index[column]] = fixed
     sql = f"COPY {VirtualKey._meta.db_table} ({columns}) FROM STDIN"
-    with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
-        for i in range(start, start + count):
-            token = hashlib.sha256(f"bench-{i}".encode()).hexdigest()
-            row = list(template)
-            row[index["id"]] = uuid.uuid4()
-            row[index["token"]] = token
-            row[index["key_name"]] = f"sk-...{token[-4:]}"
-            row[index["key_alias"]] = f"bench-{i}"
-            row[index["created_at"]] = base + datetime.timedelta(microseconds=37 * i)
-            copy.write_row(row)
+    # 100,000 rows per COPY: one statement of 900,000 outlasts the statement timeout on a busy machine.
+    for chunk in range(start, start + count, 100_000):
+        with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
+            for i in range(chunk, min(chunk + 100_000, start + count)):
+                token = hashlib.sha256(f"bench-{i}".encode()).hexdigest()
+                row = list(template)
+                row[index["id"]] = uuid.uuid4()
+                row[index["token"]] = token
+                row[index["key_name"]] = f"sk-...{token[-4:]}"
+                row[index["key_alias"]] = f"bench-{i}"
+                row[index["created_at"]] = base + datetime.timedelta(microseconds=37 * i)
+                copy.write_row(row)
 
 
 def analyze() -> None:
@@ -374,6 +378,16 @@ def main() -> int:
         reads[f"{everyone.assigned_key_count:,}"] = bench_group_reads(
             everyone, f"{everyone.assigned_key_count:,} keys", args.runs)
 
+    print(f"\n6. Deleting the group of {group.assigned_key_count:,} keys (set-based: statements bounded)", flush=True)
+    from accessgroups.services import access_group_delete
+
+    with cpu_time() as cpu, counted() as queries:
+        started = time.perf_counter()
+        access_group_delete(actor=None, group=group)
+        delete_seconds = time.perf_counter() - started
+    delete_queries = queries[0]
+    print(f"  {delete_seconds:.2f} s, {delete_queries} queries; CPU: {cpu[0]:.2f} s Python + {cpu[1]:.2f} s PostgreSQL")
+
     print("\nSummary")
     checks = [
         (f"bulk_assign {result.changed:,} keys ≤ {TARGETS['bulk_seconds']:.0f} s (wall)", result.seconds,
@@ -401,6 +415,8 @@ def main() -> int:
              largest_entry <= TARGETS["audit_entry_bytes"]),
             (f"check_access_sync clean at {total:,} keys (lists and counts)", million_sync, million_sync),
         ]
+    checks.append((f"group delete of {result.changed:,} keys: statements bounded (≤ {TARGETS['delete_queries']})",
+                   delete_queries, delete_queries <= TARGETS["delete_queries"]))
     for size, results in reads.items():
         for name, (p50, length, per_request) in results.items():
             checks.append((f"{name} at {size} keys: p50 ≤ {TARGETS['group_read_ms']:.0f} ms (wall)", round(p50, 2),

@@ -10,6 +10,7 @@ from django.db import connection
 from django.utils import timezone
 
 from accessctl.errors import InvalidInput
+from accessgroups import services
 from accessgroups.bulk import Selection, bulk_assign, encode_position
 from accessgroups.models import KeyAccessGroup, TeamAccessGroup
 from accessgroups.services import sync_all
@@ -291,6 +292,22 @@ def test_bulk_assign_adds_the_group_to_a_drifted_list_and_repair_heals_the_rest(
     assert str(group.pk) in keys[0].access_group_ids
     sync_all(repair=True)
     assert sync_all(repair=False) == IN_SYNC
+
+
+def test_bulk_assign_keeps_lists_of_one_group_sorted_on_either_side():
+    team = TeamFactory()
+    before, after = AccessGroupFactory(access_group_id="aaa-group"), AccessGroupFactory(access_group_id="zzz-group")
+    first, last, listed = (KeyFactory(team=team, user=None) for _ in range(3))
+    services.access_group_assign(actor=None, group=before, keys=[first])
+    services.access_group_assign(actor=None, group=after, keys=[last])
+    middle = AccessGroupFactory(access_group_id="mmm-group")
+    VirtualKey.objects.filter(pk=listed.pk).update(access_group_ids=["mmm-group"])  # listed, not assigned
+    bulk_assign(actor=None, target="keys", group_refs=["mmm-group"], selection=Selection(team_id=str(team.pk)))
+    lists = dict(VirtualKey.objects.filter(team=team).values_list("pk", "access_group_ids"))
+    assert lists == {first.pk: ["aaa-group", "mmm-group"], last.pk: ["mmm-group", "zzz-group"],
+                     listed.pk: ["mmm-group"]}
+    middle.refresh_from_db()
+    assert middle.assigned_key_count == 3 and sync_all(repair=False) == IN_SYNC
 
 
 def test_bulk_assign_writes_one_audit_entry_per_batch(group, team_keys):

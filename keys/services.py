@@ -153,7 +153,7 @@ def validate_key_alias(alias: Any, *, organization: Any = None, user: Any = None
     return alias
 
 
-def _validate_budget(data: dict[str, Any], now: datetime.datetime) -> dict[str, Any]:
+def validate_budget(data: dict[str, Any], now: datetime.datetime) -> dict[str, Any]:
     clean = dict(data)
     for name in ("max_budget", "soft_budget", "spend"):
         value = clean.get(name)
@@ -398,7 +398,7 @@ def key_generate(
     unknown = set(budget) - set(BUDGET_FIELDS) - set(SPEND_FIELDS)
     if unknown:
         raise TypeError(f"unexpected fields: {sorted(unknown)}")
-    budget = _validate_budget(budget, now)
+    budget = validate_budget(budget, now)
     routes = {"key_type": validate_key_type(key_type), "allowed_routes": validate_allowed_routes(allowed_routes)}
     rotation = _validate_rotation({"auto_rotate": auto_rotate, "rotation_interval": rotation_interval})
     if rotation["auto_rotate"] and not rotation["rotation_interval"]:
@@ -476,7 +476,7 @@ def key_update(
         data = {**data, "user": _new_owner(actor, new_user_id, key.organization)}
     now = timezone.now()
     changes = {k: v for k, v in data.items() if k in EDITABLE_FIELDS}
-    changes = _validate_rotation(_validate_budget(changes, now))
+    changes = _validate_rotation(validate_budget(changes, now))
     if "duration" in data:
         changes["expires"] = _expiry(data["duration"], now)
     if "models" in changes:
@@ -785,44 +785,6 @@ def end_grace_periods(*, now: datetime.datetime | None = None) -> int:
             )
     return len(ended)
 
-
-
-# --- usage (the gateway's spend reports) ------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class UsageResult:
-    """What a usage report changed: the key's new spend and the budgets it used up."""
-
-    token: str
-    model: str
-    spend: float
-    prompt_tokens: int
-    completion_tokens: int
-    key_spend: float
-    exceeded: tuple[str, ...]
-
-
-def _number(value: Any, param: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidInput(f"{param} must be a number.", param=param)
-    number = float(value)
-    if number < 0 or number != number or number in (float("inf"), float("-inf")):
-        raise InvalidInput(f"{param} must be a finite number ≥ 0.", param=param)
-    return number
-
-
-def _count(value: Any, param: str) -> int:
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidInput(f"{param} must be a whole number ≥ 0.", param=param)
-    return value
-
-
-def _crossed(new: float, added: float, cap: Any) -> bool:
-    """This report moved spend from below the cap to at or above it (exactly one report does)."""
-    return cap is not None and new >= float(cap) > new - added
 
 
 # --- usage (the gateway's spend reports: keys/usage.py) -------------------------------------

@@ -15,7 +15,7 @@ from accessctl.common import field_values, model_update
 from accessctl.errors import Conflict, InvalidInput
 from accessctl.ids import new_id, valid_id
 from keys.authz import Allow
-from keys.services import BUDGET_FIELDS, SPEND_FIELDS, _validate_budget, validate_models
+from keys.services import BUDGET_FIELDS, SPEND_FIELDS, validate_budget, validate_models
 
 from .audit import Affects, record
 from .models import AuditEntry, Budget, Organization, OrganizationMembership, Team, TeamMembership, User
@@ -103,7 +103,7 @@ def models_outside(models: list[str], ceiling: list[str]) -> list[str]:
 # --- users ------------------------------------------------------------------------------------
 
 def _clean_user_data(data: dict[str, Any]) -> dict[str, Any]:
-    clean = _validate_budget({k: v for k, v in data.items() if k in USER_FIELDS}, timezone.now())
+    clean = validate_budget({k: v for k, v in data.items() if k in USER_FIELDS}, timezone.now())
     if "user_role" in clean:
         clean["user_role"] = _validate_role(clean["user_role"] or PlatformRole.INTERNAL_USER, PLATFORM_ROLES, "user_role")
     if "models" in clean:
@@ -295,7 +295,7 @@ def organization_create(
     """Create an organization with its budget row (every organization has one)."""
     if not isinstance(organization_alias, str) or not organization_alias.strip():
         raise InvalidInput("organization_alias is required.", param="organization_alias")
-    budget_data, rest = _split_budget(_validate_budget(data, timezone.now()))
+    budget_data, rest = _split_budget(validate_budget(data, timezone.now()))
     extra = {k: v for k, v in rest.items() if k in ORGANIZATION_FIELDS}
     if "models" in extra:
         extra["models"] = validate_models(extra["models"])
@@ -342,7 +342,7 @@ def organization_update(
     if by is not None:
         authorize_organization_update(by, organization, data)
     org = Organization.objects.select_for_update().select_related("budget").get(pk=organization.pk)
-    clean = _validate_budget(data, timezone.now())
+    clean = validate_budget(data, timezone.now())
     budget_data, rest = _split_budget(clean)
     if "organization_alias" in rest and (not isinstance(rest["organization_alias"], str) or not rest["organization_alias"].strip()):
         raise InvalidInput("organization_alias may not be empty.", param="organization_alias")
@@ -398,7 +398,7 @@ def _membership_budget(actor: User | None, existing: Budget | None, max_budget: 
     if max_budget is None:
         return existing
     try:
-        clean = _validate_budget({"max_budget": max_budget}, timezone.now())
+        clean = validate_budget({"max_budget": max_budget}, timezone.now())
     except InvalidInput as exc:  # named as the caller sent it
         raise InvalidInput(exc.message.replace("max_budget", param, 1), param=param) from exc
     if existing is None:
@@ -545,7 +545,7 @@ def organization_member_delete(*, actor: User | None, membership: OrganizationMe
 # --- teams ------------------------------------------------------------------------------------
 
 def _clean_team_data(data: dict[str, Any], organization: Organization | None) -> dict[str, Any]:
-    clean = _validate_budget({k: v for k, v in data.items() if k in TEAM_FIELDS}, timezone.now())
+    clean = validate_budget({k: v for k, v in data.items() if k in TEAM_FIELDS}, timezone.now())
     if "models" in clean:
         clean["models"] = validate_models(clean["models"])
         ceiling = organization.models if organization is not None else []

@@ -7,8 +7,9 @@ from django.db.models import F
 from django.test import Client
 from django.urls import reverse
 
+from keys.amounts import MAX_AMOUNT
 from keys.models import VirtualKey
-from keys.services import MAX_AMOUNT, usage_report
+from keys.services import usage_report
 from orgs.models import Team
 from tests.factories import AdminFactory, KeyFactory
 from tests.hygiene.conftest import client_for, refusal

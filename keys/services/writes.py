@@ -362,7 +362,7 @@ def _set_blocked(actor: User | None, key: VirtualKey, blocked: bool) -> VirtualK
         if blocked:
             # Nothing changes, so nothing is audited; but a block repeated because the first one's cache
             # invalidation may have been lost must reach every cache again.
-            from .cache import invalidate_tokens
+            from ..cache import invalidate_tokens
 
             token = key.token
             transaction.on_commit(lambda: invalidate_tokens([token]))

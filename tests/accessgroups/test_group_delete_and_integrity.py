@@ -10,7 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from accessctl.errors import NotFound
-from accessgroups import bulk, services
+from accessgroups import bulk, bulk_sql, services
 from accessgroups.bulk import Selection, bulk_assign
 from accessgroups.models import AccessGroup, KeyAccessGroup, TeamAccessGroup
 from accessgroups.services import access_group_delete, sync_all
@@ -94,7 +94,7 @@ def test_group_delete_invalidates_its_keys_snapshots_by_token(monkeypatch, djang
 def test_group_delete_above_the_named_limit_drops_every_snapshot(monkeypatch, django_capture_on_commit_callbacks):
     group = AccessGroupFactory()
     insert_keys(3, team=TeamFactory(), group=group)
-    monkeypatch.setattr(services, "DELETE_NAMED_KEYS_LIMIT", 2)
+    monkeypatch.setattr(services.groups, "DELETE_NAMED_KEYS_LIMIT", 2)
     seen = []
     monkeypatch.setattr("keys.cache.invalidate", seen.append)
     with django_capture_on_commit_callbacks(execute=True):
@@ -165,7 +165,7 @@ def test_group_delete_without_the_set_based_statements_syncs_row_by_row(monkeypa
     group = AccessGroupFactory()
     alone = KeyFactory()
     services.access_group_assign(actor=None, group=group, keys=[alone])
-    monkeypatch.setattr(services.bulk_sql, "detach_group", lambda *args, **kwargs: None)
+    monkeypatch.setattr(bulk_sql, "detach_group", lambda *args, **kwargs: None)
     access_group_delete(actor=None, group=group)
     alone.refresh_from_db()
     assert alone.access_group_ids == [] and alone.models == [NO_DEFAULT_MODELS]

@@ -7,6 +7,10 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 PG_URL ?= postgres://postgres@127.0.0.1:5432/accessctl
 PYTEST_ARGS ?=
+# pytest-xdist: the suite on two workers (this machine's cores). loadgroup keeps together the tests that
+# share servers or module-scoped rows (tests/conftest.py); PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= 2
+PYTEST_XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),-p no:xdist,-n $(PYTEST_WORKERS) --dist loadgroup)
 WEB_CONCURRENCY ?= 2
 
 .PHONY: run test install lint migrations-check test-sqlite test-postgres services demo clean serve bench
@@ -113,10 +117,10 @@ services:  ## start PostgreSQL, Redis and RabbitMQ if they are down; fail loudly
 	bash scripts/ensure-services.sh
 
 test-sqlite: install
-	env -u DATABASE_URL $(BIN)/pytest $(PYTEST_ARGS)
+	env -u DATABASE_URL $(BIN)/pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 test-postgres: install services
-	DATABASE_URL=$(PG_URL) $(BIN)/pytest $(PYTEST_ARGS)
+	DATABASE_URL=$(PG_URL) $(BIN)/pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 CHROMIUM ?= /usr/bin/chromium
 

@@ -2,6 +2,27 @@
 import pytest
 from django.core.cache import cache
 
+# Under `--dist loadgroup` (make test), what must not be split across the xdist workers runs on one:
+# the directories whose tests share servers or databases of their own through session fixtures (a gunicorn
+# + LiteLLM + nginx stack, fault proxies, a browser, an identity provider, scratch LiteLLM databases), so
+# those are started once and never twice at the same time; and the modules whose tests share expensive
+# module-scoped rows, set up once. Everything else is dealt out test by test.
+SERIAL_DIRECTORIES = ("browser", "faults", "gateways", "litellm_import", "sso")
+SERIAL_MODULES = ("tests/accessgroups/test_group_read_size.py",)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the marks into work units
+def pytest_collection_modifyitems(config, items):
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        parts = path.split("/")
+        if len(parts) > 2 and parts[1] in SERIAL_DIRECTORIES:
+            item.add_marker(pytest.mark.xdist_group(parts[1]))
+        elif path in SERIAL_MODULES:
+            item.add_marker(pytest.mark.xdist_group(path))
+
 
 def pytest_configure(config):
     # PBKDF2's million rounds cost ~0.3 s per password set or checked; the suite sets thousands.
@@ -9,6 +30,13 @@ def pytest_configure(config):
     from django.conf import settings
 
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # PostgreSQL: the test database need not survive a crash, so a commit does not wait for its WAL flush
+    # (migrations, transactional tests, module-scoped rows, live servers commit often). A session setting:
+    # the shared server's configuration is untouched.
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.postgresql":
+        options = database.setdefault("OPTIONS", {})
+        options["options"] = f"{options.get('options', '')} -c synchronous_commit=off".strip()
 
 
 @pytest.fixture(autouse=True)

@@ -11,17 +11,27 @@ SERIAL_DIRECTORIES = ("browser", "faults", "gateways", "litellm_import", "sso")
 SERIAL_MODULES = ("tests/accessgroups/test_group_read_size.py",)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the marks into work units
-def pytest_collection_modifyitems(config, items):
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    for item in items:
-        path = item.nodeid.split("::", 1)[0]
-        parts = path.split("/")
-        if len(parts) > 2 and parts[1] in SERIAL_DIRECTORIES:
-            item.add_marker(pytest.mark.xdist_group(parts[1]))
-        elif path in SERIAL_MODULES:
-            item.add_marker(pytest.mark.xdist_group(path))
+def work_unit(nodeid: str) -> str:
+    """The unit of work a test belongs to: its serial directory or module, else the test alone."""
+    path = nodeid.split("::", 1)[0]
+    parts = path.split("/")
+    if len(parts) > 2 and parts[1] in SERIAL_DIRECTORIES:
+        return parts[1]
+    return path if path in SERIAL_MODULES else nodeid
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's own loadgroup reads `xdist_group` marks through a node id suffix that pytest 9 no longer
+    honours (Node.nodeid is derived, not stored), so the grouping is ours: the same scheduler, by path."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class PathGroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return PathGroupScheduling(config, log)
 
 
 def pytest_configure(config):

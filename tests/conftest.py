@@ -20,6 +20,7 @@ def work_unit(nodeid: str) -> str:
     return path if path in SERIAL_MODULES else nodeid
 
 
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: absent under `-p no:xdist` (PYTEST_WORKERS=0)
 def pytest_xdist_make_scheduler(config, log):
     """xdist's own loadgroup reads `xdist_group` marks through a node id suffix that pytest 9 no longer
     honours (Node.nodeid is derived, not stored), so the grouping is ours: the same scheduler, by path."""

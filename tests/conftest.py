@@ -23,14 +23,27 @@ def work_unit(nodeid: str) -> str:
 @pytest.hookimpl(optionalhook=True)  # xdist's hook: absent under `-p no:xdist` (PYTEST_WORKERS=0)
 def pytest_xdist_make_scheduler(config, log):
     """xdist's own loadgroup reads `xdist_group` marks through a node id suffix that pytest 9 no longer
-    honours (Node.nodeid is derived, not stored), so the grouping is ours: the same scheduler, by path."""
+    honours (Node.nodeid is derived, not stored), so the grouping is ours: xdist's scope scheduler, keyed
+    by `work_unit`. Its bookkeeping is by node id, and schemathesis gives all 117 operations of
+    tests/schema/test_schemathesis.py one node id: repeats get a suffix, so each still runs."""
     if config.getvalue("dist") != "loadgroup":
         return None
+    from collections import Counter
+
     from xdist.scheduler import LoadScopeScheduling
 
     class PathGroupScheduling(LoadScopeScheduling):
+        def add_node_collection(self, node, collection):
+            seen: Counter[str] = Counter()
+            unique = []
+            for nodeid in collection:
+                unique.append(nodeid if not seen[nodeid] else f"{nodeid}\x00{seen[nodeid]}")
+                seen[nodeid] += 1
+            super().add_node_collection(node, unique)
+
         def _split_scope(self, nodeid: str) -> str:
-            return work_unit(nodeid)
+            unit = work_unit(nodeid.split("\x00", 1)[0])
+            return nodeid if unit == nodeid.split("\x00", 1)[0] else unit
 
     return PathGroupScheduling(config, log)
 

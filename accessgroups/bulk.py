@@ -24,27 +24,29 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from django.conf import settings
-from django.db import OperationalError, connection, transaction
-from django.db.models import BigIntegerField, Count, F, Func, Max, Q, QuerySet, TextField
-from django.db.models.functions import Cast, Lower
+from django.db import connection, transaction
+from django.db.models import BigIntegerField, Count, F, Func, Max, Q, TextField
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from accessctl import metrics
-from accessctl.errors import Conflict, InvalidInput, NotFound
-from accessctl.ids import as_id
-from accessctl.policy import Target, access_group_target
-from keys import crypto
+from accessctl.errors import Conflict, NotFound
 from orgs.audit import Affects, record
-from orgs.models import Organization, Team, User
+from orgs.models import Organization, User
 
+from .bulk_plan import (
+    DEFAULT_BATCH_SIZE,
+    BatchReport,
+    BulkResult,
+    Selection,
+    _Plan,
+    batch_limit,
+    plan,
+)
 from .bulk_sql import (
     KEYS,
-    KINDS,
-    TEAMS,
     Kind,
     apply_batch,
     assignments_of,
@@ -57,245 +59,15 @@ from .models import AccessGroup, BulkJob
 from .services import count_assignments
 
 ASSIGN, UNASSIGN = "assign", "unassign"
+
+
 AUDIT_SAMPLE = 20  # keys or teams named in a batch's audit entry; the entry counts them all
-DEFAULT_BATCH_SIZE = 10_000  # keys or teams per transaction (SQLite's parameter limit caps it lower)
-# SQLite's Django backend assumes 999 parameters per statement; PostgreSQL takes 65,535 (and gets arrays).
-_PG_MAX_PARAMS = 65_535
-_INSERT_PARAMS_PER_ROW = 3  # target id, group id, created_at
 
 
-@dataclass(frozen=True)
-class Selection:
-    """Which keys or teams: explicit ids and/or filters, combined with AND. `all` must be said explicitly."""
-
-    ids: tuple[str, ...] = ()
-    team_id: str | None = None
-    organization_id: str | None = None
-    alias_prefix: str | None = None
-    all: bool = False
-
-    def __bool__(self) -> bool:
-        return bool(self.ids or self.team_id or self.organization_id or self.alias_prefix or self.all)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if v not in (None, (), False)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Selection:
-        return cls(
-            ids=tuple(str(i) for i in data.get("ids") or ()),
-            team_id=data.get("team_id"),
-            organization_id=data.get("organization_id"),
-            alias_prefix=data.get("alias_prefix"),
-            all=bool(data.get("all")),
-        )
 
 
-@dataclass
-class BatchReport:
-    """What one batch did (or, in a dry run, would do): handed to the progress callback after commit."""
-
-    matched: int
-    changed: list[tuple[str, str]]  # dry run: (public id, label) of the keys or teams that would change
-    cursor: str
-    total: int  # what the whole run matched
 
 
-@dataclass
-class BulkResult:
-    """The summary of a run; `changed + unchanged == matched`."""
-
-    operation: str
-    target: str
-    access_group_ids: list[str]
-    dry_run: bool
-    matched: int = 0
-    changed: int = 0
-    unchanged: int = 0
-    rows: int = 0  # assignment rows added or removed
-    batches: int = 0
-    seconds: float = 0.0
-    cursor: str = ""
-    finished: bool = True  # False: a job's slice ran out with targets left (it continues in a new task)
-
-    def as_dict(self) -> dict[str, Any]:
-        summary = asdict(self)
-        del summary["finished"]
-        return summary
-
-
-@dataclass
-class _Plan:
-    """A validated run: the groups, the kind, the base queryset, and the explicit ids if any."""
-
-    kind: Kind
-    groups: list[AccessGroup]
-    organization_id: str | None
-    queryset: QuerySet
-    positions: list[tuple[datetime.datetime, uuid.UUID]] | None = None  # explicit ids, in processing order
-    # A filter's run covers the targets created up to its start: the newest created_at it matched then.
-    until: datetime.datetime | None = None
-    notes: list[str] = field(default_factory=list)
-
-
-# --- resolving the request --------------------------------------------------------------------
-
-
-def _uuid(value: Any) -> uuid.UUID | None:
-    """A key's primary key (keys keep UUIDs; teams and groups have SPEC §1's string ids)."""
-    try:
-        return uuid.UUID(str(value).strip())
-    except (ValueError, AttributeError):
-        return None
-
-
-def _id(value: Any) -> str | None:
-    """A team, organization or access-group id (SPEC §1), or None when the value cannot be one."""
-    return as_id(str(value).strip()) if value is not None else None
-
-
-def resolve_groups(refs: Iterable[str], *, organization: Organization | None = None) -> list[AccessGroup]:
-    """Groups named by id or by name (case-insensitive). With `organization`, only global groups and
-    that organization's are visible. Unknown or ambiguous names → 400 naming `access_group`."""
-    refs = [str(r).strip() for r in refs if str(r).strip()]
-    if not refs:
-        raise InvalidInput("Name at least one access group.", param="access_group")
-    visible = AccessGroup.objects.all()
-    if organization is not None:
-        visible = visible.filter(Q(organization__isnull=True) | Q(organization=organization))
-    # A ref is an id or a name: ids are free strings (SPEC §1), so an id match wins, then names.
-    ids = [i for i in map(_id, refs) if i is not None]
-    names = [r.lower() for r in refs]
-    rows = list(
-        visible.annotate(lname=Lower("access_group_name")).filter(Q(access_group_id__in=ids) | Q(lname__in=names))
-    )
-    found: dict[str, AccessGroup] = {}
-    for ref in refs:
-        by_id = [g for g in rows if g.access_group_id == ref]
-        if by_id:
-            matches = by_id
-        else:
-            matches = [g for g in rows if g.access_group_name.lower() == ref.lower()]
-            own = [g for g in matches if organization is not None and g.organization_id == organization.pk]
-            matches = own or matches
-        if not matches:
-            raise InvalidInput(f"Unknown access group: {ref!r}", param="access_group")
-        if len(matches) > 1:
-            choices = ", ".join(sorted(str(g.pk) for g in matches))
-            raise InvalidInput(f"Access group name {ref!r} is ambiguous; use one of the ids: {choices}",
-                               param="access_group")
-        found[str(matches[0].pk)] = matches[0]
-    return sorted(found.values(), key=lambda g: g.access_group_id)
-
-
-def _restricted_org(groups: Sequence[AccessGroup], organization: Organization | None) -> str | None:
-    """The organization every target must belong to: the groups' owner, else the caller's tenant."""
-    owners = {str(g.organization_id) for g in groups if g.organization_id is not None}
-    if len(owners) > 1:
-        raise InvalidInput("Access groups of different organizations cannot be assigned together.",
-                           param="access_group")
-    tenant = str(organization.pk) if organization is not None else None
-    owner = next(iter(owners), None)
-    if owner and tenant and owner != tenant:
-        raise InvalidInput("An organization's access group may only be assigned inside it.", param="access_group")
-    return owner or tenant
-
-
-def _filtered(kind: Kind, selection: Selection, org_id: str | None) -> QuerySet:
-    qs = kind.model.objects.all()
-    if org_id is not None:
-        qs = qs.filter(organization_id=org_id)
-    if selection.organization_id:
-        wanted = _id(selection.organization_id)
-        if wanted is None or not Organization.objects.filter(pk=wanted).exists():
-            raise InvalidInput(f"Unknown organization: {selection.organization_id}", param="organization_id")
-        if org_id is not None and str(wanted) != org_id:
-            raise InvalidInput("The organization is outside what this assignment may reach.", param="organization_id")
-        qs = qs.filter(organization_id=wanted)
-    if selection.team_id:
-        if kind.name == TEAMS:
-            raise InvalidInput("team_id filters keys; choose teams by ids, organization or alias prefix.",
-                               param="team_id")
-        team_id = _id(selection.team_id)
-        teams = Team.objects.filter(pk=team_id) if team_id is not None else Team.objects.none()
-        if org_id is not None:
-            teams = teams.filter(organization_id=org_id)
-        if team_id is None or not teams.exists():
-            raise InvalidInput(f"Unknown team: {selection.team_id}", param="team_id")
-        qs = qs.filter(team_id=team_id)
-    if selection.alias_prefix:
-        qs = qs.filter(**{f"{kind.alias_field}__startswith": selection.alias_prefix})
-    return qs
-
-
-def _resolve_ids(kind: Kind, refs: Sequence[str], qs: QuerySet, chunk: int) -> list[tuple[datetime.datetime, Any]]:
-    """(created_at, primary key) of the named keys (id, token or raw secret) or teams (id), sorted; one
-    query per chunk.
-
-    Any ref not found inside `qs` (missing, or outside the tenant) → 400; raw secrets are never echoed.
-    """
-    unknown: list[str] = []
-    positions: set[tuple[datetime.datetime, Any]] = set()
-    for start in range(0, len(refs), chunk):
-        part = refs[start : start + chunk]
-        by_id = {u: r for r in part if (u := _uuid(r)) is not None}
-        if kind.name == KEYS:
-            by_token = {crypto.token_for(r): r for r in part if _uuid(r) is None}
-            rows = qs.filter(Q(id__in=list(by_id)) | Q(token__in=list(by_token))).values_list(
-                "id", "token", "created_at"
-            )
-            seen: set[str] = set()
-            for pk, token, created_at in rows:
-                positions.add((created_at, pk))
-                seen.update({str(pk), token})
-            unknown += [r for u, r in by_id.items() if str(u) not in seen]
-            unknown += [r for t, r in by_token.items() if t not in seen]
-        else:
-            team_ids = {t: r for r in part if (t := _id(r)) is not None}
-            rows = qs.filter(team_id__in=list(team_ids)).values_list("created_at", "team_id")
-            positions.update(rows)
-            found = {pk for _, pk in positions}
-            unknown += [r for r in part if _id(r) is None or _id(r) not in found]
-    if unknown:
-        shown = ", ".join(crypto.mask(r) if r.strip().startswith(crypto.KEY_PREFIX) else r for r in unknown[:5])
-        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-        raise InvalidInput(f"Unknown {kind.name[:-1]} ids: {shown}{more}", param="ids")
-    return sorted(positions)
-
-
-def batch_limit(requested: int, groups: int) -> int:
-    """Targets per batch such that the batch's INSERT and UPDATE are each a single statement."""
-    max_params = connection.features.max_query_params or _PG_MAX_PARAMS
-    by_insert = max_params // (_INSERT_PARAMS_PER_ROW * max(groups, 1))
-    by_update = max_params // 4  # SQLite's compare-and-set: pk, new and old list in VALUES, pk in the IN
-    return max(1, min(requested, by_insert, by_update))
-
-
-def plan(
-    *,
-    target: str,
-    group_refs: Iterable[str],
-    selection: Selection,
-    organization: Organization | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-) -> _Plan:
-    """Validate a request (groups, selection, tenant) without writing; 400 naming the field if it is wrong."""
-    if target not in KINDS:
-        raise InvalidInput("target must be 'keys' or 'teams'.", param="target")
-    if not selection:
-        raise InvalidInput("Choose the targets: ids, a filter (team_id, organization_id, alias_prefix) or all.",
-                           param="ids")
-    kind = KINDS[target]
-    groups = resolve_groups(group_refs, organization=organization)
-    org_id = _restricted_org(groups, organization)
-    qs = _filtered(kind, selection, org_id)
-    positions = None
-    if selection.ids:
-        positions = _resolve_ids(kind, list(dict.fromkeys(selection.ids)), qs, batch_limit(batch_size, len(groups)))
-    return _Plan(kind=kind, groups=groups, organization_id=org_id, queryset=qs, positions=positions)
-
-
-# --- the set-based writes ---------------------------------------------------------------------
 
 
 def _ids(values: Iterable[Any]) -> list[str]:
@@ -311,6 +83,8 @@ def _lock_groups(groups: Sequence[AccessGroup]) -> None:
 
 
 Position = tuple[datetime.datetime, Any]  # (created_at, primary key): the order targets are processed in
+
+
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
@@ -633,172 +407,5 @@ def _batches(
             break
 
 
-# --- background jobs --------------------------------------------------------------------------
-
-
-def bulk_assign_start(
-    *,
-    actor: User | None,
-    target: str,
-    group_refs: Iterable[str],
-    selection: Selection,
-    unassign: bool = False,
-    dry_run: bool = False,
-    organization: Organization | None = None,
-) -> BulkJob:
-    """Validate now (400 naming the field), then queue the run as a Celery task once this commits.
-
-    The entry point for the REST API and the admin's bulk actions. Returns the job to poll.
-    """
-    group_refs = list(group_refs)
-    p = plan(target=target, group_refs=group_refs, selection=selection, organization=organization)
-    with transaction.atomic():
-        job = BulkJob.objects.create(
-            operation=UNASSIGN if unassign else ASSIGN,
-            target=target,
-            access_group_ids=_ids(g.pk for g in p.groups),
-            selection=selection.as_dict(),
-            dry_run=dry_run,
-            organization_id=p.organization_id,
-            requested_by=actor.user_id if actor is not None else "system",
-            matched=len(p.positions) if p.positions is not None else 0,
-        )
-        from .tasks import run_bulk_job
-
-        transaction.on_commit(lambda: run_bulk_job.delay(str(job.pk)))
-    return job
-
-
 class JobTakenOver(Exception):
     """Another run holds the job now (it was resumed, or redelivered after this run was thought dead)."""
-
-
-def job_stalled(job: BulkJob, now: datetime.datetime | None = None) -> bool:
-    """Queued or running, and no batch (nor a start or a resume) for `BULK_JOB_STALL_SECONDS`: its worker
-    is most likely gone. A stalled job may be resumed."""
-    if job.status not in (BulkJob.QUEUED, BulkJob.RUNNING):
-        return False
-    now = now or timezone.now()
-    last = job.heartbeat_at or job.created_at
-    return (now - last).total_seconds() > settings.BULK_JOB_STALL_SECONDS
-
-
-def job_group_target(job: BulkJob) -> Target:
-    """What resuming a job is judged on: the same as starting it (`access_group:assign` on its group)."""
-    group = AccessGroup.objects.filter(pk__in=job.access_group_ids).first()
-    if group is None:
-        raise Conflict("The job's access group no longer exists; start a new job.", param="job_id")
-    return access_group_target(group)
-
-
-def _queue_run(job_id: str, runner: str) -> None:
-    from .tasks import run_bulk_job
-
-    run_bulk_job.apply_async((job_id,), task_id=runner)
-
-
-def bulk_job_resume(*, actor: User | None, job: BulkJob) -> BulkJob:
-    """Queue a stalled job again; it continues after its last committed batch. 409 unless it is stalled.
-
-    The new run holds the job from now on: the old message, should the broker still redeliver it,
-    finds the job held by another live run and stops (and so does the old run, were it only slow).
-    The caller has been authorized as for starting the job (`access_group:assign` on its group).
-    """
-    with transaction.atomic():
-        job = BulkJob.objects.select_for_update().get(pk=job.pk)
-        if not job_stalled(job):
-            state = "finished" if job.status in (BulkJob.SUCCEEDED, BulkJob.FAILED) else "making progress"
-            raise Conflict(f"The job is {state}; only a stalled job can be resumed.", param="job_id")
-        runner = uuid.uuid4().hex
-        before = {"runner": job.runner, "heartbeat_at": job.heartbeat_at.isoformat() if job.heartbeat_at else None}
-        BulkJob.objects.filter(pk=job.pk).update(runner=runner, heartbeat_at=timezone.now())
-        record(
-            actor=actor,
-            action="bulk_job_resume",
-            object_type="bulk_job",
-            object_id=job.pk,
-            organization_id=job.organization_id,
-            before=before,
-            after={"runner": runner, "processed": job.processed, "cursor": job.cursor},
-        )
-        transaction.on_commit(lambda: _queue_run(str(job.pk), runner))
-    job.refresh_from_db()
-    return job
-
-
-def bulk_job_run(job_id: Any, *, runner: str | None = None, slice_seconds: float | None = None) -> BulkJob:
-    """Run (or resume) a queued job; records the summary, or the reason it failed. Safe to call twice.
-
-    `runner` is the Celery task id: the job is held by one run at a time (`BulkJob.runner`), taken over
-    only by a redelivery of the same message (its worker died), by a resume, or once its heartbeat is
-    stale. With `slice_seconds` the run stops after that long and hands the job to a new task, so no
-    message runs longer than the broker's visibility timeout. Without `runner` (a command, a test) it
-    runs here, under the same rules.
-    """
-    from accessctl.errors import ServiceError
-
-    runner = runner or f"direct-{uuid.uuid4().hex}"
-    job = BulkJob.objects.filter(pk=_uuid(job_id)).first()
-    if job is None:
-        raise NotFound(f"Bulk job {job_id} not found", param="job_id")
-    if job.status in (BulkJob.SUCCEEDED, BulkJob.FAILED):
-        return job
-    now = timezone.now()
-    stale_before = now - datetime.timedelta(seconds=settings.BULK_JOB_STALL_SECONDS)
-    claimed = (
-        BulkJob.objects.filter(pk=job.pk, status__in=(BulkJob.QUEUED, BulkJob.RUNNING))
-        .filter(Q(runner__in=("", runner)) | Q(heartbeat_at__lt=stale_before))
-        .update(status=BulkJob.RUNNING, runner=runner, heartbeat_at=now, started_at=job.started_at or now)
-    )
-    job.refresh_from_db()
-    if not claimed:
-        return job  # finished meanwhile, or another live run holds it
-    actor = User.objects.filter(user_id=job.requested_by).first()
-    organization = Organization.objects.filter(pk=job.organization_id).first() if job.organization_id else None
-    try:
-        result = bulk_assign(
-            actor=actor,
-            target=job.target,
-            group_refs=job.access_group_ids,
-            selection=Selection.from_dict(job.selection),
-            unassign=job.operation == UNASSIGN,
-            dry_run=job.dry_run,
-            organization=organization,
-            job=job,
-            resume_after=job.cursor,
-            batch_size=settings.BULK_JOB_BATCH_SIZE,
-            deadline=None if slice_seconds is None else time.monotonic() + slice_seconds,
-        )
-    except JobTakenOver:
-        job.refresh_from_db()
-        return job
-    except ServiceError as exc:
-        BulkJob.objects.filter(pk=job.pk, runner=runner).update(
-            status=BulkJob.FAILED, error=exc.message, finished_at=timezone.now()
-        )
-    except OperationalError:
-        raise  # the database went away: the task retries, and the job resumes after its cursor
-    except Exception as exc:
-        # Anything else will fail again: say so on the job instead of leaving it "running" forever.
-        BulkJob.objects.filter(pk=job.pk, runner=runner).update(
-            status=BulkJob.FAILED, error=f"Internal error ({type(exc).__name__}); see the worker's log.",
-            finished_at=timezone.now(),
-        )
-        raise
-    else:
-        if not result.finished:
-            # The slice is over: hand the job to a new message, which continues after the cursor.
-            successor = uuid.uuid4().hex
-            if BulkJob.objects.filter(pk=job.pk, runner=runner).update(runner=successor,
-                                                                          heartbeat_at=timezone.now()):
-                _queue_run(str(job.pk), successor)
-            job.refresh_from_db()
-            return job
-        job.refresh_from_db(fields=["changed"])
-        # A resumed job's counters span every attempt; this attempt's result only covers what was left.
-        summary = {**result.as_dict(), "changed": job.changed, "unchanged": result.matched - job.changed}
-        BulkJob.objects.filter(pk=job.pk, runner=runner).update(
-            status=BulkJob.SUCCEEDED, result=summary, processed=result.matched, finished_at=timezone.now()
-        )
-    job.refresh_from_db()
-    return job

@@ -10,7 +10,7 @@ from django.db import OperationalError
     bind=True,
     name="accessgroups.run_bulk_job",
     # Acknowledged only once it returns, and put back on the queue if its worker process dies: the job
-    # then resumes after its last committed batch (see accessgroups.bulk.bulk_job_run).
+    # then resumes after its last committed batch (see accessgroups.bulk_jobs.bulk_job_run).
     acks_late=True,
     reject_on_worker_lost=True,
     autoretry_for=(OperationalError,),
@@ -19,7 +19,7 @@ from django.db import OperationalError
 )
 def run_bulk_job(self, job_id: str) -> dict:
     """Run or resume one `BulkJob` for at most one slice; returns its status and summary."""
-    from .bulk import bulk_job_run
+    from .bulk_jobs import bulk_job_run
 
     # Eagerly (no broker) the run is in-process: no broker redelivers it, so it runs to the end.
     slice_seconds = None if self.request.is_eager else settings.BULK_JOB_SLICE_SECONDS

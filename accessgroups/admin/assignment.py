@@ -22,13 +22,9 @@ from accessctl.admin import (
 )
 from accessctl.errors import ServiceError
 from accessgroups import services
-from accessgroups.bulk import (
-    KEYS,
-    TEAMS,
-    Selection,
-    bulk_assign,
-    bulk_assign_start,
-)
+from accessgroups.bulk import KEYS, Selection, bulk_assign
+from accessgroups.bulk_jobs import bulk_assign_start
+from accessgroups.bulk_sql import TEAMS
 from accessgroups.models import (
     AccessGroup,
     KeyAccessGroup,

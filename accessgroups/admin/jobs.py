@@ -13,11 +13,7 @@ from accessctl.admin import (
     request_actor,
 )
 from accessctl.errors import ServiceError
-from accessgroups.bulk import (
-    bulk_job_resume,
-    job_group_target,
-    job_stalled,
-)
+from accessgroups.bulk_jobs import bulk_job_resume, job_group_target, job_stalled
 from accessgroups.models import (
     BulkJob,
 )

@@ -13,15 +13,9 @@ from accessctl.errors import NotFound
 from accessctl.ids import IdField, as_id
 from accessctl.policy import access_group_target
 from accessctl.tenancy import TenantAPIView
-from accessgroups.bulk import (
-    KEYS,
-    TEAMS,
-    Selection,
-    bulk_assign_start,
-    bulk_job_resume,
-    job_group_target,
-    job_stalled,
-)
+from accessgroups.bulk import KEYS, Selection
+from accessgroups.bulk_jobs import bulk_assign_start, bulk_job_resume, job_group_target, job_stalled
+from accessgroups.bulk_sql import TEAMS
 from accessgroups.models import AccessGroup, BulkJob
 
 MAX_IDS = 100_000

@@ -8,7 +8,8 @@ import pytest
 from django.urls import reverse
 
 from accessgroups import services as access_services
-from accessgroups.bulk import Selection, bulk_assign_start
+from accessgroups.bulk import Selection
+from accessgroups.bulk_jobs import bulk_assign_start
 from orgs.audit import record
 from orgs.models import Organization, User
 from orgs.roles import OrgRole

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from accessgroups.bulk import bulk_job_run
+from accessgroups.bulk_jobs import bulk_job_run
 from accessgroups.models import BulkJob, KeyAccessGroup
 from accessgroups.services import sync_all
 from orgs.roles import OrgRole
@@ -216,7 +216,7 @@ def test_bulk_job_unexpected_error_marks_the_job_failed(call, admin_key, monkeyp
     def broken(**kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("accessgroups.bulk.bulk_assign", broken)
+    monkeypatch.setattr("accessgroups.bulk_jobs.bulk_assign", broken)
     with pytest.raises(RuntimeError):
         bulk_job_run(job_id)
     job = call("get", job_url(job_id), admin_key).json()

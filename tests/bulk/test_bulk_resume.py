@@ -8,8 +8,8 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from accessgroups import bulk
-from accessgroups.bulk import bulk_job_run
+from accessgroups import bulk_jobs
+from accessgroups.bulk_jobs import bulk_job_run
 from accessgroups.models import BulkJob, KeyAccessGroup
 from accessgroups.services import sync_all
 from orgs.models import AuditEntry
@@ -93,7 +93,7 @@ def test_bulk_job_resume_of_a_stalled_job_finishes_it_after_its_last_batch(
     job_id = _queued_job(call, admin_key, team)
     # The dead worker had committed the first batch (two keys) and its cursor, and died.
     with monkeypatch.context() as dying:
-        dying.setattr(bulk, "_queue_run", lambda job_id, runner: None)
+        dying.setattr(bulk_jobs, "_queue_run", lambda job_id, runner: None)
         bulk_job_run(job_id, runner="dead-worker-task", slice_seconds=0)
     job = BulkJob.objects.get(pk=job_id)
     assert (job.status, job.processed) == ("running", 2)
@@ -167,7 +167,7 @@ def test_bulk_job_redelivered_to_the_same_task_takes_over_where_it_stopped(
     settings.BULK_JOB_BATCH_SIZE = 2
     job_id = _queued_job(call, admin_key, team_keys[0])
     with monkeypatch.context() as dying:
-        dying.setattr(bulk, "_queue_run", lambda job_id, runner: None)
+        dying.setattr(bulk_jobs, "_queue_run", lambda job_id, runner: None)
         bulk_job_run(job_id, runner="task-1", slice_seconds=0)  # one batch, then its worker died
     assert BulkJob.objects.get(pk=job_id).processed == 2
 

@@ -63,7 +63,8 @@ def _audit_entries(n: int) -> None:
 
 
 def _bulk_jobs(n: int) -> None:
-    from accessgroups.bulk import Selection, bulk_assign_start
+    from accessgroups.bulk import Selection
+    from accessgroups.bulk_jobs import bulk_assign_start
 
     group, key = AccessGroupFactory(), KeyFactory()
     for _ in range(n):

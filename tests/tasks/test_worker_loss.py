@@ -20,7 +20,8 @@ import redis
 from django.db import connection
 
 from accessctl.celery import app
-from accessgroups.bulk import Selection, bulk_assign_start
+from accessgroups.bulk import Selection
+from accessgroups.bulk_jobs import bulk_assign_start
 from accessgroups.models import BulkJob, KeyAccessGroup
 from accessgroups.services import sync_all
 from keys import crypto

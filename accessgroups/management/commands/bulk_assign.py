@@ -11,7 +11,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from accessctl.errors import ServiceError
-from accessgroups.bulk import DEFAULT_BATCH_SIZE, KEYS, TEAMS, BatchReport, Selection, bulk_assign
+from accessgroups.bulk import DEFAULT_BATCH_SIZE, KEYS, BatchReport, Selection, bulk_assign
+from accessgroups.bulk_sql import TEAMS
 
 # Header names recognised in a CSV file, first match wins; without one, the first column is used.
 CSV_COLUMNS = ("key", "token", "key_id", "id", "team_id")

@@ -323,7 +323,14 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a worker holds (unacknowledged) only wh
 # the longest task run: a bulk job works in slices of BULK_JOB_SLICE_SECONDS (plus one batch), and the
 # usage applier in slices of USAGE_APPLY_SLICE_SECONDS, so neither is redelivered while it still runs.
 CELERY_VISIBILITY_TIMEOUT_SECONDS = env.int("CELERY_VISIBILITY_TIMEOUT_SECONDS", default=300)
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT_SECONDS}
+# kombu looks for such messages every unacked_restore_interval × unacked_restore_throttle seconds (10 × 10 by
+# default): a redelivery came up to 100 s after the timeout. One look per quarter timeout (at most 10 s), each
+# a single sorted-set range read, bounds it to the timeout plus a quarter.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT_SECONDS,
+    "unacked_restore_interval": max(1, min(10, CELERY_VISIBILITY_TIMEOUT_SECONDS // 4)),
+    "unacked_restore_throttle": 1,
+}
 BULK_JOB_SLICE_SECONDS = env.float("BULK_JOB_SLICE_SECONDS", default=60.0)
 BULK_JOB_BATCH_SIZE = env.int("BULK_JOB_BATCH_SIZE", default=10_000)  # keys or teams per batch (transaction)
 # A running job whose last batch is older than this shows as stalled, and may be resumed.

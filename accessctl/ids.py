@@ -6,6 +6,10 @@ another row (the audit log keeps every id that ever existed).
 """
 from __future__ import annotations
 
+import datetime
+import os
+import threading
+import time
 import uuid
 from typing import Any
 
@@ -17,6 +21,32 @@ ID_MAX_LENGTH = 128
 def new_id() -> str:
     """A generated id: a UUID string (LiteLLM's default)."""
     return str(uuid.uuid4())
+
+
+_uuid7_lock = threading.Lock()
+_uuid7_last = 0
+
+
+def uuid7(at: datetime.datetime | None = None) -> uuid.UUID:
+    """A time-ordered UUID (RFC 9562 version 7; the standard library has it from Python 3.14).
+
+    48 bits of Unix milliseconds, then 12 bits of sub-millisecond fraction (the RFC's method 3), so ids
+    made in one process sort in the order they were made, then 62 random bits. Rows inserted over time
+    then sit in their primary key's index in insertion order: a batch of neighbouring rows (bulk
+    assignment runs in creation order) touches a few index pages instead of one random page per row.
+    `at` stamps a given time (data loaded with its own creation times).
+    """
+    global _uuid7_last
+    if at is None:
+        with _uuid7_lock:
+            # Strictly increasing within the process, even when the clock stands still or steps back.
+            stamp = max(time.time_ns() // 1000 * 4096 // 1000, _uuid7_last + 1)
+            _uuid7_last = stamp
+    else:
+        stamp = int(at.timestamp() * 1_000_000) * 4096 // 1000
+    millis, fraction = divmod(stamp, 4096)
+    random_bits = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    return uuid.UUID(int=(millis << 80) | (0x7 << 76) | (fraction << 64) | (0b10 << 62) | random_bits)
 
 
 def is_valid_id(value: Any) -> bool:

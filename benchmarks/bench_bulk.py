@@ -27,7 +27,6 @@ import os
 import statistics
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -123,6 +122,7 @@ def copy_keys(count: int, *, start: int, team_id, organization_id) -> None:
     """Insert `count` keys straight into the table with COPY (setup only: no services, no audit)."""
     from django.db import connection
 
+    from accessctl.ids import uuid7
     from keys.models import VirtualKey
 
     fields = [f for f in VirtualKey._meta.concrete_fields]
@@ -150,11 +150,12 @@ def copy_keys(count: int, *, start: int, team_id, organization_id) -> None:
             for i in range(chunk, min(chunk + 100_000, start + count)):
                 token = hashlib.sha256(f"bench-{i}".encode()).hexdigest()
                 row = list(template)
-                row[index["id"]] = uuid.uuid4()
+                created_at = base + datetime.timedelta(microseconds=37 * i)
+                row[index["id"]] = uuid7(created_at)  # as the model's default would have made it then
                 row[index["token"]] = token
                 row[index["key_name"]] = f"sk-...{token[-4:]}"
                 row[index["key_alias"]] = f"bench-{i}"
-                row[index["created_at"]] = base + datetime.timedelta(microseconds=37 * i)
+                row[index["created_at"]] = created_at
                 copy.write_row(row)
 
 

@@ -60,6 +60,16 @@ CLIENT_NAME = "accessctl-feed"
 _REDIS_BACKENDS = ("django_redis.cache.RedisCache",)
 _DEFAULT_CLIENT = "django_redis.client.DefaultClient"
 _DELETE_BATCH = 1000
+# Deletes ARGV[1] .. each line of ARGV[2]. Only on a single server (`_redis_client`), where a script may
+# name keys it was not given in KEYS.
+_DELETE_PREFIXED = """
+local deleted = 0
+for name in string.gmatch(ARGV[2], "[^\\n]+") do
+  deleted = deleted + redis.call("DEL", ARGV[1] .. name)
+end
+return deleted
+"""
+_PROBE_KEY = "authz:probe"
 
 
 class FeedSilent(Exception):
@@ -379,10 +389,17 @@ def delete_and_announce(cache_keys: Sequence[str], names: Sequence[str]) -> None
             cache.delete_many(cache_keys[start : start + _DELETE_BATCH])
         bump_sequence()
         return
-    make_key = cache.make_key  # bound once: through the proxy it is a lookup per key (20,000 a bulk batch)
     pipe = client.pipeline(transaction=True)
-    for start in range(0, len(cache_keys), _DELETE_BATCH):
-        pipe.delete(*[make_key(key) for key in cache_keys[start : start + _DELETE_BATCH]])
+    prefix = cache.make_key("")
+    joined = "\n".join(cache_keys)
+    if cache.make_key(_PROBE_KEY) == prefix + _PROBE_KEY and joined.count("\n") == len(cache_keys) - 1:
+        # The keys as one argument, prefixed and deleted by the server: a bulk batch's 10,000 keys cost the
+        # writer one join instead of 10,000 make_key calls and as many encoded command arguments.
+        pipe.eval(_DELETE_PREFIXED, 0, prefix, joined)
+    else:  # a custom KEY_FUNCTION, or a key holding a newline: key by key
+        make_key = cache.make_key  # bound once: through the proxy it is a lookup per key
+        for start in range(0, len(cache_keys), _DELETE_BATCH):
+            pipe.delete(*[make_key(key) for key in cache_keys[start : start + _DELETE_BATCH]])
     if names:
         pipe.publish(channel_name(), FLUSH if len(names) > MAX_NAMES_PER_MESSAGE else "\n".join(names))
     pipe.execute()

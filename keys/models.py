@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import datetime
-import uuid
 
 from django.db import models as db
 from django.db.models import Q
 from django.utils import timezone
 
+from accessctl.ids import uuid7
 from accessctl.policy import KEY_TYPE_DEFAULT, KEY_TYPES
 from orgs.models import BudgetFields, Organization, SpendFields, Team, User
 
@@ -15,7 +15,7 @@ from orgs.models import BudgetFields, Organization, SpendFields, Team, User
 class VirtualKey(BudgetFields, SpendFields):
     """A virtual API key. `token` is the SHA-256 hex of the secret; the secret itself is never stored."""
 
-    id = db.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = db.UUIDField(primary_key=True, default=uuid7, editable=False)  # time-ordered: see accessctl.ids.uuid7
     token = db.CharField(
         max_length=64, unique=True, editable=False, help_text="SHA-256 hex of the secret; the key's public id."
     )

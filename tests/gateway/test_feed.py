@@ -426,6 +426,44 @@ def test_invalidating_many_keys_publishes_one_flush_message(redis_cache, server)
     subscriber.close()
 
 
+def stored_generations(server: redis.Redis, tokens: list[str]) -> list[bool]:
+    return [bool(server.exists(django_cache.make_key(snapshot_cache.generation_key(t)))) for t in tokens]
+
+
+@pytest.mark.django_db
+def test_invalidating_a_bulk_batch_deletes_every_generation_and_nothing_else(redis_cache, server):
+    tokens = [f"{n:064x}" for n in range(feed.MAX_NAMES_PER_MESSAGE * 3)]
+    kept = "f" * 64
+    for token in [*tokens, kept]:
+        django_cache.set(snapshot_cache.generation_key(token), "g", 60)
+
+    snapshot_cache.invalidate_tokens(tokens)
+
+    assert not any(stored_generations(server, tokens))
+    assert stored_generations(server, [kept]) == [True]
+
+
+@pytest.mark.django_db
+def test_invalidation_under_a_custom_key_function_deletes_key_by_key(redis_cache, server, settings):
+    settings.CACHES = {
+        "default": {**settings.CACHES["default"], "KEY_FUNCTION": "tests.gateway.test_feed.reversed_key"}
+    }
+    tokens = [f"{n:064x}" for n in range(3)]
+    stored = [reversed_key(snapshot_cache.generation_key(t), redis_cache, 1) for t in tokens]
+    for token in tokens:
+        django_cache.set(snapshot_cache.generation_key(token), "g", 60)
+    assert all(server.exists(name) for name in stored)
+
+    snapshot_cache.invalidate_tokens(tokens)
+
+    assert not any(server.exists(name) for name in stored)
+
+
+def reversed_key(key: str, key_prefix: str, version: int) -> str:
+    """A key function under which no common prefix exists: keys end, not start, with the prefix."""
+    return f"{key}:{version}:{key_prefix}"
+
+
 @pytest.mark.django_db
 def test_readyz_reports_the_feed_live_once_subscribed(client, redis_cache):
     until_current()

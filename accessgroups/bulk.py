@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import BigIntegerField, Count, F, Func, Max, Q, TextField
+from django.db.models import BigIntegerField, Count, F, Func, Max, Q, QuerySet, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
@@ -111,16 +111,42 @@ class _EpochMicros(Func):
     output_field = BigIntegerField()
 
 
-def _fetch(p: _Plan, after: Position | None, limit: int, index: int, labels: bool) -> list[tuple]:
-    """The next batch of targets in (created_at, id) order: (id as text, created_at, list as JSON text,
-    public id[, labels]); see `_position` for created_at.
+def _targets(p: _Plan, after: Position | None, limit: int, index: int) -> QuerySet | None:
+    """The next batch's targets in (created_at, id) order, as a queryset to take columns from; None when
+    no target is left.
 
     Creation order follows the table's physical order, so a batch touches a few neighbouring pages
     (and index leaves) rather than one random page per row: far less I/O and WAL than id order.
     No row lock: the lists are written with a compare-and-set (`write_target_lists`).
     """
     kind = p.kind
-    qs = p.queryset.annotate(lists_text=Cast("access_group_ids", TextField()))
+    qs = p.queryset
+    if p.positions is not None:
+        chunk = p.positions[index * limit : (index + 1) * limit]
+        if not chunk:
+            return None
+        return qs.filter(pk__in=[pk for _, pk in chunk]).order_by("created_at", kind.pk)
+    if p.until is None:
+        return None  # nothing matched when the run started
+    # The upper bound ends the last batch's index scan at the selection's last target, not at the
+    # end of the table (the scan filters the rows it reads by the selection).
+    qs = qs.filter(created_at__lte=p.until)
+    if after is not None:
+        created_at, pk = after
+        # The `>=` bounds the scan from below; the OR only settles ties (it cannot be an index
+        # condition: without the bound every batch would scan the targets of all batches before it).
+        qs = qs.filter(created_at__gte=created_at).filter(Q(created_at__gt=created_at) | Q(pk__gt=pk))
+    return qs.order_by("created_at", kind.pk)[:limit]
+
+
+def _fetch(p: _Plan, after: Position | None, limit: int, index: int, labels: bool) -> list[tuple]:
+    """The next batch of targets (`_targets`): (id as text, created_at, list as JSON text, public id[,
+    labels]); see `_position` for created_at."""
+    kind = p.kind
+    qs = _targets(p, after, limit, index)
+    if qs is None:
+        return []
+    qs = qs.annotate(lists_text=Cast("access_group_ids", TextField()))
     id_field, created_field = kind.pk, "created_at"
     if connection.vendor == "postgresql":
         # Ids as text and times as integers from the database: Django's per-value timestamptz loader
@@ -129,27 +155,7 @@ def _fetch(p: _Plan, after: Position | None, limit: int, index: int, labels: boo
         id_field, created_field = "id_text", "created_us"
     public = ("token",) if kind.name == KEYS else ()
     fields = (id_field, created_field, "lists_text", *public, *(kind.label_fields if labels else ()))
-    if id_field == "id_text" and not labels:
-        fields = (id_field, created_field)  # PostgreSQL's batch reads neither lists nor tokens (apply_batch)
-    if p.positions is not None:
-        chunk = p.positions[index * limit : (index + 1) * limit]
-        if not chunk:
-            return []
-        qs = qs.filter(pk__in=[pk for _, pk in chunk])
-    elif p.until is None:
-        return []  # nothing matched when the run started
-    else:
-        # The upper bound ends the last batch's index scan at the selection's last target, not at the
-        # end of the table (the scan filters the rows it reads by the selection).
-        qs = qs.filter(created_at__lte=p.until)
-        if after is not None:
-            created_at, pk = after
-            # The `>=` bounds the scan from below; the OR only settles ties (it cannot be an index
-            # condition: without the bound every batch would scan the targets of all batches before it).
-            qs = qs.filter(created_at__gte=created_at).filter(Q(created_at__gt=created_at) | Q(pk__gt=pk))
-    qs = qs.order_by("created_at", kind.pk).values_list(*fields)
-    if p.positions is None:
-        qs = qs[:limit]
+    qs = qs.values_list(*fields)
     if id_field == "id_text":
         # Text and integers need none of Django's per-value converters: read the rows as the driver gives them.
         sql, params = qs.query.get_compiler(using=qs.db).as_sql()
@@ -210,8 +216,6 @@ def _run_batch(
         changed_ids = {t for t, _ in done}
         changed = [row for row in rows if row[0] in changed_ids]
         return len(changed), changed, len(done)
-    if connection.vendor == "postgresql":
-        return _run_batch_postgresql(p, rows, operation, actor, job)
     write = insert_assignments if operation == ASSIGN else delete_assignments
     done = write(kind, target_ids, group_ids)
     changed_ids = {t for t, _ in done}
@@ -249,7 +253,7 @@ def _run_batch(
     touched = {row[0]: row for row in [*changed, *stale]}
     if touched:
         _audit_batch(
-            p, operation, actor, job, rows,
+            p, operation, actor, job, rows[0][0], rows[-1][0],
             changed=sorted(_public_id(kind, row) for row in changed),
             repaired=sorted(_public_id(kind, row) for row in stale if row[0] not in changed_ids),
             touched=[_public_id(kind, row) for row in touched.values()],
@@ -258,20 +262,31 @@ def _run_batch(
     return len(changed), [], len(done)
 
 
-def _run_batch_postgresql(
-    p: _Plan, rows: list[tuple], operation: str, actor: User | None, job: BulkJob | None
-) -> tuple[int, list[tuple], int]:
-    """One batch on PostgreSQL: lock the groups (first, as the per-row path does), then one statement
-    changes the assignment rows and the same targets' lists (`bulk_sql.apply_batch`), then the groups'
-    counts and the audit entry. No list is read into Python and no assignment row is read back."""
+def _run_selected_batch_postgresql(
+    p: _Plan, after: Position | None, limit: int, index: int, operation: str, actor: User | None,
+    job: BulkJob | None,
+) -> tuple[int, int, int, Position] | None:
+    """One batch of a filter's targets on PostgreSQL: lock the groups (first, as the per-row path does),
+    then one statement reads the batch, changes the assignment rows and the same targets' lists
+    (`bulk_sql.apply_batch` with the batch's query), then the groups' counts and the audit entry. No
+    list, id or assignment row travels to Python. Returns (targets in the batch, targets changed,
+    assignment rows, the batch's last position), or None when no target is left."""
     kind = p.kind
+    targets = _targets(p, after, limit, index)
+    if targets is None:
+        return None
+    query = targets.annotate(created_us=_EpochMicros("created_at")).values_list(kind.pk, "created_us")
     group_ids = [str(g.pk) for g in p.groups]
     _lock_groups(p.groups)
     with connection.cursor() as cursor:
         # The statement's estimated cost passes PostgreSQL's JIT threshold, and compiling it costs more
         # than the JIT saves on 10,000 rows (~10 ms a batch): this batch's transaction runs without it.
         cursor.execute("SET LOCAL jit = off")
-    applied = apply_batch(kind, [row[0] for row in rows], group_ids, assign=operation == ASSIGN)
+    applied = apply_batch(kind, [], group_ids, assign=operation == ASSIGN,
+                          selection=query.query.get_compiler(using=query.db).as_sql())
+    _marker, size, first, last, last_created_us = applied.pop()[1]
+    if size == "0":
+        return None
     deltas: dict[str, int] = defaultdict(int)
     step = 1 if operation == ASSIGN else -1
     if len(group_ids) == 1:
@@ -284,13 +299,13 @@ def _run_batch_postgresql(
     assignment_rows = sum(abs(n) for n in deltas.values())
     if applied:
         public = sorted(public_id for public_id, _ in applied)
-        _audit_batch(p, operation, actor, job, rows, changed=public, repaired=[], touched=public,
+        _audit_batch(p, operation, actor, job, first, last, changed=public, repaired=[], touched=public,
                      assignment_rows=assignment_rows)
-    return len(applied), [], assignment_rows
+    return int(size), len(applied), assignment_rows, _position((last, int(last_created_us)))
 
 
 def _audit_batch(
-    p: _Plan, operation: str, actor: User | None, job: BulkJob | None, rows: list[tuple], *,
+    p: _Plan, operation: str, actor: User | None, job: BulkJob | None, first: str, last: str, *,
     changed: list[str], repaired: list[str], touched: list[str], assignment_rows: int,
 ) -> None:
     """The batch's one audit entry: counts, and a sample to recognise the batch by (10,000 tokens per
@@ -313,8 +328,8 @@ def _audit_batch(
             "repaired_count": len(repaired),
             "repaired_ids_sample": repaired[:AUDIT_SAMPLE],
             "rows": assignment_rows,
-            "first": rows[0][0],
-            "last": rows[-1][0],
+            "first": first,
+            "last": last,
             "job_id": str(job.pk) if job is not None else None,
         },
         affects=affects,
@@ -374,20 +389,29 @@ def _batches(
     after: Position | None, result: BulkResult, deadline: float | None = None,
 ) -> Iterator[BatchReport]:
     index = 0
+    # PostgreSQL reads the batch inside the batch's statement; a dry run reads labels into Python.
+    selected = connection.vendor == "postgresql" and not dry_run
     while True:
         with transaction.atomic():
-            rows = _fetch(p, after, limit, index=index, labels=dry_run)
-            if not rows:
-                break
-            changed, changed_rows, count = _run_batch(p, rows, operation, dry_run, actor, job)
+            if selected:
+                outcome = _run_selected_batch_postgresql(p, after, limit, index, operation, actor, job)
+                if outcome is None:
+                    break
+                size, changed, count, after = outcome
+                changed_rows: list[tuple] = []
+            else:
+                rows = _fetch(p, after, limit, index=index, labels=dry_run)
+                if not rows:
+                    break
+                changed, changed_rows, count = _run_batch(p, rows, operation, dry_run, actor, job)
+                size, after = len(rows), _position(rows[-1])
             if not dry_run:
-                metrics.bulk_rows(operation, len(rows))
-            after = _position(rows[-1])
+                metrics.bulk_rows(operation, size)
             if job is not None:
                 # In the batch's transaction: the job's progress, its heartbeat and the batch commit
                 # together, and only while this run still holds the job (else the batch rolls back).
                 progressed = BulkJob.objects.filter(pk=job.pk, runner=job.runner).update(
-                    processed=F("processed") + len(rows), changed=F("changed") + changed,
+                    processed=F("processed") + size, changed=F("changed") + changed,
                     cursor=encode_position(after, uuid_pk=p.kind.uuid_pk), heartbeat_at=timezone.now(),
                 )
                 if not progressed:
@@ -399,8 +423,8 @@ def _batches(
         index += 1
         # Labels only for a dry run, which prints them; a real run reports counts.
         labels = [(_public_id(p.kind, r), _label(p.kind, r)) for r in changed_rows] if dry_run else []
-        yield BatchReport(len(rows), labels, result.cursor, result.matched)
-        if p.positions is None and len(rows) < limit:
+        yield BatchReport(size, labels, result.cursor, result.matched)
+        if p.positions is None and size < limit:
             break
         if deadline is not None and time.monotonic() >= deadline:
             result.finished = False

@@ -232,7 +232,10 @@ def lists_of(kind: Kind, target_ids: Sequence[Any]) -> dict[Any, str]:
     return {str(pk): text for pk, text in rows}
 
 
-def apply_batch(kind: Kind, target_ids: Sequence[Any], group_ids: Sequence[str], *, assign: bool) -> list[tuple]:
+def apply_batch(
+    kind: Kind, target_ids: Sequence[Any], group_ids: Sequence[str], *, assign: bool,
+    selection: tuple[str, Sequence[Any]] | None = None,
+) -> list[tuple]:
     """PostgreSQL: add (or remove) the assignment rows and apply the same change to the targets' lists, in
     one statement; returns (public id, [groups added or removed]) of every target it changed — the groups
     as None when there is one group (the caller knows it: no array to send back and parse per row).
@@ -247,26 +250,42 @@ def apply_batch(kind: Kind, target_ids: Sequence[Any], group_ids: Sequence[str],
     statement (its deleter holds the key's lock, then deletes the key's rows and the key) is not updated —
     the UPDATE skips a deleted row — and the rows added for it are removed again here, before the batch
     commits, so no assignment outlives its key.
+
+    With `selection` (a query of the batch's targets: their primary key, then `created_us`), the statement
+    reads the batch itself instead of taking `target_ids`, and its last row is the batch's summary:
+    (None, ["batch", count, first id, last id, last created_us], as text; count "0" and no ids for an empty
+    batch).
+    No round trip brings 10,000 ids to Python and sends them back.
     """
-    if not target_ids or not group_ids:
+    if (selection is None and not target_ids) or not group_ids:
         return []
     qn = connection.ops.quote_name
     relation, fk = qn(kind.relation._meta.db_table), qn(kind.fk)
     table, pk = qn(kind.model._meta.db_table), qn(kind.model._meta.pk.column)
     public = "t.token" if kind.name == KEYS else f"t.{pk}::text"
     targets, groups = f"%s::{_array_of(kind.model)}", f"%s::{_array_of(AccessGroup)}"
+    params: list[Any] = []
+    if selection is not None:
+        # MATERIALIZED: the batch is read once, though the statement names it three times.
+        head = f"WITH batch AS MATERIALIZED (SELECT q.id, q.created_us FROM ({selection[0]}) AS q(id, created_us)), "
+        params += selection[1]
+        target_rows, target_set = "(SELECT b.id FROM batch AS b) AS t(t)", "IN (SELECT b.id FROM batch AS b)"
+    else:
+        head = "WITH "
+        target_rows, target_set = f"unnest({targets}) AS t(t)", f"= ANY({targets})"
     if assign:
         change = (f"INSERT INTO {relation} ({fk}, access_group_id, created_at) SELECT t.t, g.g, %s "
-                  f"FROM unnest({targets}) AS t(t) CROSS JOIN unnest({groups}) AS g(g) "
+                  f"FROM {target_rows} CROSS JOIN unnest({groups}) AS g(g) "
                   f"ON CONFLICT DO NOTHING RETURNING {fk} AS target, access_group_id::text AS grp")
-        params: list[Any] = [KeyAccessGroup._meta.get_field("created_at").get_db_prep_value(timezone.now(), connection)]
+        params.append(KeyAccessGroup._meta.get_field("created_at").get_db_prep_value(timezone.now(), connection))
         combine = "SELECT e FROM current UNION SELECT unnest(d.groups)"
     else:
-        change = (f"DELETE FROM {relation} WHERE {fk} = ANY({targets}) AND access_group_id = ANY({groups}) "
+        change = (f"DELETE FROM {relation} WHERE {fk} {target_set} AND access_group_id = ANY({groups}) "
                   f"RETURNING {fk} AS target, access_group_id::text AS grp")
-        params = []
         combine = "SELECT e FROM current EXCEPT SELECT unnest(d.groups)"
-    params += [pg_array(target_ids), pg_array(group_ids)]
+    if selection is None:
+        params.append(pg_array(target_ids))
+    params.append(pg_array(group_ids))
     single = len(group_ids) == 1
     if single and assign:
         # Most targets of a bulk run had no group or one: their new list is built without a sort per row.
@@ -291,7 +310,7 @@ def apply_batch(kind: Kind, target_ids: Sequence[Any], group_ids: Sequence[str],
                  "by_target AS (SELECT target, array_agg(grp) AS groups FROM changed GROUP BY target), ")
     # COLLATE "C": the byte order of Python's sorted(), which the rest of the code writes lists in.
     sql = (
-        f"WITH changed AS ({change}), "
+        f"{head}changed AS ({change}), "
         + by_target +
         f"updated AS (UPDATE {table} AS t SET access_group_ids = CASE "
         + fast
@@ -305,9 +324,18 @@ def apply_batch(kind: Kind, target_ids: Sequence[Any], group_ids: Sequence[str],
         # Rows added for a target the UPDATE did not find (deleted meanwhile): the public id is NULL.
         sql += (" UNION ALL SELECT NULL, ARRAY[c.target::text, c.grp] FROM changed AS c "
                 "WHERE NOT EXISTS (SELECT 1 FROM updated AS u WHERE u.target = c.target)")
+    if selection is not None:
+        # The batch's size and where it starts and ends, marked 'batch' (an orphan's array starts with an id).
+        sql += (" UNION ALL (SELECT NULL, ARRAY['batch', count(*)::text, (array_agg(b.id::text ORDER BY b.created_us, b.id))[1], "
+                "(array_agg(b.id::text ORDER BY b.created_us DESC, b.id DESC))[1], max(b.created_us)::text] "
+                "FROM batch AS b)")
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
+        summary = None
+        if selection is not None:
+            summary = next(row for row in rows if row[0] is None and row[1][0] == "batch")
+            rows = [row for row in rows if row is not summary]
         orphans = [row[1] for row in rows if row[0] is None]
         if orphans:
             cursor.execute(
@@ -316,6 +344,8 @@ def apply_batch(kind: Kind, target_ids: Sequence[Any], group_ids: Sequence[str],
                 [pg_array(target for target, _ in orphans), pg_array(grp for _, grp in orphans)],
             )
             rows = [row for row in rows if row[0] is not None]
+    if summary is not None:
+        rows.append(summary)
     return rows
 
 

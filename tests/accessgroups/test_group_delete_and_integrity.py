@@ -3,14 +3,16 @@ in the database: writers fail on a group or key that is gone, a bulk batch remov
 deleted meanwhile, and check_access_sync reports and repairs any assignment left pointing at nothing."""
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 
 import pytest
-from django.db import connection
+from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
 from accessctl.errors import NotFound
-from accessgroups import bulk, bulk_sql, services
+from accessgroups import bulk_sql, services
 from accessgroups.bulk import Selection, bulk_assign
 from accessgroups.models import AccessGroup, KeyAccessGroup, TeamAccessGroup
 from accessgroups.services import access_group_delete, sync_all
@@ -139,22 +141,50 @@ def test_check_access_sync_reports_and_repairs_assignments_of_a_group_that_is_go
     assert sync_all(repair=False) == IN_SYNC
 
 
+def _waiting_on_a_lock(backend_pid: int) -> bool:
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [backend_pid])
+        row = cursor.fetchone()
+    return row is not None and row[0] == "Lock"
+
+
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite runs one writer at a time: no key is "
-                    "deleted between a batch's read and its write")
-def test_bulk_batch_removes_the_rows_it_added_for_a_key_deleted_meanwhile(monkeypatch):
+                    "deleted while a batch's statement runs")
+@pytest.mark.django_db(transaction=True)
+def test_bulk_batch_removes_the_rows_it_added_for_a_key_deleted_meanwhile():
     team = TeamFactory()
     group = AccessGroupFactory()
     keys = [KeyFactory(team=team, user=None) for _ in range(3)]
-    fetch = bulk._fetch
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        bulk_pid = cursor.fetchone()[0]  # the connection bulk_assign runs on (this thread's)
+    locked, deleted = threading.Event(), threading.Event()
 
-    def fetch_then_delete_one(*args, **kwargs):
-        rows = fetch(*args, **kwargs)
-        # As a key deleter that locked the key first and committed between the batch's read and its write.
-        VirtualKey.objects.filter(pk=keys[0].pk)._raw_delete(VirtualKey.objects.db)
-        return rows
+    def delete_first_key_while_the_batch_waits_for_it() -> None:
+        # As a key deleter: it locks the key first; the batch's statement reads the key (its snapshot
+        # predates the delete), adds its row, then waits on the key's lock; the deleter commits.
+        try:
+            with transaction.atomic():
+                VirtualKey.objects.select_for_update().get(pk=keys[0].pk)
+                locked.set()
+                deadline = time.monotonic() + 10
+                while not _waiting_on_a_lock(bulk_pid):
+                    if time.monotonic() > deadline:
+                        return  # the assertion on `deleted` below fails
+                    time.sleep(0.01)
+                VirtualKey.objects.filter(pk=keys[0].pk)._raw_delete(VirtualKey.objects.db)
+            deleted.set()
+        finally:
+            connections.close_all()
 
-    monkeypatch.setattr(bulk, "_fetch", fetch_then_delete_one)
-    result = bulk_assign(actor=None, target="keys", group_refs=[str(group.pk)], selection=Selection(team_id=str(team.pk)))
+    deleter = threading.Thread(target=delete_first_key_while_the_batch_waits_for_it)
+    deleter.start()
+    assert locked.wait(timeout=10)
+    result = bulk_assign(actor=None, target="keys", group_refs=[str(group.pk)],
+                         selection=Selection(team_id=str(team.pk)))
+    deleter.join(timeout=15)
+
+    assert deleted.is_set()
     group.refresh_from_db()
     assert result.changed == 2 and result.rows == 2 and group.assigned_key_count == 2
     assert set(KeyAccessGroup.objects.values_list("key_id", flat=True)) == {keys[1].pk, keys[2].pk}

@@ -51,6 +51,7 @@ from .usage_apply import (
     usage_apply_soon,
     usage_drain,
 )
+from .usage_commit import GroupCommit
 from .usage_sql import (
     _exhausted_counting_pending,
     _key_paths,
@@ -201,11 +202,11 @@ _COLUMNS = ("caller", "idempotency_key", "key_id", "model", "spend", "prompt_tok
             "received_at")
 
 
-def _insert(rows: Sequence[tuple], *, idempotent: bool) -> set[str]:
+def _insert(rows: Sequence[tuple], idempotent: bool) -> set[tuple[str, str]]:
     """Append the reports in one statement (autocommit: committed when it returns, and no transaction or
-    savepoint round trips around it). With idempotency keys, a key this caller already used is skipped by
+    savepoint round trips around it). With idempotency keys, a key its caller already used is skipped by
     the unique index (ON CONFLICT DO NOTHING, also against a concurrent insert of the same key), and the
-    keys actually stored are returned."""
+    (caller, key) pairs actually stored are returned."""
     ops = connection.ops
     table = ops.quote_name(UsageReport._meta.db_table)
     columns = ", ".join(ops.quote_name(column) for column in _COLUMNS)
@@ -213,7 +214,7 @@ def _insert(rows: Sequence[tuple], *, idempotent: bool) -> set[str]:
     # SQLite takes at most 999 parameters per statement: there, a long list is several statements in one
     # transaction (still all or nothing).
     per_statement = (connection.features.max_query_params or 10**9) // len(_COLUMNS)
-    stored: set[str] = set()
+    stored: set[tuple[str, str]] = set()
     with contextlib.ExitStack() as stack:
         if len(rows) > per_statement:
             stack.enter_context(transaction.atomic())
@@ -222,11 +223,15 @@ def _insert(rows: Sequence[tuple], *, idempotent: bool) -> set[str]:
                 chunk = rows[start:start + per_statement]
                 sql = f"INSERT INTO {table} ({columns}) VALUES " + ", ".join([one] * len(chunk))
                 if idempotent:
-                    sql += " ON CONFLICT DO NOTHING RETURNING idempotency_key"
+                    sql += " ON CONFLICT DO NOTHING RETURNING caller, idempotency_key"
                 cursor.execute(sql, [value for row in chunk for value in row])
                 if idempotent:
-                    stored.update(key for (key,) in cursor.fetchall())
+                    stored.update((caller, key) for caller, key in cursor.fetchall() if key is not None)
     return stored
+
+
+# Concurrent requests' reports in one statement and commit (keys/usage_commit.py).
+_group_commit = GroupCommit(_insert)
 
 
 def usage_ingest(
@@ -272,7 +277,7 @@ def usage_ingest(
             caller, report.idempotency_key, key_field.get_db_prep_save(paths[report.key]["id"], connection),
             report.model, report.spend, report.prompt_tokens, report.completion_tokens, received_at,
         ))
-    stored = _insert(rows, idempotent=bool(seen))
+    stored = {key for _caller, key in _group_commit.insert(rows, idempotent=bool(seen))}
     duplicate = [
         i in repeated or (r.idempotency_key is not None and r.idempotency_key not in stored)
         for i, r in enumerate(reports)

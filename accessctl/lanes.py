@@ -68,12 +68,23 @@ class DatabaseLaneMiddleware:
             with database_lane():
                 return self.get_response(request)
         except LaneFull as exc:
-            return JsonResponse(error_body(str(exc), "no_db_connection", None, 503), status=503)
+            return unavailable(str(exc))
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        """A database that cannot be reached where no handler of ours stands — opening a write's
-        transaction, committing it, the admin — is a 503 `no_db_connection`, never a 500: the client
-        retries, and nothing was written (the transaction never began, or was rolled back)."""
-        if isinstance(exception, (OperationalError, InterfaceError)):
-            return JsonResponse(error_body("The database is unavailable.", "no_db_connection", None, 503), status=503)
-        return None
+        return unreachable_database(exception)
+
+
+def unavailable(message: str = "The database is unavailable.") -> JsonResponse:
+    """SPEC §7's 503 `no_db_connection`."""
+    return JsonResponse(error_body(message, "no_db_connection", None, 503), status=503)
+
+
+def unreachable_database(exception: Exception) -> HttpResponse | None:
+    """A database that cannot be reached where no handler of ours stands — opening a write's transaction,
+    committing it, the admin — or a full lane is a 503 `no_db_connection`, never a 500: the client
+    retries, and nothing was written (the transaction never began, or was rolled back)."""
+    if isinstance(exception, LaneFull):
+        return unavailable(str(exception))
+    if isinstance(exception, (OperationalError, InterfaceError)):
+        return unavailable()
+    return None

@@ -176,6 +176,9 @@ ACCESSCTL_READY_PROBE_THREAD = env.bool("ACCESSCTL_READY_PROBE_THREAD", default=
 # at most ACCESSCTL_DB_LANE_WAIT_SECONDS for a place (waiting holds a thread too), then gets a 503.
 ACCESSCTL_DB_LANE = env.int("ACCESSCTL_DB_LANE", default=0)
 ACCESSCTL_DB_LANE_WAIT_SECONDS = env.float("ACCESSCTL_DB_LANE_WAIT_SECONDS", default=0.1)
+# Routes (URL names) the production WSGI handler serves around the middleware chain (accessctl/fast_lane.py):
+# the gateway's calls, made once per LLM call. Empty: every request takes the whole stack.
+ACCESSCTL_FAST_ROUTES = env.list("ACCESSCTL_FAST_ROUTES", default=["authz-check", "usage-report"])
 # An unknown key is answered after ACCESSCTL_UNKNOWN_KEY_DELAY_SECONDS, by at most this many threads of a
 # process at once (0: at once, always): a flood of random keys mostly waits, instead of taking the CPU
 # and the threads real traffic needs. gunicorn.conf.py sets it to half the threads.

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 from django.contrib.sessions.middleware import SessionMiddleware
-from django.db import OperationalError
+from django.core import signals
+from django.db import OperationalError, close_old_connections
 from django.test import RequestFactory
 
 from accessctl import lanes
@@ -47,8 +48,17 @@ def call(method: str, path: str, body: Any = None, **meta: str) -> Answer:
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
         started.update(status=status, headers=headers)
 
-    chunks = FastLaneHandler()(request.environ, start_response)
-    return Answer(started["status"], started["headers"], b"".join(chunks))
+    # As the test client does: the request signals must not close the test's connection (its transaction).
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    try:
+        response = FastLaneHandler()(request.environ, start_response)
+        body = b"".join(response)
+        response.close()
+    finally:
+        signals.request_started.connect(close_old_connections)
+        signals.request_finished.connect(close_old_connections)
+    return Answer(started["status"], started["headers"], body)
 
 
 @pytest.fixture

@@ -166,6 +166,9 @@ ACCESSCTL_INVALIDATION_FEED = env.bool("ACCESSCTL_INVALIDATION_FEED", default=Tr
 ACCESSCTL_REVOCATION_POLL_SECONDS = env.float(
     "ACCESSCTL_REVOCATION_POLL_SECONDS", default=0.0 if "pytest" in sys.modules else 0.2
 )
+# How long after the log's last successful read its copies still count as current; past it (the database
+# not answering) a warm check proves its copy against the database, and refuses if it cannot (fail closed).
+ACCESSCTL_REVOCATION_LIVE_SECONDS = env.float("ACCESSCTL_REVOCATION_LIVE_SECONDS", default=1.0)
 # /readyz answers within this, saying "unavailable" for a dependency that did not answer in time. Its
 # database probe runs in a thread of its own (so a hung database cannot hold the request); the test
 # suite's in-process server probes inline.

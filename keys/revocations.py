@@ -40,9 +40,12 @@ RETENTION_SECONDS = 900
 # Note ids are allocated when a note is inserted and become visible when it commits, not in order: each
 # read also looks again at the last LATE_SECONDS of notes, so one that committed late is still seen.
 LATE_SECONDS = 10
-# The log counts as read "now" while its last successful read started within this.
-LIVE_SECONDS = 1.0
 _PRUNE_EVERY = 200  # the writer of every 200th note deletes the expired ones
+
+
+def live_seconds() -> float:
+    """The log counts as read "now" while its last successful read started within this (1 s by default)."""
+    return float(getattr(settings, "ACCESSCTL_REVOCATION_LIVE_SECONDS", 1.0))
 
 
 def poll_seconds() -> float:
@@ -111,9 +114,9 @@ class RevocationLog:
         return stale is None or tag >= stale[0]
 
     def live(self) -> bool:
-        """The log was read successfully within LIVE_SECONDS: a copy it calls fresh is at most that old."""
+        """The log was read successfully within `live_seconds()`: a copy it calls fresh is at most that old."""
         started = self._read_started
-        return started is not None and self._clock() - started <= LIVE_SECONDS
+        return started is not None and self._clock() - started <= live_seconds()
 
     def state(self) -> str:
         """For /readyz and metrics: "off" (not polled), "live", or "stale" (the database is not answering)."""

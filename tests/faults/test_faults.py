@@ -172,6 +172,9 @@ def test_sigterm_drains_readiness_first_then_finishes_every_request(healthy, ser
         "drain", server_env, fault_dir,
         REDIS_URL=f"redis://127.0.0.1:{healthy.redis.port}/0", CACHE_KEY_PREFIX="faults-drain",
         ACCESSCTL_DRAIN_SECONDS="1.5",
+        # The database hangs to keep a write in flight; the checks during the drain must not depend on
+        # how fast a loaded machine gets there (after 1 s of a hung database, copies fail closed).
+        ACCESSCTL_REVOCATION_LIVE_SECONDS="30",
     )
     try:
         time.sleep(0.5)  # the instance's log reader has read the key's creation: its copy stays warm

@@ -109,8 +109,9 @@ bench-usage: install services  ## usage reports: ingestion rate (one hot key, 1,
 	command -v wrk >/dev/null || apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }
 	$(BIN)/python benchmarks/bench_usage.py
 
-lint: install
+lint: install  ## ruff, then the import contracts of pyproject.toml ([tool.importlinter]: layers, no cycles)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 migrations-check: install
 	$(BIN)/python manage.py makemigrations --check --dry-run

@@ -43,7 +43,7 @@ from .models import VirtualKey
 from .selectors import key_rows, key_with_path, token_known
 
 if TYPE_CHECKING:
-    from orgs.audit import Affects
+    from accessctl.events import Affects
 
 logger = logging.getLogger(__name__)
 
@@ -460,6 +460,8 @@ def invalidate(affects: Affects) -> None:
     if affects.everything:
         invalidate_all()
         return
+    if affects.catalog:
+        invalidate_catalog()
     try:
         tokens = affected_tokens(affects)
     except DatabaseError:

@@ -1,31 +1,13 @@
-"""The one place where a management write is recorded and the authorization cache told about it."""
+"""The one place where a management write is recorded and what it changed announced (accessctl.events)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from accessctl.events import Affects, publish
 
 from .models import AuditEntry, User
 
-
-@dataclass
-class Affects:
-    """What a write can change the authorization answer of; resolved to key snapshots after commit."""
-
-    tokens: set[str] = field(default_factory=set)
-    key_ids: set[Any] = field(default_factory=set)
-    team_ids: set[Any] = field(default_factory=set)
-    organization_ids: set[Any] = field(default_factory=set)
-    user_pks: set[int] = field(default_factory=set)
-    access_group_ids: set[Any] = field(default_factory=set)
-    # Every snapshot: for a write too wide to name its keys (an import of thousands of rows).
-    everything: bool = False
-
-    def __bool__(self) -> bool:
-        return self.everything or any(
-            (self.tokens, self.key_ids, self.team_ids, self.organization_ids, self.user_pks, self.access_group_ids)
-        )
+__all__ = ("Affects", "actor_label", "record")  # Affects: the writers import it with `record`
 
 
 def actor_label(actor: User | None) -> str:
@@ -43,7 +25,8 @@ def record(
     after: dict[str, Any] | None = None,
     affects: Affects | None = None,
 ) -> AuditEntry:
-    """Write the audit entry and, once the transaction commits, invalidate the affected snapshots.
+    """Write the audit entry and, once the transaction commits, announce what the write changed (the
+    snapshot cache subscribes and drops those snapshots).
 
     Must run inside the write's transaction so the entry lands with the change or not at all.
     """
@@ -56,8 +39,6 @@ def record(
         before=before or {},
         after=after or {},
     )
-    if affects:
-        from keys.cache import invalidate
-
-        transaction.on_commit(lambda: invalidate(affects))
+    if affects is not None:
+        publish(affects)
     return entry

@@ -7,6 +7,7 @@ from django.db import transaction
 
 from accessctl.common import field_values, model_update
 from accessctl.errors import InvalidInput
+from accessctl.events import Affects, publish
 from orgs.audit import record
 from orgs.models import User
 
@@ -33,9 +34,7 @@ def catalog_upsert(*, actor: User | None, kind: str, data: dict[str, Any]) -> An
     else:
         before, after = model_update(row, data, fields)
     if after:
-        from keys.cache import invalidate_catalog
-
-        transaction.on_commit(invalidate_catalog)  # /v1/models expands to the cached catalog
+        publish(Affects(catalog=True))  # /v1/models expands to the cached catalog
         record(
             actor=actor,
             action=f"catalog_{kind}_upsert",
@@ -53,7 +52,5 @@ def catalog_delete(*, actor: User | None, kind: str, row: Any) -> None:
     before = field_values(row, fields)
     ident = getattr(row, natural)
     row.delete()
-    from keys.cache import invalidate_catalog
-
-    transaction.on_commit(invalidate_catalog)
+    publish(Affects(catalog=True))
     record(actor=actor, action=f"catalog_{kind}_delete", object_type=f"catalog_{kind}", object_id=ident, before=before)

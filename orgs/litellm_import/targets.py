@@ -13,15 +13,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.hashers import make_password
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import F, Lookup, Model, Q
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from accessctl.events import Affects, publish
 from accessgroups.models import AccessGroup, CatalogModel, KeyAccessGroup, TeamAccessGroup
 from accessgroups.services import count_assignments
 from keys.models import VirtualKey
-from orgs.audit import Affects
 from orgs.models import Organization, OrganizationMembership, Team, TeamMembership, User
 
 from .insert import insert_rows
@@ -435,6 +435,4 @@ class CatalogTarget(Target):
 
     @staticmethod
     def _catalog_changed() -> None:
-        from keys.cache import invalidate_catalog
-
-        transaction.on_commit(invalidate_catalog)  # /v1/models expands to the cached catalog
+        publish(Affects(catalog=True))  # /v1/models expands to the cached catalog

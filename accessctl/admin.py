@@ -14,8 +14,8 @@ from django.template.response import TemplateResponse
 
 from accessctl import policy
 from accessctl.errors import ServiceError
+from accessctl.roles import OrgRole, TeamRole
 from accessctl.tenancy import ALL, PERSONAL, TenantContext
-from orgs.roles import OrgRole, TeamRole
 
 from .admin_forms import (
     BoundedJSONFormField,

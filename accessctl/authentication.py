@@ -15,10 +15,10 @@ from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication, SessionAuthentication
 
 from accessctl.errors import Unauthorized
+from accessctl.roles import PlatformRole
 from keys import crypto
 from keys.models import VirtualKey
 from orgs.models import User
-from orgs.roles import PlatformRole
 
 MASTER_USER_ID = "default_user_id"
 

@@ -301,9 +301,9 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     # One schema name per role family, whichever serializer uses it.
     "ENUM_NAME_OVERRIDES": {
-        "PlatformRoleEnum": "orgs.roles.PLATFORM_ROLE_VALUES",
-        "OrgRoleEnum": "orgs.roles.ORG_ROLE_VALUES",
-        "TeamRoleEnum": "orgs.roles.TEAM_ROLE_VALUES",
+        "PlatformRoleEnum": "accessctl.roles.PLATFORM_ROLE_VALUES",
+        "OrgRoleEnum": "accessctl.roles.ORG_ROLE_VALUES",
+        "TeamRoleEnum": "accessctl.roles.TEAM_ROLE_VALUES",
         "KeyStatusEnum": ["active", "blocked", "expired"],
     },
 }

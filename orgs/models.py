@@ -11,8 +11,7 @@ from django.utils.functional import cached_property
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
 from accessctl.ids import ID_MAX_LENGTH, new_id
-
-from .roles import (
+from accessctl.roles import (
     DEFAULT_TEAM_MEMBER_PERMISSIONS,
     ORG_ROLE_CHOICES,
     PLATFORM_ROLE_CHOICES,

@@ -15,11 +15,11 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 
 from accessctl.errors import Conflict, InvalidInput
+from accessctl.roles import OrgRole, TeamRole
 
 from . import services
 from .audit import record
 from .models import Organization, OrganizationMembership, ScimGroup, TeamMembership, User
-from .roles import OrgRole, TeamRole
 
 
 def group_target() -> tuple[str, Organization | None]:

@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING, Any
 from django.db.models import Count, Prefetch, Q, QuerySet
 
 from accessctl.ids import as_id  # noqa: E402 - a malformed id finds nothing, like a missing one
+from accessctl.roles import PLATFORM_ROLES, PlatformRole
 
 from .models import AuditEntry, Organization, OrganizationMembership, Team, TeamMembership, User
-from .roles import PLATFORM_ROLES, PlatformRole
 
 if TYPE_CHECKING:
     from accessctl.tenancy import TenantContext

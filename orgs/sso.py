@@ -34,10 +34,10 @@ from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthenticationRequestView
 
 from accessctl.errors import ServiceError
+from accessctl.roles import ORG_ROLES, PLATFORM_ROLES, TEAM_ROLES, PlatformRole
 
 from . import services
 from .models import Organization, OrganizationMembership, Team, TeamMembership, User
-from .roles import ORG_ROLES, PLATFORM_ROLES, TEAM_ROLES, PlatformRole
 
 logger = logging.getLogger(__name__)
 TIMEOUT_SECONDS = 5

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import factory
 
+from accessctl.roles import OrgRole, PlatformRole, TeamRole
 from accessgroups import services as access_services
 from accessgroups.models import AccessGroup, Agent, CatalogModel, MCPServer
 from keys import services as key_services
 from keys.models import VirtualKey
 from orgs import services as org_services
 from orgs.models import Organization, OrganizationMembership, Team, TeamMembership, User
-from orgs.roles import OrgRole, PlatformRole, TeamRole
 
 
 class UserFactory(factory.django.DjangoModelFactory):

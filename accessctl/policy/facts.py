@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from orgs.roles import (
+from accessctl.roles import (
     PLATFORM_ROLES,
     OrgRole,
     PlatformRole,

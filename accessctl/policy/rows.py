@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orgs.roles import (
+from accessctl.roles import (
     TEAM_ROLES,
     PlatformRole,
     TeamRole,

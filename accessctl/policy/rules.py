@@ -5,7 +5,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from accessctl.errors import ServiceError
-from orgs.roles import (
+from accessctl.roles import (
     ORG_ROLES,
     OrgRole,
     PlatformRole,

@@ -1,7 +1,7 @@
 """Whose: the users an actor manages, and who may own a key or join a tenant."""
 from __future__ import annotations
 
-from orgs.roles import (
+from accessctl.roles import (
     ORG_ROLES,
     OrgRole,
     outranks,

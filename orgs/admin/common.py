@@ -20,7 +20,7 @@ from orgs.models import (
     TeamMembership,
 )
 
-# Roles are data on users and memberships (orgs/roles.py); Django's groups would grant nothing here.
+# Roles are data on users and memberships (accessctl/roles.py); Django's groups would grant nothing here.
 if admin.site.is_registered(Group):
     admin.site.unregister(Group)
 

@@ -11,6 +11,7 @@ from django.http import HttpRequest
 from accessctl import policy
 from accessctl.admin import ServiceAdmin, ServiceInline, request_actor
 from accessctl.admin_forms import NameListField, UserIdField
+from accessctl.roles import DEFAULT_TEAM_MEMBER_PERMISSIONS, TEAM_MEMBER_PERMISSIONS
 from accessgroups.admin.assignment import TeamAccessGroupInline, bulk_assign_actions
 from keys.models import VirtualKey
 from orgs import services
@@ -21,7 +22,6 @@ from orgs.models import (
     TeamMembership,
     TeamUserObjectPermission,
 )
-from orgs.roles import DEFAULT_TEAM_MEMBER_PERMISSIONS, TEAM_MEMBER_PERMISSIONS
 
 from .common import (
     BUDGET_FORM_FIELDS,

@@ -5,8 +5,8 @@ from django.db.models import QuerySet
 from django_filters import rest_framework as filters
 
 from accessctl.rest import CharInFilter, IdFilter, IdInFilter, UTCDateTimeFilter
+from accessctl.roles import ORG_ROLE_CHOICES, PLATFORM_ROLE_CHOICES, TEAM_ROLE_CHOICES
 from orgs.models import AuditEntry, Organization, OrganizationMembership, Team, TeamMembership, User
-from orgs.roles import ORG_ROLE_CHOICES, PLATFORM_ROLE_CHOICES, TEAM_ROLE_CHOICES
 
 
 class OrganizationFilter(filters.FilterSet):

@@ -10,7 +10,7 @@ from accessctl.litellm import (
     json_object,
     string_list,
 )
-from orgs.roles import ORG_ROLES
+from accessctl.roles import ORG_ROLES
 
 from .litellm_serializers import (
     BudgetTableOut,

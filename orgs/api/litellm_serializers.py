@@ -16,8 +16,8 @@ from accessctl.litellm import (
     json_object,
     string_list,
 )
+from accessctl.roles import ORG_ROLES, TEAM_MEMBER_PERMISSIONS, TEAM_ROLES
 from keys.api.litellm_serializers import KeyOut
-from orgs.roles import ORG_ROLES, TEAM_MEMBER_PERMISSIONS, TEAM_ROLES
 
 # --- shared -----------------------------------------------------------------------------------
 

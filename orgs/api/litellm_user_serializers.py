@@ -15,8 +15,8 @@ from accessctl.litellm import (
     json_object,
     string_list,
 )
+from accessctl.roles import PLATFORM_ROLES, TEAM_ROLES
 from keys.api.litellm_serializers import KeyFieldsInput, KeyOut
-from orgs.roles import PLATFORM_ROLES, TEAM_ROLES
 
 from .litellm_serializers import (
     TeamWithKeysOut,

@@ -9,7 +9,7 @@ from rest_framework import serializers
 
 from accessctl.ids import IdField
 from accessctl.litellm import BudgetInput, StrictCharField, json_object, string_list
-from orgs.roles import ORG_ROLE_VALUES, PLATFORM_ROLE_VALUES, TEAM_MEMBER_PERMISSIONS, TEAM_ROLE_VALUES
+from accessctl.roles import ORG_ROLE_VALUES, PLATFORM_ROLE_VALUES, TEAM_MEMBER_PERMISSIONS, TEAM_ROLE_VALUES
 
 # --- shared output pieces -----------------------------------------------------------------------
 

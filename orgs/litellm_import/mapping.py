@@ -13,8 +13,15 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from accessctl.roles import (
+    ORG_ROLES,
+    PLATFORM_ROLES,
+    TEAM_MEMBER_PERMISSIONS,
+    TEAM_ROLES,
+    OrgRole,
+    PlatformRole,
+)
 from keys import crypto
-from orgs.roles import ORG_ROLES, PLATFORM_ROLES, TEAM_MEMBER_PERMISSIONS, TEAM_ROLES, OrgRole, PlatformRole
 
 from .values import (
     Mapped,

@@ -10,13 +10,13 @@ from accessctl import policy
 from accessctl.common import field_values, model_update
 from accessctl.errors import Conflict, InvalidInput
 from accessctl.ids import valid_id
+from accessctl.roles import (
+    ORG_ROLES,
+)
 from keys.services import BUDGET_FIELDS, validate_budget, validate_models
 
 from ..audit import Affects, record
 from ..models import Budget, Organization, OrganizationMembership, TeamMembership, User
-from ..roles import (
-    ORG_ROLES,
-)
 from .common import (
     ORGANIZATION_FIELDS,
     _change_membership,

@@ -12,14 +12,14 @@ from accessctl import policy
 from accessctl.common import field_values, model_update
 from accessctl.errors import InvalidInput
 from accessctl.ids import valid_id
+from accessctl.roles import (
+    TEAM_ROLES,
+    TeamRole,
+)
 from keys.services import validate_budget, validate_models
 
 from ..audit import Affects, record
 from ..models import Organization, Team, TeamMembership, User
-from ..roles import (
-    TEAM_ROLES,
-    TeamRole,
-)
 from .common import (
     TEAM_FIELDS,
     _change_membership,

@@ -13,15 +13,15 @@ from accessctl import policy
 from accessctl.common import field_values, model_update
 from accessctl.errors import Conflict, InvalidInput
 from accessctl.ids import new_id, valid_id
-from keys.services import validate_budget, validate_models
-
-from ..audit import Affects, record
-from ..models import Organization, Team, TeamMembership, User
-from ..roles import (
+from accessctl.roles import (
     PLATFORM_ROLES,
     OrgRole,
     PlatformRole,
 )
+from keys.services import validate_budget, validate_models
+
+from ..audit import Affects, record
+from ..models import Organization, Team, TeamMembership, User
 from .common import (
     USER_FIELDS,
     _id_taken,

@@ -175,7 +175,7 @@ def test_group_keys_endpoint_pages_through_every_key(api):
 
 
 def test_group_keys_endpoint_shows_an_org_admin_only_their_organization_keys_of_a_global_group():
-    from orgs.roles import OrgRole
+    from accessctl.roles import OrgRole
     from tests.factories import OrganizationMembershipFactory, UserFactory
 
     mine, theirs = OrganizationFactory(), OrganizationFactory()
@@ -191,7 +191,7 @@ def test_group_keys_endpoint_shows_an_org_admin_only_their_organization_keys_of_
 
 
 def test_group_keys_endpoint_for_another_organizations_group_is_404():
-    from orgs.roles import OrgRole
+    from accessctl.roles import OrgRole
     from tests.factories import OrganizationMembershipFactory, UserFactory
 
     mine, theirs = OrganizationFactory(), OrganizationFactory()

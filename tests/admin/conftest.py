@@ -8,13 +8,13 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from accessctl.roles import OrgRole, PlatformRole, TeamRole
 from accessgroups import services as access_services
 from accessgroups.bulk import Selection
 from accessgroups.bulk_jobs import bulk_assign_start
 from accessgroups.models import BulkJob, KeyAccessGroup, TeamAccessGroup
 from orgs import services as org_services
 from orgs.models import AuditEntry, Organization, User
-from orgs.roles import OrgRole, PlatformRole, TeamRole
 from tests.factories import (
     AccessGroupFactory,
     AdminFactory,

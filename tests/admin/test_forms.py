@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from accessctl.roles import PlatformRole
 from accessgroups.models import AccessGroup
 from keys.models import VirtualKey
 from orgs.models import AuditEntry, OrganizationMembership, Team, User
-from orgs.roles import PlatformRole
 from tests.admin.conftest import admin_url, logged_in
 from tests.factories import UserFactory
 from tests.foundation.html_forms import form_data
@@ -163,7 +163,7 @@ def test_admin_user_role_of_viewer_is_not_a_hand_set_staff_flag():
 
 
 def test_admin_user_page_of_a_platform_admin_in_own_org_is_read_only_for_org_admin(world):
-    from orgs.roles import OrgRole
+    from accessctl.roles import OrgRole
     from tests.factories import OrganizationMembershipFactory
 
     boss = OrganizationMembershipFactory(organization=world.own.organization,
@@ -174,7 +174,7 @@ def test_admin_user_page_of_a_platform_admin_in_own_org_is_read_only_for_org_adm
 
 
 def test_admin_user_password_post_for_a_platform_admin_by_org_admin_is_refused(world):
-    from orgs.roles import OrgRole
+    from accessctl.roles import OrgRole
     from tests.factories import OrganizationMembershipFactory
 
     boss = OrganizationMembershipFactory(organization=world.own.organization,

@@ -6,9 +6,9 @@ import pytest
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from accessctl.roles import TeamRole
 from orgs import services as org_services
 from orgs.models import MANAGE_TEAM_PERMISSION, AuditEntry, TeamUserObjectPermission
-from orgs.roles import TeamRole
 from tests.admin.conftest import admin_url, logged_in
 from tests.factories import KeyFactory, OrganizationFactory, TeamFactory, UserFactory
 

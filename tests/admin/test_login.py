@@ -6,9 +6,9 @@ from django.http import HttpRequest
 from django.test import Client
 from django.urls import reverse
 
+from accessctl.roles import OrgRole, PlatformRole, TeamRole
 from orgs import services as org_services
 from orgs.models import OrganizationMembership, TeamMembership
-from orgs.roles import OrgRole, PlatformRole, TeamRole
 from tests.admin.conftest import ROLES, logged_in
 from tests.factories import (
     OrganizationMembershipFactory,

@@ -6,7 +6,7 @@ import pytest
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from orgs.roles import OrgRole, PlatformRole
+from accessctl.roles import OrgRole, PlatformRole
 from tests.factories import KeyFactory, OrganizationFactory, OrganizationMembershipFactory, UserFactory
 
 pytestmark = pytest.mark.django_db

@@ -7,12 +7,12 @@ from collections.abc import Callable
 import pytest
 from django.urls import reverse
 
+from accessctl.roles import OrgRole
 from accessgroups import services as access_services
 from accessgroups.bulk import Selection
 from accessgroups.bulk_jobs import bulk_assign_start
 from orgs.audit import record
 from orgs.models import Organization, User
-from orgs.roles import OrgRole
 from tests.admin.conftest import admin_url, logged_in
 from tests.factories import (
     AccessGroupFactory,

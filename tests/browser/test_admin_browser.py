@@ -3,9 +3,9 @@ an org admin confined to their organization who bulk-assigns an access group; a 
 controls. Each scenario saves screenshots to test-artifacts/."""
 from __future__ import annotations
 
+from accessctl.roles import OrgRole, PlatformRole
 from accessgroups.admin import assignment as access_admin
 from keys.models import VirtualKey
-from orgs.roles import OrgRole, PlatformRole
 from tests.browser.conftest import log_in, screenshot
 from tests.factories import (
     AccessGroupFactory,

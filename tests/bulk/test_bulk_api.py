@@ -5,10 +5,10 @@ import uuid
 
 import pytest
 
+from accessctl.roles import OrgRole
 from accessgroups.bulk_jobs import bulk_job_run
 from accessgroups.models import BulkJob, KeyAccessGroup
 from accessgroups.services import sync_all
-from orgs.roles import OrgRole
 from tests.factories import (
     AccessGroupFactory,
     AdminFactory,

@@ -8,12 +8,12 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from accessctl.roles import OrgRole
 from accessgroups import bulk_jobs
 from accessgroups.bulk_jobs import bulk_job_run
 from accessgroups.models import BulkJob, KeyAccessGroup
 from accessgroups.services import sync_all
 from orgs.models import AuditEntry
-from orgs.roles import OrgRole
 from tests.factories import (
     AccessGroupFactory,
     AdminFactory,

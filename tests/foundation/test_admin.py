@@ -11,13 +11,13 @@ from django.http import HttpRequest
 from django.test import Client
 from django.urls import reverse
 
+from accessctl.roles import PlatformRole, TeamRole
 from accessgroups import services as access_services
 from accessgroups.models import AccessGroup, KeyAccessGroup, TeamAccessGroup
 from keys import crypto
 from keys.models import VirtualKey
 from orgs.audit import record
 from orgs.models import AuditEntry, Team, TeamMembership, User
-from orgs.roles import PlatformRole, TeamRole
 from tests.factories import (
     AccessGroupFactory,
     AgentFactory,

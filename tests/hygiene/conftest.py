@@ -9,10 +9,10 @@ from django.apps import apps
 from rest_framework.test import APIClient
 
 from accessctl.authentication import master_user
+from accessctl.roles import OrgRole, PlatformRole, TeamRole
 from accessgroups.models import AccessGroup
 from keys.models import VirtualKey
 from orgs.models import Organization, Team, User
-from orgs.roles import OrgRole, PlatformRole, TeamRole
 from tests.factories import (
     AccessGroupFactory,
     AgentFactory,

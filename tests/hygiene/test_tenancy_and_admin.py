@@ -13,10 +13,10 @@ from django.test import Client
 from django.urls import reverse
 
 from accessctl.common import csv_cell
+from accessctl.roles import OrgRole, PlatformRole
 from accessgroups.models import BulkJob
 from keys.models import VirtualKey
 from orgs.models import User
-from orgs.roles import OrgRole, PlatformRole
 from tests.factories import (
     AdminFactory,
     KeyFactory,

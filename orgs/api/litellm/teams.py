@@ -13,11 +13,11 @@ from rest_framework.response import Response
 from accessctl import policy
 from accessctl.errors import InvalidInput, NotFound
 from accessctl.litellm import errors, page_count
+from accessctl.roles import DEFAULT_TEAM_MEMBER_PERMISSIONS, TEAM_MEMBER_PERMISSIONS, team_member_permissions
 from keys.api.litellm import referenced_organization
 from keys.api.litellm_serializers import KeyOut
 from orgs import selectors, services
 from orgs.models import Team, TeamMembership, User
-from orgs.roles import DEFAULT_TEAM_MEMBER_PERMISSIONS, TEAM_MEMBER_PERMISSIONS, team_member_permissions
 
 from ..litellm_serializers import (
     TeamDeleteOut,

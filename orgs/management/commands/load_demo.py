@@ -8,13 +8,13 @@ from typing import Any
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from accessctl.roles import OrgRole, PlatformRole, TeamRole
 from accessgroups import services as access_services
 from accessgroups.models import AccessGroup, Agent, CatalogModel, MCPServer, TeamAccessGroup
 from keys import services as key_services
 from keys.models import VirtualKey
 from orgs import services as org_services
 from orgs.models import Organization, OrganizationMembership, Team, TeamMembership, User
-from orgs.roles import OrgRole, PlatformRole, TeamRole
 
 # Fixed ids (uuid5 of a name in this namespace) make a second run find what the first one created.
 DEMO_NAMESPACE = uuid.UUID("6f1c1a52-3f0e-4c55-9d7e-0b7c1e2f4a10")

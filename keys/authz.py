@@ -10,48 +10,15 @@ import datetime
 import hmac
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from typing import Any
 
+from accessctl.allow import EVERYONE, NOTHING, Allow
 from accessctl.policy import KEY_TYPE_DEFAULT, may_call_route, refused_gateway_routes
 
-ALL_PROXY_MODELS = "all-proxy-models"
 ALL_TEAM_MODELS = "all-team-models"
 NO_DEFAULT_MODELS = "no-default-models"
-EVERYTHING_ENTRIES = frozenset({ALL_PROXY_MODELS, "*"})
 
 RESOURCES = ("models", "mcp_servers", "agents")
-
-
-@dataclass(frozen=True)
-class Allow:
-    """What one level lets through: everything, or explicit names and `*` patterns."""
-
-    everything: bool = False
-    names: frozenset[str] = frozenset()
-    patterns: tuple[str, ...] = ()
-
-    def matches(self, name: str) -> bool:
-        if self.everything or name in self.names:
-            return True
-        return any(fnmatchcase(name, pattern) for pattern in self.patterns)
-
-    @classmethod
-    def of(cls, entries: Iterable[str]) -> Allow:
-        names: set[str] = set()
-        patterns: list[str] = []
-        for entry in entries:
-            if entry in EVERYTHING_ENTRIES:
-                return EVERYONE
-            if "*" in entry:
-                patterns.append(entry)
-            else:
-                names.add(entry)
-        return cls(False, frozenset(names), tuple(sorted(patterns)))
-
-
-EVERYONE = Allow(everything=True)
-NOTHING = Allow()
 
 
 @dataclass(frozen=True)

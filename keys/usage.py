@@ -42,10 +42,10 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from accessctl.amounts import MAX_AMOUNT, MAX_TOKENS
 from accessctl.errors import InvalidInput, NotFound
 
 from . import crypto
-from .amounts import MAX_AMOUNT, MAX_TOKENS
 from .models import UsageReport
 from .usage_apply import (
     usage_apply_soon,

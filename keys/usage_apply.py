@@ -22,9 +22,9 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from accessctl.amounts import FLOAT_MAX, stored_amount
 from orgs.audit import Affects, record
 
-from .amounts import FLOAT_MAX, stored_amount
 from .models import UsageBatch, UsageReport, VirtualKey
 from .usage_sql import (
     _APPLY_PATH_FIELDS,

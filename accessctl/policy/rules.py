@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from accessctl.allow import Allow
 from accessctl.errors import ServiceError
 from accessctl.roles import (
     ORG_ROLES,
@@ -198,8 +199,6 @@ def can_grant_models(actor: Actor, models: Iterable[str], ceilings: Mapping[str,
     (`{"team": [...], "organization": [...], "user": [...]}`); proxy admins set what they like."""
     if actor.is_proxy_admin:
         return ALLOW
-    from keys.authz import Allow
-
     wanted = [m for m in models if m not in ("all-team-models", "no-default-models")]
     for scope, ceiling in ceilings.items():
         allow = Allow.of(ceiling or ())

@@ -2,6 +2,13 @@
 
 One module per concept (validation, authorization, writes, schedule); read as `keys.services.X`.
 """
+from accessctl.budgets import (  # noqa: F401  (shared with orgs; read here as keys.services.X too)
+    BUDGET_FIELDS,
+    SPEND_FIELDS,
+    validate_budget,
+    validate_models,
+)
+
 from .authorization import (  # noqa: F401
     authorize_key_generate,
     authorize_key_update,
@@ -15,19 +22,15 @@ from .schedule import (  # noqa: F401
 from .validation import (  # noqa: F401
     ALIAS_TAKEN,
     AUDITED_FIELDS,
-    BUDGET_FIELDS,
     EDITABLE_FIELDS,
     MAX_GRACE_PERIOD,
     MAX_GRACE_PERIOD_TEXT,
-    SPEND_FIELDS,
     alias_scope,
     grace_until,
     rotation_due,
     validate_allowed_routes,
-    validate_budget,
     validate_key_alias,
     validate_key_type,
-    validate_models,
 )
 from .writes import (  # noqa: F401
     KeyAlreadyRotated,

@@ -5,6 +5,7 @@ import dataclasses
 from typing import Any
 
 from accessctl import policy
+from accessctl.budgets import validate_models
 from accessctl.errors import InvalidInput
 from orgs.models import Organization, Team, User
 
@@ -14,7 +15,6 @@ from .validation import (
     _pk,
     validate_allowed_routes,
     validate_key_type,
-    validate_models,
 )
 
 

@@ -11,6 +11,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accessctl import policy
+from accessctl.budgets import BUDGET_FIELDS, SPEND_FIELDS, validate_budget, validate_models
 from accessctl.common import field_values, model_update
 from accessctl.errors import Conflict, InvalidInput
 from orgs.audit import record
@@ -25,9 +26,7 @@ from .authorization import (
 from .validation import (
     ALIAS_TAKEN,
     AUDITED_FIELDS,
-    BUDGET_FIELDS,
     EDITABLE_FIELDS,
-    SPEND_FIELDS,
     _expiry,
     _key_affects,
     _label,
@@ -35,10 +34,8 @@ from .validation import (
     grace_until,
     rotation_due,
     validate_allowed_routes,
-    validate_budget,
     validate_key_alias,
     validate_key_type,
-    validate_models,
 )
 
 

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from accessctl.amounts import MAX_AMOUNT
 from accessctl.durations import DurationError, parse_duration
 from accessctl.ids import ID_MAX_LENGTH, is_valid_id
-from keys.amounts import MAX_AMOUNT
 
 LIMIT_CEILINGS = {"tpm_limit": 2**63 - 1, "rpm_limit": 2**63 - 1, "max_parallel_requests": 2**31 - 1}
 DURATION_MAX_LENGTH = 16  # BudgetFields.budget_duration, VirtualKey.rotation_interval

@@ -6,12 +6,12 @@ from typing import Any
 
 from django.utils import timezone
 
+from accessctl.allow import Allow
+from accessctl.budgets import BUDGET_FIELDS, SPEND_FIELDS, validate_budget
 from accessctl.errors import InvalidInput
 from accessctl.roles import (
     TEAM_MEMBER_PERMISSIONS,
 )
-from keys.authz import Allow
-from keys.services import BUDGET_FIELDS, SPEND_FIELDS, validate_budget
 
 from ..models import AuditEntry, Budget, OrganizationMembership, TeamMembership, User
 

@@ -7,13 +7,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from accessctl import policy
+from accessctl.budgets import BUDGET_FIELDS, validate_budget, validate_models
 from accessctl.common import field_values, model_update
 from accessctl.errors import Conflict, InvalidInput
 from accessctl.ids import valid_id
 from accessctl.roles import (
     ORG_ROLES,
 )
-from keys.services import BUDGET_FIELDS, validate_budget, validate_models
 
 from ..audit import Affects, record
 from ..models import Budget, Organization, OrganizationMembership, TeamMembership, User

@@ -9,6 +9,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from accessctl import policy
+from accessctl.budgets import validate_budget, validate_models
 from accessctl.common import field_values, model_update
 from accessctl.errors import InvalidInput
 from accessctl.ids import valid_id
@@ -16,7 +17,6 @@ from accessctl.roles import (
     TEAM_ROLES,
     TeamRole,
 )
-from keys.services import validate_budget, validate_models
 
 from ..audit import Affects, record
 from ..models import Organization, Team, TeamMembership, User

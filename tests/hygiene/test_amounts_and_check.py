@@ -7,7 +7,7 @@ from django.db.models import F
 from django.test import Client
 from django.urls import reverse
 
-from keys.amounts import MAX_AMOUNT
+from accessctl.amounts import MAX_AMOUNT
 from keys.models import VirtualKey
 from keys.services import usage_report
 from orgs.models import Team

@@ -1,7 +1,9 @@
 """Keep the denormalized access-group ids and the groups' counts equal to the assignment rows, in the same
-transaction (SPEC §4, issue 17)."""
+transaction (SPEC §4, issue 17); and answer orgs' and keys' hooks (orgs/hooks.py) for the assignments."""
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
+
+from orgs import hooks
 
 from . import services
 from .models import AccessGroup, KeyAccessGroup, TeamAccessGroup
@@ -27,3 +29,13 @@ def key_assignment_changed(sender, instance: KeyAccessGroup, created: bool = Fal
 @receiver(post_delete, sender=AccessGroup)
 def access_group_removed(sender, instance: AccessGroup, **kwargs) -> None:
     services.sync_after_group_removed(instance.access_group_id)
+
+
+@receiver(hooks.assign_groups, dispatch_uid="accessgroups.assign_groups")
+def assign_groups(sender, *, target, group_ids, organization, **kwargs) -> tuple[set[str], set[str]]:
+    return services.set_assigned_groups(target=target, group_ids=group_ids, organization=organization)
+
+
+@receiver(hooks.team_deleting, dispatch_uid="accessgroups.team_deleting")
+def team_deleting(sender, *, team, **kwargs) -> None:
+    services.team_keys_detach(team=team)

@@ -17,6 +17,7 @@ from .groups import (  # noqa: F401
     access_group_unassign,
     access_group_update,
     set_assigned_groups,
+    team_keys_detach,
 )
 from .sync import (  # noqa: F401
     BATCH_SIZE,

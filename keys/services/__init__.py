@@ -41,4 +41,6 @@ from .writes import (  # noqa: F401
     key_regenerate,
     key_unblock,
     key_update,
+    member_keys_delete,
+    team_keys_move,
 )

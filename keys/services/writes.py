@@ -14,8 +14,10 @@ from accessctl import policy
 from accessctl.budgets import BUDGET_FIELDS, SPEND_FIELDS, validate_budget, validate_models
 from accessctl.common import field_values, model_update
 from accessctl.errors import Conflict, InvalidInput
+from orgs import hooks
 from orgs.audit import record
 from orgs.models import Organization, Team, User
+from orgs.services import organization_member_add, user_create
 
 from .. import crypto
 from ..models import IDEMPOTENCY_WINDOW, KeyRotation, VirtualKey
@@ -40,8 +42,6 @@ from .validation import (
 
 
 def _new_owner(actor: User | None, user_id: str, organization: Organization | None) -> User:
-    from orgs.services import organization_member_add, user_create
-
     user = user_create(actor=actor, user_id=user_id)
     if organization is not None:
         organization_member_add(actor=actor, organization=organization, user=user, user_role="internal_user")
@@ -78,8 +78,6 @@ def key_generate(
     organization; access groups must be global or of that organization. `key_type` / `allowed_routes`
     narrow the routes the key may call (SPEC §2); whoever may mint the key may set them.
     """
-    from accessgroups.services import set_assigned_groups
-
     if team is not None:
         if organization is not None and team.organization_id != organization.pk:
             raise InvalidInput("The team belongs to another organization.", param="organization_id")
@@ -137,7 +135,7 @@ def key_generate(
     except IntegrityError as exc:
         raise InvalidInput(ALIAS_TAKEN.format(alias=key_alias), param="key_alias") from exc
     if access_group_ids:
-        set_assigned_groups(target=key, group_ids=access_group_ids, organization=organization)
+        hooks.ask(hooks.assign_groups, target=key, group_ids=access_group_ids, organization=organization)
     record(
         actor=actor,
         action="key_generate",
@@ -159,8 +157,6 @@ def key_update(
     `access_group_ids` replaces the key's groups from the key's side. With `by`, the change is
     authorized field by field (`authorize_key_update`) before any write; `new_user_id` names a new
     owner to create."""
-    from accessgroups.services import set_assigned_groups
-
     # Only the key's row is locked: PostgreSQL refuses FOR UPDATE on the nullable side of the outer joins.
     key = (
         VirtualKey.objects.select_for_update(of=("self",)).select_related("user", "team", "organization").get(pk=key.pk)
@@ -204,7 +200,9 @@ def key_update(
         key.rotation_due_at, key.rotation_due_notified_at = rotation_due(key, now), None
         key.save(update_fields=["rotation_due_at", "rotation_due_notified_at"])
     if "access_group_ids" in data:
-        set_assigned_groups(target=key, group_ids=data["access_group_ids"] or [], organization=key.organization)
+        hooks.ask(
+            hooks.assign_groups, target=key, group_ids=data["access_group_ids"] or [], organization=key.organization
+        )
         if key.access_group_ids != old_groups:
             before["access_group_ids"], after["access_group_ids"] = old_groups, list(key.access_group_ids)
     if after:
@@ -416,3 +414,23 @@ def key_delete(*, actor: User | None, key: VirtualKey, by: policy.Actor | None =
         before=before,
         affects=affects,
     )
+
+
+def member_keys_delete(
+    *, actor: User | None, user: User, team: Team | None = None, organization_id: Any = None
+) -> None:
+    """Delete (each audited) the user's keys in `team`, else in the organization, else all of them: a
+    member who leaves keeps no key acting where they no longer belong (orgs' `hooks.user_leaving`)."""
+    keys = VirtualKey.objects.filter(user=user)
+    if team is not None:
+        keys = keys.filter(team=team)
+    elif organization_id is not None:
+        keys = keys.filter(organization_id=organization_id)
+    for key in list(keys):
+        key_delete(actor=actor, key=key)
+
+
+def team_keys_move(*, team: Team) -> None:
+    """A team changed organization: its keys follow it (orgs' `hooks.team_moved`), in the caller's
+    transaction; the team's audit entry and invalidation cover them."""
+    VirtualKey.objects.filter(team=team).update(organization=team.organization)

@@ -15,6 +15,7 @@ from accessctl.roles import (
     ORG_ROLES,
 )
 
+from .. import hooks
 from ..audit import Affects, record
 from ..models import Budget, Organization, OrganizationMembership, TeamMembership, User
 from .common import (
@@ -223,9 +224,6 @@ def organization_member_delete(*, actor: User | None, membership: OrganizationMe
     They also leave the organization's teams, and their keys in the organization are deleted (each
     audited), so no key of theirs keeps acting in a tenant they no longer belong to.
     """
-    from keys.models import VirtualKey
-    from keys.services import key_delete
-
     user = membership.user
     org_id = membership.organization_id
     before = {"user_id": user.user_id, "user_role": membership.user_role}
@@ -233,8 +231,7 @@ def organization_member_delete(*, actor: User | None, membership: OrganizationMe
         "team", "user"
     ):
         team_member_delete(actor=actor, membership=team_membership)
-    for key in VirtualKey.objects.filter(user=user, organization_id=org_id):
-        key_delete(actor=actor, key=key)
+    hooks.ask(hooks.user_leaving, actor=actor, user=user, organization_id=org_id)
     membership.delete()
     record(
         actor=actor,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count
 from django.utils import timezone
 
 from accessctl import policy
@@ -18,6 +17,7 @@ from accessctl.roles import (
     TeamRole,
 )
 
+from .. import hooks
 from ..audit import Affects, record
 from ..models import Organization, Team, TeamMembership, User
 from .common import (
@@ -66,8 +66,6 @@ def team_create(
     """Create a team (inside at most one organization), its members and access-group assignments. With
     `by`, each existing member other than the caller is judged as a member add (`policy.can_add_member`).
     `legacy_admins` / `legacy_members` are LiteLLM's legacy lists, stored as given and never changed after."""
-    from accessgroups.services import set_assigned_groups
-
     if by is not None:
         for user, _ in members or []:
             if user.user_id != by.user_id:
@@ -97,7 +95,7 @@ def team_create(
         **clean,
     )
     if access_group_ids:
-        set_assigned_groups(target=team, group_ids=access_group_ids, organization=organization)
+        hooks.ask(hooks.assign_groups, target=team, group_ids=access_group_ids, organization=organization)
     for user, role in members or []:
         _validate_role(role, TEAM_ROLES, "role")
         TeamMembership.objects.get_or_create(team=team, user=user, defaults={"role": role})
@@ -138,8 +136,6 @@ def _pk(value: Any) -> Any:
 def team_update(*, actor: User | None, team: Team, data: dict[str, Any], by: policy.Actor | None = None) -> Team:
     """Apply the fields present in `data`; `access_group_ids` replaces the team's groups. With `by`, the
     change is authorized field by field before any write (`authorize_team_update`)."""
-    from accessgroups.services import set_assigned_groups
-
     team = Team.objects.select_for_update(of=("self",)).select_related("organization").get(pk=team.pk)
     if by is not None:
         authorize_team_update(by, team, data)
@@ -149,11 +145,11 @@ def team_update(*, actor: User | None, team: Team, data: dict[str, Any], by: pol
     old_org = team.organization_id
     before, after = model_update(team, clean, TEAM_FIELDS)
     if "organization" in after:
-        from keys.models import VirtualKey
-
-        VirtualKey.objects.filter(team=team).update(organization=team.organization)
+        hooks.ask(hooks.team_moved, team=team)
     if "access_group_ids" in data:
-        set_assigned_groups(target=team, group_ids=data["access_group_ids"] or [], organization=team.organization)
+        hooks.ask(
+            hooks.assign_groups, target=team, group_ids=data["access_group_ids"] or [], organization=team.organization
+        )
         if team.access_group_ids != old_groups:
             before["access_group_ids"], after["access_group_ids"] = old_groups, list(team.access_group_ids)
     if after:
@@ -175,9 +171,6 @@ def team_update(*, actor: User | None, team: Team, data: dict[str, Any], by: pol
 def team_delete(*, actor: User | None, team: Team, by: policy.Actor | None = None) -> None:
     """Delete a team with its keys, memberships and access-group assignments. With `by`: proxy admins and
     the team's organization admins only (`team:delete`)."""
-    from accessgroups.models import KeyAccessGroup
-    from accessgroups.services import count_assignments
-
     if by is not None:
         policy.require(by, "team:delete", policy.team_target(team))
 
@@ -189,12 +182,7 @@ def team_delete(*, actor: User | None, team: Team, by: policy.Actor | None = Non
     # The keys' locks first (their access-group rows have no foreign key in the database): an assignment
     # adding a row for one of them committed before, and is deleted below, or waits and finds the key gone.
     list(team.keys.select_for_update().values_list("pk", flat=True))
-    # Set-based: detach the team's keys from their groups in one statement, then take them off the groups'
-    # counts (a difference, not a recount: a group may hold a million keys of other teams).
-    assigned = KeyAccessGroup.objects.filter(key__team=team)
-    removed = dict(assigned.values("access_group_id").annotate(n=Count("*")).order_by().values_list("access_group_id", "n"))
-    assigned._raw_delete(KeyAccessGroup.objects.db)
-    count_assignments(KeyAccessGroup, {group_id: -n for group_id, n in removed.items()})
+    hooks.ask(hooks.team_deleting, team=team)
     team.delete()
     record(
         actor=actor,
@@ -276,12 +264,9 @@ def team_member_update(
 @transaction.atomic
 def team_member_delete(*, actor: User | None, membership: TeamMembership) -> None:
     """Remove a member and delete their keys in that team (as LiteLLM does): their rights end at once."""
-    from keys.services import key_delete
-
     user, team = membership.user, membership.team
     before = {"user_id": user.user_id, "role": membership.role}
-    for key in list(team.keys.filter(user=user)):
-        key_delete(actor=actor, key=key)
+    hooks.ask(hooks.user_leaving, actor=actor, user=user, team=team)
     membership.delete()
     record(
         actor=actor,

@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accessctl import policy
+from accessctl.budgets import validate_budget, validate_models
 from accessctl.common import field_values, model_update
 from accessctl.errors import Conflict, InvalidInput
 from accessctl.ids import new_id, valid_id
@@ -18,8 +19,8 @@ from accessctl.roles import (
     OrgRole,
     PlatformRole,
 )
-from keys.services import validate_budget, validate_models
 
+from .. import hooks
 from ..audit import Affects, record
 from ..models import Organization, Team, TeamMembership, User
 from .common import (
@@ -201,9 +202,6 @@ def user_delete(*, actor: User | None, user: User, by: policy.Actor | None = Non
     affects = Affects(tokens={t for pair in user.keys.values_list("token", "previous_token") for t in pair if t})
     before = field_values(user, USER_FIELDS)
     user_id = user.user_id
-    from keys.services import key_delete
-
-    for key in list(user.keys.all()):
-        key_delete(actor=actor, key=key)
+    hooks.ask(hooks.user_leaving, actor=actor, user=user)
     user.delete()
     record(actor=actor, action="user_delete", object_type="user", object_id=user_id, before=before, affects=affects)

@@ -20,10 +20,10 @@ from rest_framework.views import APIView
 
 from accessctl import policy
 from accessctl.authentication import BearerKeyAuthentication, BrowserSessionAuthentication, KeyCredentials
-from accessctl.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from accessctl.errors import Forbidden, InvalidInput, NotFound, ServiceError, Unauthorized
 from accessctl.ids import as_id
 from accessctl.schema import TenantAutoSchema
-from orgs.models import Organization, User
+from orgs.models import Organization, OrganizationMembership, User
 
 ORG_HEADER = "HTTP_X_ORGANIZATION_ID"
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -89,8 +89,6 @@ def parse_org_header(value: str) -> str:
 
 def _was_member(user: Any, org_id: str) -> bool:
     """A member of a soft-deleted organization is told it is gone (404), not that they never belonged."""
-    from orgs.models import OrganizationMembership
-
     return user is not None and OrganizationMembership.objects.filter(
         user=user, organization_id=org_id, organization__deleted_at__isnull=False
     ).exists()
@@ -180,6 +178,4 @@ class TenantAPIView(APIView):
         """Ask the policy; raise its refusal with the exact status and type."""
         verdict = policy.can(self.request.actor, action, target)
         if not verdict:
-            from accessctl.errors import ServiceError
-
             raise ServiceError(verdict.message, type=verdict.type, status=verdict.status)

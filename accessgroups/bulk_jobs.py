@@ -13,7 +13,7 @@ from django.db import OperationalError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from accessctl.errors import Conflict, NotFound
+from accessctl.errors import Conflict, NotFound, ServiceError
 from accessctl.policy import Target, access_group_target
 from orgs.audit import record
 from orgs.models import Organization, User
@@ -128,8 +128,6 @@ def bulk_job_run(job_id: Any, *, runner: str | None = None, slice_seconds: float
     message runs longer than the broker's visibility timeout. Without `runner` (a command, a test) it
     runs here, under the same rules.
     """
-    from accessctl.errors import ServiceError
-
     runner = runner or f"direct-{uuid.uuid4().hex}"
     job = BulkJob.objects.filter(pk=_uuid(job_id)).first()
     if job is None:

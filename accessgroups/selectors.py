@@ -7,7 +7,7 @@ from django.db.models import Q, QuerySet
 
 from accessctl.ids import as_id
 
-from .models import AccessGroup, KeyAccessGroup, TeamAccessGroup
+from .models import AccessGroup, Agent, KeyAccessGroup, MCPServer, TeamAccessGroup
 
 if TYPE_CHECKING:
     from accessctl.tenancy import TenantContext
@@ -96,8 +96,6 @@ def assigned_for(groups: list[AccessGroup]) -> dict[str, dict[str, Any]]:
 def names_for(groups: list[AccessGroup]) -> dict[str, dict[str, str | None]]:
     """Display names of the MCP servers and agents a page of groups names, in at most two queries
     (LiteLLM's resolved `access_mcp_servers`, `access_agents`); teams and keys come with `assigned_for`."""
-    from .models import Agent, MCPServer
-
     def ids(attr: str) -> set[str]:
         return {i for g in groups for i in (getattr(g, attr) or [])}
 

@@ -5,6 +5,8 @@ from celery import shared_task
 from django.conf import settings
 from django.db import OperationalError
 
+from . import bulk_jobs  # which enqueues this module's task from inside its functions (a cycle otherwise)
+
 
 @shared_task(
     bind=True,
@@ -19,9 +21,7 @@ from django.db import OperationalError
 )
 def run_bulk_job(self, job_id: str) -> dict:
     """Run or resume one `BulkJob` for at most one slice; returns its status and summary."""
-    from .bulk_jobs import bulk_job_run
-
     # Eagerly (no broker) the run is in-process: no broker redelivers it, so it runs to the end.
     slice_seconds = None if self.request.is_eager else settings.BULK_JOB_SLICE_SECONDS
-    job = bulk_job_run(job_id, runner=self.request.id, slice_seconds=slice_seconds)
+    job = bulk_jobs.bulk_job_run(job_id, runner=self.request.id, slice_seconds=slice_seconds)
     return {"job_id": str(job.pk), "status": job.status, "result": job.result, "error": job.error}

@@ -31,6 +31,8 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from .models import Invalidation
+
 logger = logging.getLogger(__name__)
 
 # A note names at most this many keys; a larger invalidation is one note naming everything.
@@ -55,8 +57,6 @@ def poll_seconds() -> float:
 
 def write(names: Iterable[str] | None) -> None:
     """Append a note naming these keys' tokens (or cache names); None: every key. Raises DatabaseError."""
-    from .models import Invalidation
-
     names = None if names is None else sorted(set(names))
     if names is not None and not names:
         return
@@ -152,8 +152,6 @@ class RevocationLog:
 
     def read_once(self) -> None:
         """Read the notes written since the last read and drop the copies they name. Raises DatabaseError."""
-        from .models import Invalidation
-
         started = self._clock()
         window = RETENTION_SECONDS if self._read_started is None else LATE_SECONDS
         since = timezone.now() - timedelta(seconds=window)

@@ -10,9 +10,11 @@ from django.db.models import Q, QuerySet
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from accessctl import policy
 from accessctl.errors import InvalidInput
 from accessctl.ids import as_id
 from accessgroups.models import AccessGroup
+from orgs.models import Team
 
 from .authz import GroupRow, KeyRows
 from .crypto import token_for
@@ -20,7 +22,7 @@ from .models import IDEMPOTENCY_WINDOW, KeyRotation, VirtualKey
 
 if TYPE_CHECKING:
     from accessctl.tenancy import TenantContext
-    from orgs.models import Organization, Team, User
+    from orgs.models import Organization, User
 
 
 def group_row(group: AccessGroup) -> GroupRow:
@@ -237,9 +239,6 @@ def keys_visible(tenant: TenantContext) -> QuerySet[VirtualKey]:
     """Keys of the context the caller may list (the policy's `key:list` row rule, inside the query):
     their own, their organizations' if org admin, and those of teams where they may call `/key/list`
     (one more query for those teams' grants)."""
-    from accessctl import policy
-    from orgs.models import Team
-
     queryset = keys_in_context(tenant)
     actor = tenant.actor
     if actor.reads_everything:

@@ -8,7 +8,7 @@ from django.dispatch import receiver
 from accessctl import events
 from orgs import hooks
 
-from . import cache, services
+from . import cache, services, tasks
 
 
 @receiver(events.committed, dispatch_uid="keys.cache.invalidate")
@@ -25,3 +25,8 @@ def user_leaving(sender: Any, *, actor: Any, user: Any, team: Any = None, organi
 @receiver(hooks.team_moved, dispatch_uid="keys.team_moved")
 def team_moved(sender: Any, *, team: Any, **kwargs: Any) -> None:
     services.team_keys_move(team=team)
+
+
+@receiver(hooks.key_budget_scope, dispatch_uid="keys.key_budget_scope")
+def key_budget_scope(sender: Any, **kwargs: Any) -> Any:
+    return tasks.KEY_SCOPE

@@ -23,6 +23,8 @@ team_moved = Signal()
 # target (a team or a key), group_ids, organization: make the target's access groups exactly these;
 # answers (added, removed) group ids. accessgroups answers it; keys asks it too (keys sits below it).
 assign_groups = Signal()
+# (no arguments): the keys' budget scope (orgs.tasks.BudgetScope), reset first by `budget_reset_all`.
+key_budget_scope = Signal()
 
 
 def ask(hook: Signal, **kwargs: Any) -> Any:

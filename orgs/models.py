@@ -11,6 +11,7 @@ from django.utils.functional import cached_property
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
 from accessctl.ids import ID_MAX_LENGTH, new_id
+from accessctl.policy import actor_for
 from accessctl.roles import (
     DEFAULT_TEAM_MEMBER_PERMISSIONS,
     ORG_ROLE_CHOICES,
@@ -157,8 +158,6 @@ class User(AbstractBaseUser, PermissionsMixin, BudgetFields, SpendFields):
         Each request loads its user afresh (session → user), so this is cached per request and never
         across requests: a removed role, membership or grant counts from the next request on.
         """
-        from accessctl.policy import actor_for
-
         return actor_for(self)
 
     @property

@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from accessctl.durations import DurationError, next_reset_at
 
+from . import hooks
 from .audit import Affects, record
 from .models import Budget, Organization, Team, User
 
@@ -140,11 +141,9 @@ def reset_due_budgets(scope: BudgetScope, *, now: datetime.datetime | None = Non
 
 def budget_reset_all(*, now: datetime.datetime | None = None) -> dict[str, int]:
     """Reset every due budget: keys, teams, organizations, users. Returns rows handled per scope."""
-    from keys.tasks import KEY_SCOPE
-
     now = _now(now)
-    return {scope.name: reset_due_budgets(scope, now=now) for scope in (KEY_SCOPE, TEAM_SCOPE,
-                                                                       ORGANIZATION_SCOPE, USER_SCOPE)}
+    scopes = (hooks.ask(hooks.key_budget_scope), TEAM_SCOPE, ORGANIZATION_SCOPE, USER_SCOPE)
+    return {scope.name: reset_due_budgets(scope, now=now) for scope in scopes}
 
 
 @shared_task(name="orgs.reset_budgets", ignore_result=True)

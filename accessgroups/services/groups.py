@@ -11,10 +11,13 @@ from django.db.models.functions import Lower
 from accessctl import policy
 from accessctl.common import field_values, model_update
 from accessctl.errors import Conflict, InvalidInput, NotFound
+from accessctl.ids import is_valid_id, valid_id
 from keys.authz import NO_DEFAULT_MODELS
+from keys.cache import tokens_naming_groups
+from keys.crypto import token_for
 from keys.models import VirtualKey
 from orgs.audit import Affects, record
-from orgs.models import Organization, Team, User
+from orgs.models import AuditEntry, Organization, Team, User
 
 from .. import bulk_sql
 from ..models import AccessGroup, KeyAccessGroup, TeamAccessGroup
@@ -106,9 +109,6 @@ def access_group_create(
     keys = _keys_by_tokens(assigned_key_ids or [], organization)
     kwargs = {}
     if access_group_id is not None:
-        from accessctl.ids import valid_id
-        from orgs.models import AuditEntry
-
         access_group_id = valid_id(access_group_id, "access_group_id")
         # Unique and never reused (SPEC §1): a deleted group's id stays in the audit log.
         taken = AccessGroup.objects.filter(pk=access_group_id).exists() or AuditEntry.objects.filter(
@@ -164,8 +164,6 @@ def _teams_by_ids(team_ids: Iterable[Any], organization: Organization | None) ->
 
 
 def _keys_by_tokens(tokens: Iterable[str], organization: Organization | None) -> list[VirtualKey]:
-    from keys.crypto import token_for
-
     wanted = {token_for(t) for t in tokens if isinstance(t, str)}
     if not wanted:
         return []
@@ -181,8 +179,6 @@ def _keys_by_tokens(tokens: Iterable[str], organization: Organization | None) ->
 
 def _split_ids(values: set[str]) -> tuple[set[str], set[str]]:
     """(ids that may exist, values that cannot be ids) — SPEC §1's string ids."""
-    from accessctl.ids import is_valid_id
-
     valid = {v for v in values if is_valid_id(v)}
     return valid, values - valid
 
@@ -240,8 +236,6 @@ def access_group_update(
         raise Conflict(f"Access group '{clean['access_group_name']}' already exists", param="access_group_name")
     renamed_tokens: set[str] = set()
     if clean.get("access_group_name", group.access_group_name) != group.access_group_name:
-        from keys.cache import tokens_naming_groups
-
         # Keys naming the old name lose it; after the commit only the new name can be looked up.
         renamed_tokens = tokens_naming_groups([group.access_group_name])
     for name, count in (("assigned_team_ids", group.assigned_team_count), ("assigned_key_ids", group.assigned_key_count)):
@@ -318,8 +312,6 @@ def access_group_delete(*, actor: User | None, group: AccessGroup, by: policy.Ac
     locked first — bulk batches and per-row assignments lock it too — so an assignment running now either
     committed before (its rows are deleted here) or fails once the group is gone.
     """
-    from keys.cache import tokens_naming_groups
-
     if by is not None:
         policy.require(by, "access_group:delete", policy.access_group_target(group))
     group = AccessGroup.objects.select_for_update().get(pk=group.pk)

@@ -20,6 +20,7 @@ from orgs.models import Organization, Team, User
 from orgs.services import organization_member_add, user_create
 
 from .. import crypto
+from ..cache import invalidate_tokens
 from ..models import IDEMPOTENCY_WINDOW, KeyRotation, VirtualKey
 from .authorization import (
     authorize_key_generate,
@@ -357,8 +358,6 @@ def _set_blocked(actor: User | None, key: VirtualKey, blocked: bool) -> VirtualK
         if blocked:
             # Nothing changes, so nothing is audited; but a block repeated because the first one's cache
             # invalidation may have been lost must reach every cache again.
-            from ..cache import invalidate_tokens
-
             token = key.token
             transaction.on_commit(lambda: invalidate_tokens([token]))
         return key

@@ -19,7 +19,7 @@ from accessctl.roles import (
 
 from .. import hooks
 from ..audit import Affects, record
-from ..models import Organization, Team, TeamMembership, User
+from ..models import MANAGE_TEAM, Organization, Team, TeamMembership, TeamUserObjectPermission, User
 from .common import (
     TEAM_FIELDS,
     _change_membership,
@@ -294,8 +294,6 @@ def team_grant_manage(*, actor: User | None, team: Team, user: User) -> bool:
     """
     from guardian.shortcuts import assign_perm
 
-    from ..models import MANAGE_TEAM, TeamUserObjectPermission
-
     team = Team.objects.select_for_update().get(pk=team.pk)
     if TeamUserObjectPermission.objects.filter(
         content_object=team, user=user, permission__codename=MANAGE_TEAM
@@ -320,8 +318,6 @@ def team_revoke_manage(*, actor: User | None, team: Team, user: User) -> bool:
 
     Returns False (and records nothing) when there was no such grant.
     """
-    from ..models import MANAGE_TEAM, TeamUserObjectPermission
-
     deleted, _ = TeamUserObjectPermission.objects.filter(
         content_object=team, user=user, permission__codename=MANAGE_TEAM
     ).delete()

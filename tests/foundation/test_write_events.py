@@ -57,5 +57,5 @@ def test_an_orgs_hook_nobody_answers_is_an_error_not_a_skipped_write():
 
 
 def test_each_orgs_hook_has_exactly_one_answer_from_the_app_that_owns_the_rows():
-    for hook in (hooks.user_leaving, hooks.team_deleting, hooks.team_moved, hooks.assign_groups):
+    for hook in (hooks.user_leaving, hooks.team_deleting, hooks.team_moved, hooks.assign_groups, hooks.key_budget_scope):
         assert len(hook.receivers) == 1

@@ -4,6 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+# The object permission (django-guardian, on orgs' Team) that grants a team admin's rights on one team.
+MANAGE_TEAM = "manage_team"
+
 
 class PlatformRole(StrEnum):
     PROXY_ADMIN = "proxy_admin"

@@ -14,6 +14,7 @@ from accessctl.ids import ID_MAX_LENGTH, new_id
 from accessctl.policy import actor_for
 from accessctl.roles import (
     DEFAULT_TEAM_MEMBER_PERMISSIONS,
+    MANAGE_TEAM,
     ORG_ROLE_CHOICES,
     PLATFORM_ROLE_CHOICES,
     TEAM_ROLE_CHOICES,
@@ -22,8 +23,8 @@ from accessctl.roles import (
     TeamRole,
 )
 
-# The object permission that lets a user manage one team without being its admin (django-guardian).
-MANAGE_TEAM = "manage_team"
+# MANAGE_TEAM (accessctl.roles): the object permission that lets a user manage one team without being its
+# admin (django-guardian).
 
 
 def default_team_member_permissions() -> list[str]:

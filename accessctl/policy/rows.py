@@ -3,7 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.apps import apps
+from django.db.models import CharField, Q, Value
+
 from accessctl.roles import (
+    MANAGE_TEAM,
     TEAM_ROLES,
     PlatformRole,
     TeamRole,
@@ -19,17 +23,14 @@ from .facts import (
 
 
 def actor_for(user: Any | None, *, key: Any | None = None, is_master: bool = False) -> Actor:
-    """Load the caller's memberships and team grants once (two queries) into an `Actor`."""
-    from django.db.models import CharField, Q, Value
+    """Load the caller's memberships and team grants once (two queries) into an `Actor`.
 
-    from orgs.models import (
-        MANAGE_TEAM,
-        OrganizationMembership,
-        TeamGroupObjectPermission,
-        TeamMembership,
-        TeamUserObjectPermission,
-    )
-
+    orgs' models are looked up in Django's app registry, not imported: orgs sits above the policy (its
+    models import it), and the registry is where orgs declares them."""
+    OrganizationMembership = apps.get_model("orgs", "OrganizationMembership")
+    TeamMembership = apps.get_model("orgs", "TeamMembership")
+    TeamUserObjectPermission = apps.get_model("orgs", "TeamUserObjectPermission")
+    TeamGroupObjectPermission = apps.get_model("orgs", "TeamGroupObjectPermission")
     if user is None:
         return Actor(
             user_id=None,

@@ -1,18 +1,23 @@
-"""The admin site: who may log in follows from roles, and the index is a dashboard of the user's tenants."""
+"""The admin site: who may log in follows from roles, and the index is a dashboard of the user's tenants.
+
+Loaded by `AccessAdminConfig.ready` (accessctl/admin_apps.py), once every app's models are ready."""
 from __future__ import annotations
 
 import datetime
 import math
 from typing import Any
 
-from django.conf import settings
+from axes.helpers import get_lockout_response
 from django.contrib.admin import AdminSite
-from django.contrib.admin.apps import AdminConfig
 from django.db.models import F, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
-from accessctl import metrics, redaction
+from accessctl import metrics
+from accessgroups.models import AccessGroup
+from keys.models import VirtualKey
+from orgs import sso
+from orgs.models import AuditEntry, Organization, Team, User
 
 DASHBOARD_ROWS = 10
 EXPIRY_WINDOW = datetime.timedelta(days=7)
@@ -55,11 +60,6 @@ class AccessAdminSite(AdminSite):
         `axes.middleware.AxesMiddleware` does, done here because the admin login is the only password
         login: the middleware would run on every request, the gateway's hot path included.
         """
-        # Imported here: this module is the admin's AppConfig, loaded before axes' models are ready.
-        from axes.helpers import get_lockout_response
-
-        from orgs import sso
-
         context = {"sso_enabled": sso.config() is not None, "password_login": sso.password_login_enabled(),
                    **(extra_context or {})}
         if request.method == "POST" and not context["password_login"]:
@@ -93,10 +93,6 @@ class Dashboard:
         return model_admin.get_queryset(self.request)
 
     def counts(self) -> list[dict[str, Any]]:
-        from accessgroups.models import AccessGroup
-        from keys.models import VirtualKey
-        from orgs.models import Organization, Team, User
-
         rows = []
         for model in (Organization, Team, User, VirtualKey, AccessGroup):
             queryset = self._visible(model)
@@ -106,8 +102,6 @@ class Dashboard:
         return rows
 
     def expiring_keys(self) -> list[Any]:
-        from keys.models import VirtualKey
-
         keys = self._visible(VirtualKey)
         if keys is None:
             return []
@@ -115,9 +109,6 @@ class Dashboard:
         return list(soon.order_by("expires")[:DASHBOARD_ROWS])
 
     def budget_alerts(self) -> list[dict[str, Any]]:
-        from keys.models import VirtualKey
-        from orgs.models import Organization, Team, User
-
         rows: list[dict[str, Any]] = []
         over = Q(max_budget__gt=0, spend__gte=F("max_budget") * BUDGET_ALERT)
         for model, cap in ((VirtualKey, "max_budget"), (Team, "max_budget"), (User, "max_budget"),
@@ -170,19 +161,5 @@ class Dashboard:
         }
 
     def latest_audit(self) -> list[Any]:
-        from orgs.models import AuditEntry
-
         entries = self._visible(AuditEntry)
         return [] if entries is None else list(entries[:DASHBOARD_ROWS])
-
-
-class AccessAdminConfig(AdminConfig):
-    """`django.contrib.admin` with accessctl's site as the default `admin.site`."""
-
-    default_site = "accessctl.admin_site.AccessAdminSite"
-
-    def ready(self) -> None:
-        super().ready()
-        # Every process that loads Django (gunicorn workers, runserver, commands, Celery) redacts secrets
-        # from every log record, gunicorn's access log included (accessctl/redaction.py).
-        redaction.install(lambda: getattr(settings, "ACCESSCTL_MASTER_KEY", ""))

@@ -23,7 +23,7 @@ ACCESSCTL_METRICS_TOKEN = env.str("ACCESSCTL_METRICS_TOKEN", default="")
 ACCESSCTL_AVAILABLE_TEAMS = env.list("ACCESSCTL_AVAILABLE_TEAMS", default=[])
 
 INSTALLED_APPS = [
-    "accessctl.admin_site.AccessAdminConfig",  # django.contrib.admin with accessctl's site (admin_site.py)
+    "accessctl.admin_apps.AccessAdminConfig",  # django.contrib.admin with accessctl's site (admin_site.py)
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

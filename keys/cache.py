@@ -34,6 +34,7 @@ from django.db.models import Q
 
 from accessctl import metrics
 from accessctl.lanes import database_lane
+from accessgroups.models import AccessGroup, CatalogModel, KeyAccessGroup, TeamAccessGroup
 from orgs.models import Organization, Team, User
 
 from . import feed, revocations
@@ -304,8 +305,6 @@ def get_snapshot(token: str) -> KeySnapshot | None:
 
 def load_catalog() -> dict[str, str]:
     """Active catalog models as `{model_name: provider}` (what "everything" and patterns expand to)."""
-    from accessgroups.models import CatalogModel
-
     return dict(CatalogModel.objects.filter(active=True).order_by("model_name").values_list("model_name", "provider"))
 
 
@@ -386,8 +385,6 @@ def affected_tokens(affects: Affects) -> set[str]:
     if affects.user_pks:
         query |= Q(user_id__in=affects.user_pks)
     if affects.access_group_ids:
-        from accessgroups.models import AccessGroup, KeyAccessGroup, TeamAccessGroup
-
         group_ids = list(affects.access_group_ids)
         query |= Q(id__in=KeyAccessGroup.objects.filter(access_group_id__in=group_ids).values("key_id"))
         query |= Q(team_id__in=TeamAccessGroup.objects.filter(access_group_id__in=group_ids).values("team_id"))

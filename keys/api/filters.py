@@ -5,6 +5,7 @@ from django.db.models import QuerySet
 from django_filters import rest_framework as filters
 
 from accessctl.rest import CharInFilter, IdFilter
+from accessgroups.models import KeyAccessGroup
 from keys.models import VirtualKey
 
 
@@ -22,6 +23,4 @@ class KeyFilter(filters.FilterSet):
         fields: list[str] = []
 
     def filter_access_group(self, queryset: QuerySet, name: str, value) -> QuerySet:
-        from accessgroups.models import KeyAccessGroup
-
         return queryset.filter(pk__in=KeyAccessGroup.objects.filter(access_group_id=value).values("key_id"))

@@ -11,6 +11,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serial
 from rest_framework import serializers
 
 from accessctl.errors import error_body
+from accessgroups.models import CatalogModel
 
 from .gateway import _FastView, _json, _Refusal, reachable_models
 from .gateway_schema import _ERROR
@@ -21,8 +22,6 @@ UNSUPPORTED_MODEL_WRITES = "Models are managed in accessctl's catalog (the admin
 
 
 def _catalog_rows(names: list[str]) -> dict[str, Any]:
-    from accessgroups.models import CatalogModel
-
     return {row.model_name: row for row in CatalogModel.objects.filter(model_name__in=names)}
 
 

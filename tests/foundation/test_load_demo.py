@@ -9,10 +9,10 @@ from django.core.management import call_command
 from django.http import HttpRequest
 from django.test import Client
 
+from accessgroups.management.commands.load_demo import ADMIN_PASSWORD, ADMIN_USER_ID
 from accessgroups.models import AccessGroup, Agent, CatalogModel, MCPServer
 from accessgroups.services import sync_all
 from keys.models import VirtualKey
-from orgs.management.commands.load_demo import ADMIN_PASSWORD, ADMIN_USER_ID
 from orgs.models import AuditEntry, Organization, Team, User
 
 pytestmark = pytest.mark.django_db

@@ -11,13 +11,13 @@ import uuid
 import pytest
 from django.core.management import CommandError, call_command
 
+from accessgroups.litellm_import import masked_url
+from accessgroups.litellm_import.mapping import key_row_id
 from accessgroups.models import AccessGroup, CatalogModel, KeyAccessGroup, TeamAccessGroup
 from accessgroups.services import sync_all
 from keys import crypto
 from keys import services as key_services
 from keys.models import VirtualKey
-from orgs.litellm_import import masked_url
-from orgs.litellm_import.mapping import key_row_id
 from orgs.models import AuditEntry, Budget, Organization, OrganizationMembership, Team, TeamMembership, User
 from tests.gateway.conftest import CHECK_URL, bearer
 

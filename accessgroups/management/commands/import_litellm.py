@@ -1,4 +1,4 @@
-"""manage.py import_litellm: import a LiteLLM deployment's PostgreSQL database (orgs/litellm_import)."""
+"""manage.py import_litellm: import a LiteLLM deployment's PostgreSQL database (accessgroups/litellm_import)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 from tqdm import tqdm
 
-from orgs.litellm_import import DEFAULT_BATCH_SIZE, ImportReport, SourceError, run_import
+from accessgroups.litellm_import import DEFAULT_BATCH_SIZE, ImportReport, SourceError, run_import
 
 SOURCE_ENV = "LITELLM_DATABASE_URL"
 

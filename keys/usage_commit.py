@@ -29,7 +29,6 @@ Writer = Callable[[Sequence[tuple], bool], Stored]
 @dataclass(eq=False)
 class _Request:
     rows: Sequence[tuple]
-    idempotent: bool
     done: threading.Event = field(default_factory=threading.Event)
     lead: bool = False  # woken to write the queue, not because its rows are written
     stored: Stored = field(default_factory=set)
@@ -51,7 +50,7 @@ class GroupCommit:
         the statement raised, and then none of its rows are stored."""
         if connection.in_atomic_block or not connection.get_autocommit():
             return self._write(rows, idempotent)
-        request = _Request(rows, idempotent)
+        request = _Request(rows)  # the statement is idempotent if any queued row carries a key
         with self._lock:
             self._queue.append(request)
             leads = not self._leading
